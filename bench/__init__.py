@@ -1,0 +1,1 @@
+"""Benchmarks: they print numbers; targets live here, never in timed unit tests."""

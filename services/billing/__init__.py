@@ -1,0 +1,1 @@
+"""Billing: stores every priced call once and serves usage per account and per conversation."""

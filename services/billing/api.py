@@ -1,0 +1,74 @@
+"""Billing's REST API: usage per account over a time range, and per conversation."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated, ParamSpec, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import AwareDatetime
+
+from services.billing.store import ConversationSummary, StoreUnavailable, Totals, UsageStore
+from shared.http_api import ApiError, install_error_handlers
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+router = APIRouter()
+
+
+class AccountUsage(Totals):
+    account_id: str
+
+
+def _store(request: Request) -> UsageStore:
+    store: UsageStore = request.app.state.store
+    return store
+
+
+Store = Annotated[UsageStore, Depends(_store)]
+
+
+async def _query(read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    # The store blocks; a worker thread keeps the event loop (and NATS) responsive.
+    try:
+        return await asyncio.to_thread(read, *args, **kwargs)
+    except StoreUnavailable as exc:
+        raise ApiError(503, "unavailable", "usage storage is unavailable; try again") from exc
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/v1/usage")
+async def account_usage(
+    store: Store,
+    account_id: Annotated[str, Query(min_length=1)],
+    since: Annotated[AwareDatetime | None, Query(description="inclusive, RFC 3339")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="exclusive, RFC 3339")] = None,
+) -> AccountUsage:
+    """An account's calls, errors, tokens and units with ``since <= at < until``."""
+    totals = await _query(store.account_totals, account_id, since, until)
+    return AccountUsage(account_id=account_id, **totals.model_dump())
+
+
+@router.get("/v1/usage/conversations/{conversation_id}")
+async def conversation_usage(conversation_id: str, store: Store) -> ConversationSummary:
+    """A conversation's calls in time order, their totals, and whether it has ended."""
+    summary = await _query(store.conversation, conversation_id)
+    if summary is None:
+        raise ApiError(
+            404,
+            "not_found",
+            f"billing has no usage and no end for conversation '{conversation_id}'",
+        )
+    return summary
+
+
+def build_app(store: UsageStore) -> FastAPI:
+    app = FastAPI(title="Midcall billing", version="1")
+    app.state.store = store
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

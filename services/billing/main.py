@@ -1,0 +1,48 @@
+"""Billing's composition root: storage, NATS subscribers and the REST API, in one process."""
+
+import asyncio
+
+from sqlalchemy import Engine
+
+from services.billing.api import build_app
+from services.billing.app import register
+from services.billing.store import UsageStore
+from shared.broker import build_broker, connect
+from shared.service import HttpServer
+from shared.settings import Settings
+from shared.storage import build_engine
+
+
+class BillingService:
+    """``shared.service.Runnable`` for billing; nothing connects until ``start``."""
+
+    name = "billing"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._engine: Engine | None = None
+        self.broker = build_broker(settings.nats_servers(), self.name)
+        self._http: HttpServer | None = None
+
+    async def start(self) -> None:
+        # Creating the tables is blocking I/O (and slow on a remote PostgreSQL).
+        self._engine = await asyncio.to_thread(build_engine, self._settings)
+        store = UsageStore(self._engine)
+        register(self.broker, store)
+        await connect(self.broker)
+        await self.broker.start()
+        self._http = HttpServer(build_app(store), self._settings.host, self._settings.billing_port)
+        await self._http.start()
+
+    async def stop(self) -> None:
+        """Stop answering HTTP, drain NATS (in-flight messages finish), close the database."""
+        if self._http is not None:
+            await self._http.stop()
+        await self.broker.stop()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def port(self) -> int:
+        """The REST port actually bound (``billing_port=0`` picks a free one); 0 before start."""
+        return self._http.port if self._http is not None else 0

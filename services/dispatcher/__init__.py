@@ -1,0 +1,1 @@
+"""Dispatcher: accepts tool calls, acks them with a pending event, queues execution."""

@@ -1,0 +1,150 @@
+"""The dispatcher's subscriber: ToolCall in, pending (or an error result) and a work item out."""
+
+import logging
+from datetime import timedelta
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+
+from services.dispatcher.binding import bind, check_arguments, pending_for
+from services.dispatcher.claims import Claims, Stage
+from services.dispatcher.directory import Directory
+from shared import subjects
+from shared.errors import CallRejected, ErrorCode
+from shared.events import ErrorInfo, ExecuteRequest, ToolCall, ToolCallResult, utcnow
+from shared.messaging import (
+    DeadLetters,
+    Undecodable,
+    decode,
+    loose_fields,
+    msg_id,
+    publish_event,
+    publish_pending,
+    publish_result,
+    raw_body,
+)
+from shared.tracing import current_trace_id, tracer
+
+log = logging.getLogger("midcall.dispatcher")
+DURABLE = "midcall-dispatcher"
+
+
+class Dispatcher:
+    def __init__(self, broker: NatsBroker, directory: Directory, claims: Claims) -> None:
+        self.broker = broker
+        self.directory = directory
+        self.claims = claims
+        self.dead_letters = DeadLetters(broker, "calls")
+
+    async def handle(self, message: NatsMessage) -> None:
+        with tracer().start_as_current_span("dispatch") as span:
+            subject = message.raw_message.subject
+            try:
+                call = self._decode(message.body, subject)
+            except CallRejected as rejected:
+                await self._reject_undecodable(message, rejected)
+                return
+            span.set_attributes(
+                {
+                    "midcall.call_id": call.call_id,
+                    "midcall.tool": call.tool,
+                    "midcall.conversation_id": call.conversation_id,
+                }
+            )
+            stage = await self.claims.claim(call.conversation_id, call.call_id)
+            if stage is None or self._resumable(stage, message):
+                await self._dispatch(call)
+            else:
+                log.info("duplicate call %s ignored (%s)", call.call_id, stage)
+
+    @staticmethod
+    def _resumable(stage: str, message: NatsMessage) -> bool:
+        # Our own earlier attempt died between claiming and queueing: finish it.
+        delivered = message.raw_message.metadata.num_delivered or 1
+        return stage == Stage.ACCEPTED and delivered > 1
+
+    @staticmethod
+    def _decode(body: bytes, subject: str) -> ToolCall:
+        try:
+            call = decode(ToolCall, body)
+        except Undecodable as exc:
+            raise CallRejected(
+                ErrorCode.INVALID_ARGUMENTS, f"The tool call could not be read: {exc}."
+            ) from exc
+        if call.conversation_id != subjects.token_at(subject, 2):
+            raise CallRejected(
+                ErrorCode.INVALID_ARGUMENTS,
+                "The tool call's conversation_id does not match its subject.",
+            )
+        return call
+
+    async def _dispatch(self, call: ToolCall) -> None:
+        try:
+            agent, entry = self.directory.resolve(call.agent_id, call.tool)
+            check_arguments(call, entry.validator)
+            bound = bind(call, entry.tool)
+        except CallRejected as rejected:
+            await publish_result(
+                self.broker, rejection(call.call_id, call.conversation_id, call.tool, rejected)
+            )
+            return
+        await publish_pending(self.broker, pending_for(call, entry.tool))
+        accepted = utcnow()
+        deadline_s = (call.deadline_ms / 1000) if call.deadline_ms else entry.tool.request.timeout_s
+        work = ExecuteRequest(
+            call=call,
+            tool=entry.tool,
+            bound=bound,
+            accepted_at=accepted,
+            account_id=call.account_id or agent.account_id,
+            deadline_at=accepted + timedelta(seconds=deadline_s),
+        )
+        await publish_event(
+            self.broker,
+            work,
+            subjects.execute(call.conversation_id),
+            subjects.WORK_STREAM,
+            msg_id(call.conversation_id, call.call_id, "exec"),
+        )
+        await self.claims.advance(call.conversation_id, call.call_id, Stage.QUEUED)
+
+    async def _reject_undecodable(self, message: NatsMessage, rejected: CallRejected) -> None:
+        """Answer a broken call if it can be addressed at all; otherwise set it aside."""
+        fields = loose_fields(message.body)
+        call_id = fields.get("call_id")
+        conversation_id = subjects.token_at(message.raw_message.subject, 2)
+        if not isinstance(call_id, str) or not call_id or not conversation_id:
+            await self.dead_letters.put(message, rejected.message)
+            return
+        tool = fields.get("tool") if isinstance(fields.get("tool"), str) else ""
+        await publish_result(self.broker, rejection(call_id, conversation_id, str(tool), rejected))
+
+
+def rejection(
+    call_id: str, conversation_id: str, tool: str, rejected: CallRejected
+) -> ToolCallResult:
+    """The one event a call that cannot be accepted gets: an error result, no pending."""
+    return ToolCallResult(
+        call_id=call_id,
+        conversation_id=conversation_id,
+        tool=tool,
+        status="error",
+        speak=True,
+        error=ErrorInfo(code=rejected.code, message=rejected.message, details=rejected.details),
+        trace_id=current_trace_id(),
+    )
+
+
+def register(broker: NatsBroker, dispatcher: Dispatcher, concurrency: int) -> None:
+    broker.subscriber(
+        subjects.ALL_CALLS,
+        stream=JStream(subjects.CALLS_STREAM, declare=False),
+        durable=DURABLE,
+        pull_sub=PullSub(timeout=5.0),
+        max_workers=concurrency,
+        decoder=raw_body,
+        # A crash or a failed publish redelivers the call; the claim makes that safe.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="ToolCall",
+        description="Tool calls from voice runtimes",
+    )(dispatcher.handle)

@@ -1,0 +1,1 @@
+"""HTTP executor: renders a tool's request, sends it within limits, reports what happened."""

@@ -1,0 +1,97 @@
+"""The executor's subscribers: work items in, outcomes out; conversation ends cancel."""
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.errors import MaxPayloadError
+
+from services.http_executor.execute import Executor, cancelled, too_large
+from shared import subjects
+from shared.events import ConversationEnded, ExecuteRequest, ExecutionOutcome
+from shared.messaging import DeadLetters, Undecodable, decode, msg_id, publish_event, raw_body
+from shared.tracing import tracer
+
+log = logging.getLogger("midcall.http_executor")
+DURABLE = "midcall-http-executor"
+
+
+class ExecutorApp:
+    def __init__(self, broker: NatsBroker, executor: Executor) -> None:
+        self.broker = broker
+        self.executor = executor
+        self.dead_letters = DeadLetters(broker, "exec")
+        self.inflight: dict[str, set[asyncio.Task[ExecutionOutcome]]] = defaultdict(set)
+
+    async def handle(self, message: NatsMessage) -> None:
+        try:
+            work = decode(ExecuteRequest, message.body)
+        except Undecodable as exc:
+            await self.dead_letters.put(message, str(exc))
+            return
+        with tracer().start_as_current_span("execute") as span:
+            span.set_attributes(
+                {"midcall.call_id": work.call.call_id, "midcall.tool": work.tool.name}
+            )
+            outcome = await self._run_cancellable(work)
+            try:
+                await self._publish(outcome)
+            except MaxPayloadError:
+                # JSON escaping can grow a body past what fits; report it, never loop on it.
+                await self._publish(too_large(outcome))
+
+    async def _publish(self, outcome: ExecutionOutcome) -> None:
+        call = outcome.request.call
+        await publish_event(
+            self.broker,
+            outcome,
+            subjects.executed(call.conversation_id),
+            subjects.WORK_STREAM,
+            msg_id(call.conversation_id, call.call_id, "executed"),
+        )
+
+    async def _run_cancellable(self, work: ExecuteRequest) -> ExecutionOutcome:
+        conversation = work.call.conversation_id
+        task = asyncio.create_task(self.executor.run(work))
+        self.inflight[conversation].add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # we are being stopped ourselves, not the call
+            return cancelled(work)
+        finally:
+            self.inflight[conversation].discard(task)
+            if not self.inflight[conversation]:
+                del self.inflight[conversation]
+
+    async def on_ended(self, message: NatsMessage) -> None:
+        try:
+            ended = decode(ConversationEnded, message.body)
+        except Undecodable:
+            return  # billing dead-letters it; nothing of ours to cancel
+        for task in self.inflight.get(ended.conversation_id, set()):
+            task.cancel()
+
+
+def register(broker: NatsBroker, app: ExecutorApp, concurrency: int) -> None:
+    broker.subscriber(
+        subjects.ALL_EXEC,
+        stream=JStream(subjects.WORK_STREAM, declare=False),
+        durable=DURABLE,
+        pull_sub=PullSub(timeout=5.0),
+        max_workers=concurrency,
+        decoder=raw_body,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="ExecuteRequest",
+        description="Internal: calls accepted by the dispatcher, to run over HTTP",
+    )(app.handle)
+    # A core subscription on purpose: every executor replica must hear every end.
+    broker.subscriber(
+        subjects.ALL_ENDED,
+        decoder=raw_body,
+        title="ConversationEnded",
+        description="Cancels the conversation's in-flight calls",
+    )(app.on_ended)

@@ -1,0 +1,61 @@
+"""The one outbound HTTP client per process, and a send that honours our limits.
+
+httpx's own transport degrades badly with many requests in flight (see
+bench/http_transport.py), so requests go through aiohttp's connection pool
+behind httpx's API. Redirects are not followed: a redirect could lead to an
+address the destination policy would refuse.
+"""
+
+import asyncio
+
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from services.http_executor.render import RenderedRequest
+from shared.events import HttpResponse
+
+
+def build_client(max_connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(limits=limits), follow_redirects=False, timeout=None
+    )
+
+
+class Sender:
+    """Sends one rendered request; the caller's ``asyncio.timeout`` bounds it as a whole."""
+
+    def __init__(self, client: httpx.AsyncClient, max_response_bytes: int) -> None:
+        self.client = client
+        self.max_response_bytes = max_response_bytes
+
+    async def send(self, request: RenderedRequest, timeout_s: float) -> HttpResponse:
+        async with asyncio.timeout(timeout_s):
+            async with self.client.stream(
+                request.method,
+                request.url,
+                headers=request.headers,
+                params=request.params,
+                content=request.body,
+            ) as response:
+                body, truncated = await self._read_capped(response)
+        return HttpResponse(
+            status=response.status_code,
+            body=body,
+            truncated=truncated,
+            content_type=response.headers.get("content-type"),
+        )
+
+    async def _read_capped(self, response: httpx.Response) -> tuple[str, bool]:
+        # Never hold more than the cap in memory, whatever the API sends.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                return "", True
+        return b"".join(chunks).decode("utf-8", errors="replace"), False
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,148 @@
+"""Running one work item: render, check the destination, send with retries, report.
+
+Transport failures are classified here, where they enter: timeouts and
+connection errors are transient (retried when the tool's policy says so,
+always within the call's deadline); everything else is final.
+"""
+
+import asyncio
+import random
+import time
+from datetime import datetime
+
+import httpx
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from services.http_executor.client import Sender
+from services.http_executor.destinations import DestinationPolicy
+from services.http_executor.render import RenderedRequest, render_request
+from shared.errors import CallRejected, ErrorCode
+from shared.events import ErrorInfo, ExecuteRequest, ExecutionOutcome, HttpResponse, utcnow
+from shared.tracing import tracer
+
+
+class Executor:
+    def __init__(self, sender: Sender, policy: DestinationPolicy, secrets: dict[str, str]) -> None:
+        self.sender = sender
+        self.policy = policy
+        self.secrets = secrets
+
+    async def run(self, work: ExecuteRequest) -> ExecutionOutcome:
+        started = time.perf_counter()
+        answer: HttpResponse | CallRejected
+        try:
+            request = render_request(work, self.secrets)
+            await self.policy.check(request.url)
+        except CallRejected as failure:
+            attempts, answer = 0, failure
+        else:
+            attempts, answer = await self._send_with_retries(work, request)
+        outcome = ExecutionOutcome(
+            request=work,
+            attempts=attempts,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        if isinstance(answer, CallRejected):
+            outcome.failure = ErrorInfo(
+                code=answer.code, message=answer.message, details=answer.details
+            )
+        else:
+            outcome.response = answer
+        return outcome
+
+    async def _send_with_retries(
+        self, work: ExecuteRequest, request: RenderedRequest
+    ) -> tuple[int, HttpResponse | CallRejected]:
+        retry = work.tool.request.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._attempt(work, request)
+            except CallRejected as failure:
+                if not self._again(work, attempt, failure.code.value):
+                    return attempt, failure
+            else:
+                if not (response.status >= 500 and self._again(work, attempt, "http_5xx")):
+                    return attempt, response
+            await asyncio.sleep(_backoff(retry.backoff_s, attempt))
+
+    def _again(self, work: ExecuteRequest, attempt: int, reason: str) -> bool:
+        retry = work.tool.request.retry
+        room = _remaining(work.deadline_at) > _backoff(retry.backoff_s, attempt) * 1.5
+        return reason in retry.on and attempt < retry.attempts and room
+
+    async def _attempt(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
+        budget = _remaining(work.deadline_at)
+        with tracer().start_as_current_span(f"HTTP {request.method}", kind=SpanKind.CLIENT) as span:
+            span.set_attributes(
+                {
+                    "http.request.method": request.method,
+                    "server.address": httpx.URL(request.url).host,
+                    "url.path": httpx.URL(request.url).path,
+                }
+            )
+            headers = dict(request.headers)
+            propagate.inject(headers)  # the API sees the same trace
+            try:
+                response = await self.sender.send(_with(request, headers), budget)
+            except TimeoutError as exc:
+                span.set_status(Status(StatusCode.ERROR, "timeout"))
+                raise _timeout(work) from exc
+            except httpx.TransportError as exc:
+                # The deadline is ours (asyncio.timeout), the transport has none, so
+                # any httpx error is a connection failure; httpx-aiohttp 0.2 even
+                # reports a refused connection as ConnectTimeout.
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise _unreachable(work) from exc
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+
+def _with(request: RenderedRequest, headers: dict[str, str]) -> RenderedRequest:
+    return RenderedRequest(request.method, request.url, headers, request.params, request.body)
+
+
+def _remaining(deadline_at: datetime) -> float:
+    return max(0.0, (deadline_at - utcnow()).total_seconds())
+
+
+def _backoff(base: float, attempt: int) -> float:
+    # Exponential with jitter, so replicas retrying one API do not stampede it.
+    return float(base * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+
+
+def _timeout(work: ExecuteRequest) -> CallRejected:
+    budget = (work.deadline_at - work.accepted_at).total_seconds()
+    return CallRejected(
+        ErrorCode.TIMEOUT,
+        f"The {work.tool.name} service did not answer within {budget:g} seconds. "
+        "Tell the caller it is taking too long and offer to try again.",
+        {"timeout_s": budget},
+    )
+
+
+def _unreachable(work: ExecuteRequest) -> CallRejected:
+    return CallRejected(
+        ErrorCode.CONNECTION_ERROR,
+        f"The {work.tool.name} service could not be reached. Tell the caller "
+        "there is a technical problem and offer to try again later.",
+    )
+
+
+def cancelled(work: ExecuteRequest) -> ExecutionOutcome:
+    return ExecutionOutcome(
+        request=work,
+        failure=ErrorInfo(
+            code=ErrorCode.CANCELLED, message="The conversation ended before the action finished."
+        ),
+    )
+
+
+def too_large(outcome: ExecutionOutcome) -> ExecutionOutcome:
+    assert outcome.response is not None
+    truncated = outcome.response.model_copy(update={"body": "", "truncated": True})
+    return outcome.model_copy(update={"response": truncated})

@@ -1,0 +1,129 @@
+"""Rendering a tool's HTTP request from a work item. Pure: no I/O, no clock.
+
+The contract's rules: a whole-value template keeps its JSON type; inside a
+longer string it is text; a missing argument drops the key that names it as a
+whole value and renders empty inside text. GET sends the arguments as query
+parameters when the tool declares no query; other methods send them as the
+JSON body when the tool declares no body.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from shared.errors import CallRejected, ErrorCode
+from shared.events import ExecuteRequest
+from shared.templates import MISSING, TEMPLATE, as_text, references, render_string, render_value
+
+USER_AGENT = "midcall/0.1"
+
+
+@dataclass(frozen=True)
+class RenderedRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    params: list[tuple[str, str | int | float | bool | None]] = field(default_factory=list)
+    body: bytes | None = None
+
+
+def scope_for(work: ExecuteRequest, secrets: dict[str, str]) -> dict[str, Any]:
+    return {
+        "input": work.bound,
+        "context": work.call.context,
+        "secrets": secrets,
+        "call": {"id": work.call.call_id},
+        "conversation": {"id": work.call.conversation_id},
+    }
+
+
+def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedRequest:
+    spec = work.tool.request
+    _require_secrets(work, secrets)
+    scope = scope_for(work, secrets)
+    body = _body(work, scope)
+    return RenderedRequest(
+        method=spec.method,
+        url=render_url(spec.url, scope),
+        headers=_headers(work, scope, has_body=body is not None),
+        params=_query(work, scope),
+        body=body,
+    )
+
+
+def _require_secrets(work: ExecuteRequest, secrets: dict[str, str]) -> None:
+    spec = work.tool.request
+    wanted = {
+        ref.partition(".")[2]
+        for ref in references([spec.url, spec.headers, spec.query, spec.body])
+        if ref.startswith("secrets.")
+    }
+    missing = sorted(wanted - secrets.keys())
+    if missing:
+        raise CallRejected(
+            ErrorCode.INTERNAL,
+            f"The {work.tool.name} tool is not set up completely, so it cannot be "
+            "used right now. Apologize and offer another way to help.",
+            {"missing_secrets": missing},
+        )
+
+
+def render_url(template: str, scope: dict[str, Any]) -> str:
+    """Values inserted into a URL are percent-encoded, so an argument cannot change its shape."""
+    if TEMPLATE.fullmatch(template):
+        return as_text(render_string(template, scope))
+    return str(render_string(template, scope, escape=lambda text: quote(text, safe="")))
+
+
+def _headers(work: ExecuteRequest, scope: dict[str, Any], has_body: bool) -> dict[str, str]:
+    headers = {
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": work.call.call_id,
+    }
+    if has_body:
+        headers["Content-Type"] = "application/json"
+    rendered = render_value(work.tool.request.headers, scope)
+    lowered = {name.lower() for name in rendered}
+    headers = {k: v for k, v in headers.items() if k.lower() not in lowered}
+    for name, value in rendered.items():
+        text = as_text(value)
+        if "\r" in text or "\n" in text:
+            raise CallRejected(
+                ErrorCode.INVALID_ARGUMENTS,
+                f"The value for the '{name}' header cannot contain line breaks.",
+            )
+        headers[name] = text
+    return headers
+
+
+def _query(work: ExecuteRequest, scope: dict[str, Any]) -> list[tuple[str, Any]]:
+    spec = work.tool.request
+    if spec.query is not None:
+        return _pairs(render_value(spec.query, scope))
+    return _pairs(work.bound) if spec.method == "GET" else []
+
+
+def _pairs(values: dict[str, Any]) -> list[tuple[str, Any]]:
+    pairs: list[tuple[str, Any]] = []
+    for name, value in values.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                pairs.append((name, as_text(item)))
+    return pairs
+
+
+def _body(work: ExecuteRequest, scope: dict[str, Any]) -> bytes | None:
+    spec = work.tool.request
+    if spec.body is not None:
+        value = render_value(spec.body, scope)
+    elif spec.method != "GET":
+        value = work.bound
+    else:
+        return None
+    return None if value is MISSING else encode_json(value)
+
+
+def encode_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

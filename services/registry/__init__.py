@@ -1,0 +1,1 @@
+"""The registry: tool definitions in SQL behind a REST API, distributed into the catalog KV."""

@@ -1,0 +1,168 @@
+"""The registry's REST API: tool documents in, canonical tools and LLM manifests out.
+
+Every write goes to SQL first (the source of truth), then to the catalog that
+dispatchers watch. Writes are serialized so the catalog sees them in SQL's
+order, and each one is safe to retry: a retry re-sends the catalog write.
+"""
+
+import asyncio
+import json
+from typing import Annotated, Any, NoReturn
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.registry import dialects, manifest
+from services.registry.catalog_writer import CatalogUnavailable, CatalogWriter
+from services.registry.store import ToolStore
+from shared.catalog import AgentEntry
+from shared.events import ID_PATTERN
+from shared.http_api import ApiError, error_body, install_error_handlers
+from shared.tools import TOOL_NAME_PATTERN, Tool
+
+# A tool document is configuration, not data: a megabyte is far more than any needs.
+MAX_DOCUMENT_BYTES = 1024 * 1024
+
+AgentId = Annotated[str, Path(pattern=ID_PATTERN)]
+ToolName = Annotated[str, Path(pattern=TOOL_NAME_PATTERN)]
+
+
+class AgentBody(BaseModel):
+    """``PUT /v1/agents/{agent_id}``: which account pays for the agent's calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str = Field(pattern=ID_PATTERN)
+    name: str | None = Field(default=None, max_length=256)
+
+
+def build_app(store: ToolStore, writer: CatalogWriter) -> FastAPI:
+    app = FastAPI(title="Midcall registry", version="1")
+    install_error_handlers(app)
+    app.add_exception_handler(CatalogUnavailable, _catalog_unavailable)
+    app.include_router(_Endpoints(store, writer).router())
+    app.add_api_route("/healthz", _healthz, methods=["GET"])
+    return app
+
+
+class _Endpoints:
+    def __init__(self, store: ToolStore, writer: CatalogWriter) -> None:
+        self._store = store
+        self._writer = writer
+        self._writes = asyncio.Lock()
+
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix="/v1/agents/{agent_id}")
+        router.add_api_route("", self.put_agent, methods=["PUT"])
+        router.add_api_route("", self.get_agent, methods=["GET"])
+        router.add_api_route("/tools", self.post_tools, methods=["POST"], status_code=201)
+        router.add_api_route("/tools", self.list_tools, methods=["GET"])
+        router.add_api_route("/tools/{name}", self.get_tool, methods=["GET"])
+        router.add_api_route(
+            "/tools/{name}",
+            self.delete_tool,
+            methods=["DELETE"],
+            status_code=204,
+            response_class=Response,
+        )
+        router.add_api_route("/manifest", self.get_manifest, methods=["GET"])
+        return router
+
+    async def put_agent(self, agent_id: AgentId, body: AgentBody) -> dict[str, Any]:
+        agent = AgentEntry(agent_id=agent_id, **body.model_dump())
+        async with self._writes:
+            await asyncio.to_thread(self._store.put_agent, agent)
+            await self._writer.put_agent(agent)
+        return agent.model_dump(mode="json")
+
+    async def get_agent(self, agent_id: AgentId) -> dict[str, Any]:
+        agent = await asyncio.to_thread(self._require_agent, agent_id)
+        return agent.model_dump(mode="json")
+
+    async def post_tools(
+        self, agent_id: AgentId, request: Request, dialect: str = dialects.MIDCALL
+    ) -> dict[str, Any]:
+        dialects.require(dialect)
+        document = _json_document(await request.body())
+        tools = dialects.parse(dialect, document)
+        async with self._writes:
+            agent = await asyncio.to_thread(
+                self._store.put_tools, agent_id, dialect, tools, document
+            )
+            await self._writer.put_agent(agent)
+            for tool in tools:
+                await self._writer.put_tool(agent_id, tool)
+        return _tools_body(agent_id, tools)
+
+    async def list_tools(self, agent_id: AgentId) -> dict[str, Any]:
+        tools = await asyncio.to_thread(self._agent_tools, agent_id)
+        return _tools_body(agent_id, tools)
+
+    async def get_tool(self, agent_id: AgentId, name: ToolName) -> dict[str, Any]:
+        tool = await asyncio.to_thread(self._find_tool, agent_id, name)
+        return tool.model_dump(mode="json")
+
+    async def delete_tool(self, agent_id: AgentId, name: ToolName) -> Response:
+        async with self._writes:
+            existed = await asyncio.to_thread(self._store.delete_tool, agent_id, name)
+            # Also when SQL had no such tool: a retry after a failed catalog write heals it.
+            await self._writer.delete_tool(agent_id, name)
+        if not existed:
+            await asyncio.to_thread(self._raise_unknown_tool, agent_id, name)
+        return Response(status_code=204)
+
+    async def get_manifest(
+        self, agent_id: AgentId, fmt: Annotated[manifest.Format, Query(alias="format")]
+    ) -> dict[str, Any]:
+        tools = await asyncio.to_thread(self._agent_tools, agent_id)
+        return {"format": fmt, "tools": manifest.render(fmt, tools)}
+
+    def _require_agent(self, agent_id: str) -> AgentEntry:
+        agent = self._store.get_agent(agent_id)
+        if agent is None:
+            raise ApiError(404, "unknown_agent", f"agent '{agent_id}' is not registered")
+        return agent
+
+    def _agent_tools(self, agent_id: str) -> list[Tool]:
+        self._require_agent(agent_id)
+        return self._store.list_tools(agent_id)
+
+    def _find_tool(self, agent_id: str, name: str) -> Tool:
+        tool = self._store.get_tool(agent_id, name)
+        if tool is None:
+            self._raise_unknown_tool(agent_id, name)
+        return tool
+
+    def _raise_unknown_tool(self, agent_id: str, name: str) -> NoReturn:
+        self._require_agent(agent_id)
+        raise ApiError(404, "unknown_tool", f"agent '{agent_id}' has no tool '{name}'")
+
+
+def _json_document(body: bytes) -> Any:
+    if len(body) > MAX_DOCUMENT_BYTES:
+        raise ApiError(
+            413,
+            "document_too_large",
+            f"the document is {len(body)} bytes; the limit is {MAX_DOCUMENT_BYTES}",
+        )
+    try:
+        return json.loads(body)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from exc
+
+
+def _tools_body(agent_id: str, tools: list[Tool]) -> dict[str, Any]:
+    return {"agent_id": agent_id, "tools": [tool.model_dump(mode="json") for tool in tools]}
+
+
+async def _catalog_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    message = (
+        "the change is saved but could not be sent to the catalog the dispatchers "
+        "read; retry the request"
+    )
+    return JSONResponse(error_body("catalog_unavailable", message, str(exc)), 503)
+
+
+async def _healthz() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,56 @@
+"""The registry's composition root: SQL, the catalog bucket and the REST server."""
+
+import asyncio
+
+from sqlalchemy import Engine
+
+from services.registry.api import build_app
+from services.registry.catalog_writer import CatalogWriter
+from services.registry.store import ToolStore
+from shared.broker import build_broker, connect
+from shared.catalog import AgentEntry
+from shared.service import HttpServer
+from shared.settings import Settings
+from shared.storage import build_engine
+from shared.tools import Tool
+
+
+class RegistryService:
+    """Serves the REST API once the catalog bucket matches SQL."""
+
+    name = "registry"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._engine: Engine | None = None
+        self.broker = build_broker(settings.nats_servers(), self.name)
+        self._http: HttpServer | None = None
+
+    async def start(self) -> None:
+        # Creating tables is blocking I/O; the store module is imported, so they are known.
+        self._engine = await asyncio.to_thread(build_engine, self._settings)
+        store = ToolStore(self._engine)
+        _, js = await connect(self.broker)
+        await self.broker.start()
+        writer = await CatalogWriter.open(js)
+        await writer.sync(*await asyncio.to_thread(_snapshot, store))
+        settings = self._settings
+        self._http = HttpServer(build_app(store, writer), settings.host, settings.registry_port)
+        await self._http.start()
+
+    async def stop(self) -> None:
+        """Stop taking requests, drain NATS, then close the database pool."""
+        if self._http is not None:
+            await self._http.stop()
+        await self.broker.stop()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def port(self) -> int:
+        """The bound HTTP port (useful when the settings asked for port 0)."""
+        return self._http.port if self._http is not None else 0
+
+
+def _snapshot(store: ToolStore) -> tuple[list[AgentEntry], list[tuple[str, Tool]]]:
+    return store.all_agents(), store.all_tools()

@@ -1,0 +1,72 @@
+"""The injector's subscriber: outcome in, ToolCallResult and UsageRecord out."""
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+
+from services.result_injector.mapping import map_outcome
+from shared import subjects
+from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
+from shared.messaging import (
+    DeadLetters,
+    Undecodable,
+    decode,
+    publish_result,
+    publish_usage,
+    raw_body,
+)
+from shared.metering import PriceBook, count_json_tokens
+from shared.tracing import current_trace_id, tracer
+
+DURABLE = "midcall-result-injector"
+
+
+class Injector:
+    def __init__(self, broker: NatsBroker, prices: PriceBook) -> None:
+        self.broker = broker
+        self.prices = prices
+        self.dead_letters = DeadLetters(broker, "executed")
+
+    async def handle(self, message: NatsMessage) -> None:
+        try:
+            outcome = decode(ExecutionOutcome, message.body)
+        except Undecodable as exc:
+            await self.dead_letters.put(message, str(exc))
+            return
+        with tracer().start_as_current_span("inject") as span:
+            span.set_attribute("midcall.call_id", outcome.request.call.call_id)
+            result = map_outcome(outcome, current_trace_id())
+            # Result first: the caller is waiting; billing is not.
+            await publish_result(self.broker, result)
+            await publish_usage(self.broker, self.meter(outcome, result))
+
+    def meter(self, outcome: ExecutionOutcome, result: ToolCallResult) -> UsageRecord:
+        work = outcome.request
+        input_tokens = count_json_tokens(work.call.arguments)
+        output_tokens = count_json_tokens(result.result)
+        price = self.prices.for_account(work.account_id)
+        return UsageRecord(
+            call_id=work.call.call_id,
+            conversation_id=work.call.conversation_id,
+            agent_id=work.call.agent_id,
+            account_id=work.account_id,
+            tool=work.call.tool,
+            status=result.status,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            units=price.units(input_tokens, output_tokens),
+            duration_ms=result.duration_ms,
+        )
+
+
+def register(broker: NatsBroker, injector: Injector, concurrency: int) -> None:
+    broker.subscriber(
+        subjects.ALL_EXECUTED,
+        stream=JStream(subjects.WORK_STREAM, declare=False),
+        durable=DURABLE,
+        pull_sub=PullSub(timeout=5.0),
+        max_workers=concurrency,
+        decoder=raw_body,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="ExecutionOutcome",
+        description="Internal: what the HTTP executor saw, to map into a result",
+    )(injector.handle)

@@ -1,0 +1,141 @@
+"""``midcall up``: an embedded nats-server (unless one is given) and one process per service.
+
+Each service announces itself on ``midcall.ready.<name>`` once it serves, so
+``up`` knows when the fabric is ready without polling. On SIGINT/SIGTERM the
+services are asked to stop (each drains its NATS connection), then the
+embedded server; a child that dies takes the whole fabric down, loudly, for
+whatever supervises ``up`` to restart.
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+
+import nats
+from nats.aio.subscription import Subscription
+
+from services.catalog import SERVICES
+from shared import jetstream, subjects
+from shared.nats_server import NatsServer
+from shared.settings import Settings
+
+log = logging.getLogger("midcall.up")
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 40.0
+
+
+def _die_with_parent() -> None:
+    # Linux: a child gets SIGTERM if `up` itself is killed, so nothing is orphaned.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Fabric:
+    """nats-server (embedded or given) plus the five service processes."""
+
+    def __init__(self, settings: Settings, extra_env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.extra_env = dict(extra_env or {})
+        self.nats: NatsServer | None = None
+        self.nats_url = settings.nats_url or ""
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    async def start(self) -> None:
+        if not self.nats_url:
+            self.nats = NatsServer(self.settings.data_dir)
+            self.nats_url = self.nats.start()
+            log.info(
+                "embedded nats-server at %s (data in %s)", self.nats_url, self.settings.data_dir
+            )
+        client = await nats.connect(self.nats_url)
+        try:
+            await jetstream.ensure(client.jetstream())
+            ready = await client.subscribe(subjects.ready("*"), max_msgs=len(SERVICES))
+            for name in SERVICES:
+                self.children[name] = self._spawn(name)
+            await self._await_ready(ready)
+        finally:
+            await client.close()
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            **self.extra_env,
+            "MIDCALL_NATS_URL": self.nats_url,
+            "MIDCALL_DATA_DIR": str(self.settings.data_dir),
+        }
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", name],
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+
+    async def _await_ready(self, ready: Subscription) -> None:
+        waiting = set(SERVICES)
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while waiting:
+                try:
+                    msg = await ready.next_msg(timeout=0.5)
+                except nats.errors.TimeoutError:
+                    self.check_children()
+                    continue
+                waiting.discard(msg.data.decode())
+        log.info("all services ready")
+
+    def check_children(self) -> None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                raise RuntimeError(f"service {name} exited with code {child.returncode}")
+
+    async def stop(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(asyncio.to_thread(self._reap, c) for c in self.children.values()))
+        if self.nats is not None:
+            await self.nats.astop()
+
+    @staticmethod
+    def _reap(child: subprocess.Popen[bytes]) -> None:
+        try:
+            child.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+async def run_up(settings: Settings) -> int:
+    fabric = Fabric(settings)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await fabric.start()
+        print(
+            f"Midcall is up: NATS {fabric.nats_url}, registry "
+            f"http://{settings.host}:{settings.registry_port}, billing "
+            f"http://{settings.host}:{settings.billing_port}. Ctrl-C stops it.",
+            flush=True,
+        )
+        return await _watch(fabric, stopping)
+    finally:
+        await fabric.stop()
+
+
+async def _watch(fabric: Fabric, stopping: asyncio.Event) -> int:
+    while not stopping.is_set():
+        try:
+            fabric.check_children()
+        except RuntimeError as exc:
+            log.error("%s; stopping everything", exc)
+            return 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=1.0)
+    return 0

@@ -1,0 +1,135 @@
+"""Typed messages: the contract's events and the internal work items.
+
+Readers ignore unknown fields (the contract lets writers add optional ones),
+and every field added here must be optional with a default.
+"""
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.errors import ErrorCode
+from shared.tools import Tool
+
+MAX_DEADLINE_MS = 60_000
+# Subject tokens may not contain these; ids end up as subject tokens and KV keys.
+ID_PATTERN = r"^[A-Za-z0-9_\-=]{1,128}$"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ToolCall(Event):
+    """runtime -> fabric on ``midcall.calls.<conversation_id>``."""
+
+    call_id: str = Field(min_length=1, max_length=256)
+    conversation_id: str = Field(pattern=ID_PATTERN)
+    agent_id: str = Field(pattern=ID_PATTERN)
+    tool: str = Field(min_length=1, max_length=128)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    account_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    deadline_ms: int | None = Field(default=None, gt=0)
+
+    @field_validator("deadline_ms")
+    @classmethod
+    def _cap_deadline(cls, value: int | None) -> int | None:
+        # The contract: a deadline never extends past 60 s; longer ones are capped.
+        return None if value is None else min(value, MAX_DEADLINE_MS)
+
+
+class ToolCallPending(Event):
+    call_id: str
+    conversation_id: str
+    tool: str
+    status: Literal["pending"] = "pending"
+    speak: bool = False
+    speech: str | None = None
+    muted: bool = False
+    at: datetime = Field(default_factory=utcnow)
+
+
+class ErrorInfo(Event):
+    code: ErrorCode
+    message: str
+    details: Any = None
+
+
+class ToolCallResult(Event):
+    call_id: str
+    conversation_id: str
+    tool: str
+    status: Literal["success", "error"]
+    result: Any = None
+    agent_message: str | None = None
+    speak: bool = True
+    variables: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    end_conversation: bool = False
+    http_status: int | None = None
+    attempts: int = 0
+    duration_ms: float = 0.0
+    at: datetime = Field(default_factory=utcnow)
+    # Extension: the W3C trace id, so a runtime can hand ops a link to the trace.
+    trace_id: str | None = None
+
+
+class ConversationEnded(Event):
+    conversation_id: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+class UsageRecord(Event):
+    call_id: str
+    conversation_id: str
+    agent_id: str
+    account_id: str
+    tool: str
+    status: Literal["success", "error"]
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    units: float = Field(ge=0)
+    duration_ms: float = 0.0
+    at: datetime = Field(default_factory=utcnow)
+
+
+class ExecuteRequest(Event):
+    """Internal work item, dispatcher -> http-executor on ``midcall.exec.<conv>``.
+
+    It carries the tool as it was when the call was accepted, so the executor
+    and injector never look anything up and a replay runs the same definition.
+    """
+
+    call: ToolCall
+    tool: Tool
+    account_id: str
+    bound: dict[str, Any]
+    accepted_at: datetime
+    deadline_at: datetime
+
+
+class HttpResponse(Event):
+    status: int
+    content_type: str | None = None
+    body: str = ""
+    truncated: bool = False
+
+
+class ExecutionOutcome(Event):
+    """Internal, http-executor -> result-injector on ``midcall.executed.<conv>``.
+
+    Exactly one of ``response`` and ``failure`` is set: the executor reports
+    what happened on the wire, the injector decides what it means.
+    """
+
+    request: ExecuteRequest
+    response: HttpResponse | None = None
+    failure: ErrorInfo | None = None
+    attempts: int = 0
+    duration_ms: float = 0.0

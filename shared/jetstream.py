@@ -1,0 +1,90 @@
+"""Streams and KV buckets, defined once.
+
+Every process that needs them calls ``ensure``; definitions must be
+identical everywhere, since JetStream refuses a bucket re-declared with other
+settings.
+"""
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from shared import subjects
+
+DAY = 24 * 3600.0
+
+STREAMS = (
+    # Calls are kept a week for audit and replay; 2 minutes of Nats-Msg-Id de-duplication.
+    StreamConfig(
+        name=subjects.CALLS_STREAM,
+        subjects=[subjects.ALL_CALLS],
+        storage=StorageType.FILE,
+        max_age=7 * DAY,
+        duplicate_window=120.0,
+    ),
+    # What runtimes read; a day lets a reconnecting runtime catch up.
+    StreamConfig(
+        name=subjects.CONV_STREAM,
+        subjects=[subjects.ALL_CONV],
+        storage=StorageType.FILE,
+        max_age=DAY,
+        duplicate_window=120.0,
+    ),
+    StreamConfig(
+        name=subjects.USAGE_STREAM,
+        subjects=[subjects.ALL_USAGE],
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        duplicate_window=120.0,
+    ),
+    # Work in flight between services: removed once the next service acks it.
+    StreamConfig(
+        name=subjects.WORK_STREAM,
+        subjects=[subjects.ALL_EXEC, subjects.ALL_EXECUTED],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.WORK_QUEUE,
+        duplicate_window=120.0,
+    ),
+    StreamConfig(
+        name=subjects.DEAD_STREAM,
+        subjects=[subjects.ALL_DEAD],
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        discard=DiscardPolicy.OLD,
+    ),
+)
+
+BUCKETS = (
+    # Tool definitions and agents, written by the registry, watched by dispatchers.
+    KeyValueConfig(bucket=subjects.CATALOG_BUCKET, history=1, storage=StorageType.FILE),
+    # One key per accepted call id: the dispatcher's idempotency record.
+    KeyValueConfig(
+        bucket=subjects.CALL_CLAIMS_BUCKET, history=1, ttl=DAY, storage=StorageType.FILE
+    ),
+)
+
+
+async def ensure(js: JetStreamContext) -> None:
+    """Create the streams and buckets that do not exist yet; leave existing ones alone.
+
+    Creating a stream with an identical definition is idempotent in JetStream,
+    so processes starting at once may race here safely; an operator's tuned
+    stream (other settings) is never overwritten.
+    """
+    for stream in STREAMS:
+        assert stream.name is not None
+        try:
+            await js.stream_info(stream.name)
+        except NotFoundError:
+            await js.add_stream(stream)
+    for bucket in BUCKETS:
+        try:
+            await js.key_value(bucket.bucket)
+        except NotFoundError:
+            await js.create_key_value(bucket)

@@ -1,0 +1,48 @@
+"""Metering: token counts with the real o200k_base tokenizer, and prices.
+
+Arguments and results are counted as compact JSON (no spaces, UTF-8 kept),
+the form closest to what an LLM reads and writes.
+"""
+
+import json
+from functools import cache
+from typing import Any
+
+import bpe_openai
+from pydantic import BaseModel, Field
+
+ENCODING = "o200k_base"
+
+
+@cache
+def _encoding() -> Any:
+    # bpe-openai ships the vocabulary, so this works offline (tiktoken downloads it).
+    return bpe_openai.get_encoding(ENCODING)
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoding().encode(text))
+
+
+def count_json_tokens(value: Any) -> int:
+    if value is None:
+        return 0
+    return count_tokens(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
+class Price(BaseModel):
+    per_call: float = Field(default=0.1, ge=0)
+    per_1k_tokens: float = Field(default=5.0, ge=0)
+
+    def units(self, input_tokens: int, output_tokens: int) -> float:
+        return round(self.per_call + self.per_1k_tokens * (input_tokens + output_tokens) / 1000, 6)
+
+
+class PriceBook(BaseModel):
+    """The default price and per-account overrides."""
+
+    default: Price = Field(default_factory=Price)
+    accounts: dict[str, Price] = Field(default_factory=dict)
+
+    def for_account(self, account_id: str) -> Price:
+        return self.accounts.get(account_id, self.default)

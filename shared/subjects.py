@@ -1,0 +1,75 @@
+"""Subject names and stream names: the one place they are spelled.
+
+Public subjects are frozen by the contract; internal ones (``exec``,
+``executed``, ``dead``) are ours and documented in the README.
+"""
+
+PREFIX = "midcall"
+
+CALLS_STREAM = "MIDCALL_CALLS"
+CONV_STREAM = "MIDCALL_CONV"
+USAGE_STREAM = "MIDCALL_USAGE"
+WORK_STREAM = "MIDCALL_WORK"
+DEAD_STREAM = "MIDCALL_DEAD"
+
+CATALOG_BUCKET = "midcall_catalog"
+CALL_CLAIMS_BUCKET = "midcall_call_claims"
+
+ALL_CALLS = f"{PREFIX}.calls.>"
+ALL_CONV = f"{PREFIX}.conv.>"
+ALL_ENDED = f"{PREFIX}.conv.*.ended"
+ALL_USAGE = f"{PREFIX}.usage.>"
+ALL_EXEC = f"{PREFIX}.exec.>"
+ALL_EXECUTED = f"{PREFIX}.executed.>"
+ALL_DEAD = f"{PREFIX}.dead.>"
+
+
+def calls(conversation_id: str) -> str:
+    return f"{PREFIX}.calls.{conversation_id}"
+
+
+def pending(conversation_id: str) -> str:
+    return f"{PREFIX}.conv.{conversation_id}.pending"
+
+
+def result(conversation_id: str) -> str:
+    return f"{PREFIX}.conv.{conversation_id}.result"
+
+
+def ended(conversation_id: str) -> str:
+    return f"{PREFIX}.conv.{conversation_id}.ended"
+
+
+def conversation(conversation_id: str) -> str:
+    """Everything the fabric says about one conversation (what a runtime listens on)."""
+    return f"{PREFIX}.conv.{conversation_id}.>"
+
+
+def usage(account_id: str) -> str:
+    return f"{PREFIX}.usage.{account_id}"
+
+
+def execute(conversation_id: str) -> str:
+    """Internal: dispatcher -> http-executor."""
+    return f"{PREFIX}.exec.{conversation_id}"
+
+
+def executed(conversation_id: str) -> str:
+    """Internal: http-executor -> result-injector."""
+    return f"{PREFIX}.executed.{conversation_id}"
+
+
+def dead(stage: str) -> str:
+    """Internal: messages a service could not even parse, kept for ops."""
+    return f"{PREFIX}.dead.{stage}"
+
+
+def token_at(subject: str, index: int) -> str | None:
+    """The subject token at ``index`` (e.g. the conversation id at 2), if present."""
+    parts = subject.split(".")
+    return parts[index] if len(parts) > index else None
+
+
+def ready(service: str) -> str:
+    """Internal: a service announces (core NATS) that it is serving."""
+    return f"{PREFIX}.ready.{service}"

@@ -1,0 +1,89 @@
+"""Real infrastructure for the tests: nats-server processes and databases.
+
+Each test gets its own nats-server (about 20 ms to start) with a temporary
+JetStream directory, so durable consumers and de-duplication windows never
+leak between tests. PostgreSQL tests use the server named by
+``MIDCALL_TEST_POSTGRES_URL`` in a schema of their own; they skip when it is
+unreachable, except under CI, where that is a failure.
+"""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from shared.nats_server import NatsServer
+from shared.tracing import build_provider
+from tests.support.api import RecordingApi
+from tests.support.fabric import Fabric, start_fabric, stop_fabric
+
+POSTGRES_URL = os.environ.get(
+    "MIDCALL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+# One tracer provider per process (OpenTelemetry allows setting it once); every
+# in-process service reports into this exporter.
+SPANS = InMemorySpanExporter()
+trace.set_tracer_provider(build_provider("midcall-tests", processors=(SimpleSpanProcessor(SPANS),)))
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    SPANS.clear()
+    yield SPANS
+    SPANS.clear()
+
+
+@pytest.fixture
+async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
+    server = NatsServer(tmp_path / "nats")
+    url = server.start()
+    yield url
+    await server.astop()
+
+
+def _postgres_schema() -> Iterator[str]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        connection = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    with connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+        finally:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: SQLite in a temp file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'midcall.db'}"
+    else:
+        yield from _postgres_schema()
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[RecordingApi]:
+    server = RecordingApi()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def fabric(nats_url: str, tmp_path: Path) -> AsyncIterator[Fabric]:
+    """Every service started in-process on a fresh nats-server, storage on SQLite."""
+    running = await start_fabric(nats_url, tmp_path, f"sqlite:///{tmp_path / 'fabric.db'}")
+    yield running
+    await stop_fabric(running)

@@ -1,0 +1,96 @@
+"""The whole fabric in the test's own process: every service, really started, on real NATS.
+
+Services are built by their composition roots with the test's settings; they
+talk only over the nats-server the test started, exactly as in production.
+"""
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from nats.aio.client import Client
+
+from services.billing.main import BillingService
+from services.demo.runtime import Runtime
+from services.dispatcher.main import DispatcherService
+from services.http_executor.main import HttpExecutorService
+from services.registry.main import RegistryService
+from services.result_injector.main import ResultInjectorService
+from shared import subjects
+from shared.settings import Settings
+
+SECRETS = {"BOOKING_KEY": "s3cr3t-booking-key"}
+DURABLES = {
+    subjects.CALLS_STREAM: ["midcall-dispatcher"],
+    subjects.WORK_STREAM: ["midcall-http-executor", "midcall-result-injector"],
+    subjects.USAGE_STREAM: ["midcall-billing-usage"],
+}
+
+
+@dataclass
+class Fabric:
+    settings: Settings
+    runtime: Runtime
+    registry: httpx.AsyncClient
+    billing: httpx.AsyncClient
+    nc: Client
+    services: list[Any] = field(default_factory=list)
+
+    async def register(self, agent_id: str, *tools: dict[str, Any]) -> None:
+        response = await self.registry.post(
+            f"/v1/agents/{agent_id}/tools", json={"tools": list(tools)}
+        )
+        assert response.status_code == 201, response.text
+
+    async def drained(self, timeout_s: float = 10.0) -> None:
+        """Wait until every service has finished (acked) everything published so far."""
+        js = self.nc.jetstream()
+        async with asyncio.timeout(timeout_s):
+            for stream, durables in DURABLES.items():
+                for durable in durables:
+                    while True:
+                        info = await js.consumer_info(stream, durable)
+                        if not info.num_pending and not info.num_ack_pending:
+                            break
+                        await asyncio.sleep(0.01)
+
+
+async def start_fabric(nats_url: str, data_dir: Path, database_url: str) -> Fabric:
+    settings = Settings(
+        nats_url=nats_url,
+        data_dir=data_dir,
+        database_url=database_url,
+        registry_port=0,
+        billing_port=0,
+        allow_destinations="127.0.0.1",
+    )
+    services = [
+        RegistryService(settings),
+        DispatcherService(settings),
+        HttpExecutorService(settings, secrets=SECRETS),
+        ResultInjectorService(settings),
+        BillingService(settings),
+    ]
+    for service in services:
+        await service.start()
+    registry, billing = services[0], services[4]
+    return Fabric(
+        settings=settings,
+        runtime=await Runtime.connect(nats_url),
+        registry=httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.port}"),
+        billing=httpx.AsyncClient(base_url=f"http://127.0.0.1:{billing.port}"),
+        nc=await nats.connect(nats_url),
+        services=services,
+    )
+
+
+async def stop_fabric(fabric: Fabric) -> None:
+    await fabric.runtime.close()
+    await fabric.registry.aclose()
+    await fabric.billing.aclose()
+    await fabric.nc.close()
+    for service in reversed(fabric.services):
+        await service.stop()

@@ -1,0 +1,376 @@
+"""Billing end to end: a real nats-server, real databases, the REST API as a client sees it."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import nats
+import pytest
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from services.billing.api import build_app
+from services.billing.app import USAGE_DURABLE, register
+from services.billing.main import BillingService
+from services.billing.store import StoreUnavailable, UsageStore
+from shared import subjects
+from shared.broker import build_broker, connect
+from shared.events import ConversationEnded, UsageRecord
+from shared.messaging import REASON_HEADER, SUBJECT_HEADER
+from shared.settings import Settings
+from shared.storage import build_engine
+
+T = TypeVar("T")
+T0 = datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
+WAIT_S = 10.0
+
+
+def usage(call_id: str, **fields: Any) -> UsageRecord:
+    defaults: dict[str, Any] = {
+        "conversation_id": "conv-42",
+        "agent_id": "salon-bot",
+        "account_id": "acme",
+        "tool": "BookAppointment",
+        "status": "success",
+        "input_tokens": 21,
+        "output_tokens": 14,
+        "units": 0.275,
+        "duration_ms": 183.4,
+        "at": T0,
+    }
+    return UsageRecord(call_id=call_id, **(defaults | fields))
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]]) -> T:
+    """Poll ``probe`` until it returns something other than None, for at most WAIT_S."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            value = await probe()
+            if value is not None:
+                return value
+            await asyncio.sleep(0.02)
+
+
+async def publish_usage(js: JetStreamContext, record: UsageRecord, msg_id: str) -> None:
+    await js.publish(
+        subjects.usage(record.account_id),
+        record.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": msg_id},
+    )
+
+
+# -- the REST API over a real store, no NATS ------------------------------------------------
+
+
+@pytest.fixture
+def store(database_url: str, tmp_path: Path) -> Iterator[UsageStore]:
+    engine = build_engine(Settings(database_url=database_url, data_dir=tmp_path))
+    yield UsageStore(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+async def api(store: UsageStore) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://billing") as client:
+        yield client
+
+
+async def test_account_usage_is_exactly_the_contract_shape(
+    api: httpx.AsyncClient, store: UsageStore
+) -> None:
+    store.record(usage("call-1"))
+    store.record(usage("call-2", status="error", input_tokens=5, output_tokens=0, units=0.125))
+
+    response = await api.get("/v1/usage", params={"account_id": "acme"})
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "account_id": "acme",
+        "calls": 2,
+        "errors": 1,
+        "input_tokens": 26,
+        "output_tokens": 14,
+        "units": 0.4,
+    }
+
+
+async def test_account_usage_between_since_inclusive_and_until_exclusive(
+    api: httpx.AsyncClient, store: UsageStore
+) -> None:
+    for minute in range(3):
+        store.record(usage(f"call-{minute}", at=T0 + timedelta(minutes=minute)))
+
+    response = await api.get(
+        "/v1/usage",
+        params={
+            "account_id": "acme",
+            "since": "2026-11-21T10:00:00.123Z",
+            "until": "2026-11-21T11:02:00.123+01:00",
+        },
+    )
+
+    assert response.json() == {
+        "account_id": "acme",
+        "calls": 2,
+        "errors": 0,
+        "input_tokens": 42,
+        "output_tokens": 28,
+        "units": 0.55,
+    }
+
+
+async def test_an_account_without_usage_has_zero_totals(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/usage", params={"account_id": "nobody"})
+
+    assert response.json() == {
+        "account_id": "nobody",
+        "calls": 0,
+        "errors": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "units": 0.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [
+        ("since", "yesterday"),
+        ("until", "2026-13-01T00:00:00Z"),
+        ("since", "2026-11-21T10:00:00"),
+    ],
+)
+async def test_a_malformed_time_is_a_422_naming_the_parameter(
+    api: httpx.AsyncClient, parameter: str, value: str
+) -> None:
+    response = await api.get("/v1/usage", params={"account_id": "acme", parameter: value})
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith(f"query.{parameter}: ")
+
+
+async def test_account_id_is_required(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/usage")
+
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "query.account_id: Field required"
+
+
+async def test_an_unknown_conversation_is_a_404(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/usage/conversations/conv-unknown")
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "code": "not_found",
+            "message": "billing has no usage and no end for conversation 'conv-unknown'",
+            "details": None,
+        }
+    }
+
+
+async def test_healthz(api: httpx.AsyncClient) -> None:
+    response = await api.get("/healthz")
+
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+# -- the whole service on a real nats-server ------------------------------------------------
+
+
+@pytest.fixture
+async def service(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[BillingService]:
+    settings = Settings(
+        nats_url=nats_url, database_url=database_url, billing_port=0, data_dir=tmp_path
+    )
+    billing = BillingService(settings)
+    await billing.start()
+    yield billing
+    await billing.stop()
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    client = await nats.connect(nats_url)
+    yield client.jetstream()
+    await client.close()
+
+
+@pytest.fixture
+async def rest(service: BillingService) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as client:
+        yield client
+
+
+async def usage_consumer_idle(js: JetStreamContext) -> bool | None:
+    """True once every usage message was delivered and acked."""
+    info = await js.consumer_info(subjects.USAGE_STREAM, USAGE_DURABLE)
+    return True if info.num_pending == 0 and info.num_ack_pending == 0 else None
+
+
+async def test_a_call_published_twice_is_billed_once(
+    js: JetStreamContext, rest: httpx.AsyncClient
+) -> None:
+    first = usage("call-1")
+    await publish_usage(js, first, "usage-call-1")
+    await publish_usage(js, first, "usage-call-1-again")  # JetStream does not de-duplicate it
+    await publish_usage(js, usage("call-2", status="error", units=0.1), "usage-call-2")
+
+    await eventually(lambda: usage_consumer_idle(js))
+    response = await rest.get("/v1/usage", params={"account_id": "acme"})
+
+    assert response.json() == {
+        "account_id": "acme",
+        "calls": 2,
+        "errors": 1,
+        "input_tokens": 42,
+        "output_tokens": 28,
+        "units": 0.375,
+    }
+
+
+async def test_a_conversation_summary_closes_when_the_conversation_ends(
+    js: JetStreamContext, rest: httpx.AsyncClient
+) -> None:
+    early, late = usage("call-1", at=T0), usage("call-2", at=T0 + timedelta(seconds=3))
+    await publish_usage(js, late, "usage-call-2")
+    await publish_usage(js, early, "usage-call-1")
+    ended = ConversationEnded(conversation_id="conv-42", at=T0 + timedelta(seconds=9))
+    await js.publish(subjects.ended("conv-42"), ended.model_dump_json().encode())
+
+    async def closed() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await rest.get("/v1/usage/conversations/conv-42")).json()
+        return body if body.get("ended") and len(body["calls"]) == 2 else None
+
+    assert await eventually(closed) == {
+        "conversation_id": "conv-42",
+        "calls": [early.model_dump(mode="json"), late.model_dump(mode="json")],
+        "totals": {"calls": 2, "errors": 0, "input_tokens": 42, "output_tokens": 28, "units": 0.55},
+        "ended": True,
+    }
+
+
+async def test_unparseable_messages_are_dead_lettered_and_billing_goes_on(
+    js: JetStreamContext, rest: httpx.AsyncClient
+) -> None:
+    dead = await js.pull_subscribe(subjects.dead("billing"), stream=subjects.DEAD_STREAM)
+    garbage = [
+        (subjects.usage("acme"), b"not json at all", {}),
+        (subjects.usage("acme"), b'{"call_id": "half', {"content-type": "application/json"}),
+        (subjects.usage("acme"), b'{"call_id": "call-x"}', {}),
+        (subjects.ended("conv-42"), b"\xff\xfe", {}),
+    ]
+    for subject, payload, headers in garbage:
+        await js.publish(subject, payload, headers=headers)
+
+    letters = await fetch_exactly(dead, len(garbage))
+
+    assert sorted(dead_letter(m) for m in letters) == sorted(
+        (payload, subject) for subject, payload, _ in garbage
+    )
+    assert all(m.headers and m.headers[REASON_HEADER].startswith("invalid ") for m in letters)
+    await publish_usage(js, usage("call-1"), "usage-call-1")
+    assert await eventually(lambda: billed_calls(rest, "acme", 1)) == 1
+    await eventually(lambda: usage_consumer_idle(js))
+    info = await js.consumer_info(subjects.USAGE_STREAM, USAGE_DURABLE)
+    assert info.num_redelivered == 0  # garbage was acked, not retried
+
+
+async def fetch_exactly(subscription: JetStreamContext.PullSubscription, count: int) -> list[Msg]:
+    """``count`` messages; a fetch returns as soon as some are there, so ask until all came."""
+    messages: list[Msg] = []
+    async with asyncio.timeout(WAIT_S):
+        while len(messages) < count:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                messages += await subscription.fetch(count - len(messages), timeout=0.5)
+    return messages
+
+
+def dead_letter(message: Msg) -> tuple[bytes, str]:
+    assert message.headers is not None
+    return message.data, message.headers[SUBJECT_HEADER]
+
+
+async def billed_calls(rest: httpx.AsyncClient, account_id: str, expected: int) -> int | None:
+    calls: int = (await rest.get("/v1/usage", params={"account_id": account_id})).json()["calls"]
+    return calls if calls == expected else None
+
+
+# -- tracing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_billing_continues_the_publishers_trace(
+    js: JetStreamContext, rest: httpx.AsyncClient, spans: InMemorySpanExporter
+) -> None:
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    await js.publish(
+        subjects.usage("acme"),
+        usage("call-1").model_dump_json().encode(),
+        headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+    )
+
+    async def bill_span() -> ReadableSpan | None:
+        return next((s for s in spans.get_finished_spans() if s.name == "bill"), None)
+
+    span = await eventually(bill_span)
+    assert span.context is not None
+    assert span.attributes is not None
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert span.parent is not None
+    assert span.parent.span_id != int(parent_id, 16)  # a child of the consume span
+    assert span.attributes["midcall.call_id"] == "call-1"
+
+
+# -- a database failure is retried, not acked --------------------------------------------------
+
+
+class FailingFirst(UsageStore):
+    """A real store whose first write fails, as if the database were briefly down."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.attempts: list[float] = []
+
+    def record(self, usage: UsageRecord) -> bool:
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) == 1:
+            raise StoreUnavailable("connection refused")
+        return super().record(usage)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_database_failure_is_redelivered_after_a_delay(
+    nats_url: str, database_url: str, tmp_path: Path, js: JetStreamContext
+) -> None:
+    engine = build_engine(Settings(database_url=database_url, data_dir=tmp_path))
+    store = FailingFirst(engine)
+    broker = build_broker(nats_url, "billing-test")
+    register(broker, store, retry_delay_s=0.3)
+    await connect(broker)
+    await broker.start()
+    try:
+        await publish_usage(js, usage("call-1"), "usage-call-1")
+
+        async def stored() -> int | None:
+            calls = (await asyncio.to_thread(store.account_totals, "acme")).calls
+            return calls or None
+
+        assert await eventually(stored) == 1
+    finally:
+        await broker.stop()
+        engine.dispose()
+    assert len(store.attempts) == 2
+    assert store.attempts[1] - store.attempts[0] >= 0.25

@@ -1,0 +1,159 @@
+"""UsageStore against real SQLite and PostgreSQL: once-only records and SQL aggregates."""
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import create_engine
+
+from services.billing.store import StoreUnavailable, Totals, UsageStore
+from shared.events import UsageRecord
+from shared.settings import Settings
+from shared.storage import build_engine
+
+T0 = datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
+
+
+def usage(call_id: str, **fields: Any) -> UsageRecord:
+    defaults: dict[str, Any] = {
+        "conversation_id": "conv-42",
+        "agent_id": "salon-bot",
+        "account_id": "acme",
+        "tool": "BookAppointment",
+        "status": "success",
+        "input_tokens": 21,
+        "output_tokens": 14,
+        "units": 0.275,
+        "duration_ms": 183.4,
+        "at": T0,
+    }
+    return UsageRecord(call_id=call_id, **(defaults | fields))
+
+
+@pytest.fixture
+def store(database_url: str, tmp_path: Path) -> Iterator[UsageStore]:
+    engine = build_engine(Settings(database_url=database_url, data_dir=tmp_path))
+    yield UsageStore(engine)
+    engine.dispose()
+
+
+def test_a_call_is_recorded_once(store: UsageStore) -> None:
+    assert store.record(usage("call-1")) is True
+
+    assert store.record(usage("call-1")) is False
+    assert store.record(usage("call-1", input_tokens=999, units=9.0)) is False
+    assert store.account_totals("acme") == Totals(
+        calls=1, errors=0, input_tokens=21, output_tokens=14, units=0.275
+    )
+
+
+def test_concurrent_writers_of_one_call_store_it_once(store: UsageStore) -> None:
+    # Separate connections racing on one call_id, as several replicas would.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(lambda _: store.record(usage("call-1")), range(16)))
+
+    assert outcomes.count(True) == 1
+    assert store.account_totals("acme").calls == 1
+
+
+def test_account_totals_sum_calls_errors_tokens_and_units(store: UsageStore) -> None:
+    store.record(usage("call-1", input_tokens=10, output_tokens=5, units=0.1))
+    store.record(usage("call-2", status="error", input_tokens=7, output_tokens=0, units=0.2))
+    store.record(usage("call-3", status="error", input_tokens=1, output_tokens=2, units=0.3))
+    store.record(usage("call-4", account_id="other", input_tokens=100, units=5.0))
+
+    assert store.account_totals("acme") == Totals(
+        calls=3, errors=2, input_tokens=18, output_tokens=7, units=0.6
+    )
+    assert store.account_totals("nobody") == Totals()
+
+
+def test_since_is_inclusive_and_until_exclusive(store: UsageStore) -> None:
+    for minute in range(4):
+        store.record(usage(f"call-{minute}", at=T0 + timedelta(minutes=minute)))
+
+    def calls(since: datetime | None, until: datetime | None) -> int:
+        return store.account_totals("acme", since, until).calls
+
+    assert calls(T0 + timedelta(minutes=1), None) == 3
+    assert calls(None, T0 + timedelta(minutes=1)) == 1
+    assert calls(T0 + timedelta(minutes=1), T0 + timedelta(minutes=3)) == 2
+    assert calls(T0 + timedelta(minutes=3), T0 + timedelta(minutes=3)) == 0
+
+
+def test_times_in_other_offsets_compare_as_the_same_instant(store: UsageStore) -> None:
+    paris = timezone(timedelta(hours=1))
+    store.record(usage("call-1", at=datetime(2026, 11, 21, 11, 0, tzinfo=paris)))  # 10:00Z
+
+    assert store.account_totals("acme", since=datetime(2026, 11, 21, 10, 0, tzinfo=UTC)).calls == 1
+    assert (
+        store.account_totals("acme", until=datetime(2026, 11, 21, 11, 0, tzinfo=paris)).calls == 0
+    )
+    summary = store.conversation("conv-42")
+    assert summary is not None
+    assert summary.calls[0].at == datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+    assert summary.calls[0].at.utcoffset() == timedelta(0)
+
+
+def test_conversation_summary_lists_its_calls_in_time_order(store: UsageStore) -> None:
+    late = usage("call-late", at=T0 + timedelta(seconds=5), status="error", units=0.1)
+    early = usage("call-early", at=T0, input_tokens=3, output_tokens=4, units=0.135)
+    store.record(late)
+    store.record(early)
+    store.record(usage("call-elsewhere", conversation_id="conv-7"))
+
+    summary = store.conversation("conv-42")
+
+    assert summary is not None
+    assert summary.model_dump(mode="json") == {
+        "conversation_id": "conv-42",
+        "calls": [early.model_dump(mode="json"), late.model_dump(mode="json")],
+        "totals": {
+            "calls": 2,
+            "errors": 1,
+            "input_tokens": 24,
+            "output_tokens": 18,
+            "units": 0.235,
+        },
+        "ended": False,
+    }
+
+
+def test_ending_a_conversation_is_idempotent(store: UsageStore) -> None:
+    store.record(usage("call-1"))
+
+    store.end_conversation("conv-42", T0)
+    store.end_conversation("conv-42", T0 + timedelta(minutes=1))
+
+    summary = store.conversation("conv-42")
+    assert summary is not None
+    assert summary.ended is True
+    assert summary.totals.calls == 1
+
+
+def test_a_conversation_known_only_by_its_end_has_no_calls(store: UsageStore) -> None:
+    store.end_conversation("conv-quiet", T0)
+
+    summary = store.conversation("conv-quiet")
+
+    assert summary is not None
+    assert (summary.calls, summary.totals, summary.ended) == ([], Totals(), True)
+
+
+def test_an_unknown_conversation_is_none(store: UsageStore) -> None:
+    store.record(usage("call-1"))
+
+    assert store.conversation("conv-unknown") is None
+
+
+def test_a_database_failure_is_store_unavailable(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'missing' / 'midcall.db'}")
+    store = UsageStore(engine)
+
+    with pytest.raises(StoreUnavailable):
+        store.record(usage("call-1"))
+    with pytest.raises(StoreUnavailable):
+        store.account_totals("acme")
