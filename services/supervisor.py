@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -28,6 +29,13 @@ from shared.settings import Settings
 log = logging.getLogger("midcall.up")
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 40.0
+
+
+def free_port() -> int:
+    """A port free right now, for a child process to bind (the demo and the benchmarks)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _die_with_parent() -> None:

@@ -1,13 +1,18 @@
 """The NATS connection every service shares: a FastStream broker, traced."""
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from faststream.nats import NatsBroker
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 
 from shared import jetstream
+from shared.messaging import raw_body
 
 
 def build_broker(servers: str, service_name: str) -> NatsBroker:
@@ -33,3 +38,36 @@ async def connect(broker: NatsBroker) -> tuple[Client, JetStreamContext]:
     js = client.jetstream()
     await jetstream.ensure(js)
     return client, js
+
+
+def consume_work(
+    broker: NatsBroker,
+    handler: Callable[..., Awaitable[None]],
+    *,
+    subject: str,
+    stream: str,
+    durable: str,
+    concurrency: int,
+    title: str,
+    description: str,
+    ack_wait_s: float | None = None,
+) -> Any:
+    """A durable pull consumer handling up to ``concurrency`` messages at once.
+
+    Pull consumers share their durable across replicas, so several processes
+    split the work. The handler gets raw bytes and parses them itself;
+    anything it raises is nacked and redelivered, which every handler makes
+    safe (idempotent by call id, de-duplicated publishes).
+    """
+    return broker.subscriber(
+        subject,
+        stream=JStream(stream, declare=False),
+        durable=durable,
+        config=ConsumerConfig(ack_wait=ack_wait_s) if ack_wait_s else None,
+        pull_sub=PullSub(timeout=5.0),
+        max_workers=concurrency,
+        decoder=raw_body,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=title,
+        description=description,
+    )(handler)

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,26 +26,10 @@ from shared.events import ConversationEnded, UsageRecord
 from shared.messaging import REASON_HEADER, SUBJECT_HEADER
 from shared.settings import Settings
 from shared.storage import build_engine
+from tests.factories import T0, usage
 
 T = TypeVar("T")
-T0 = datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
 WAIT_S = 10.0
-
-
-def usage(call_id: str, **fields: Any) -> UsageRecord:
-    defaults: dict[str, Any] = {
-        "conversation_id": "conv-42",
-        "agent_id": "salon-bot",
-        "account_id": "acme",
-        "tool": "BookAppointment",
-        "status": "success",
-        "input_tokens": 21,
-        "output_tokens": 14,
-        "units": 0.275,
-        "duration_ms": 183.4,
-        "at": T0,
-    }
-    return UsageRecord(call_id=call_id, **(defaults | fields))
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]]) -> T:

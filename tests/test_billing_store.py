@@ -4,33 +4,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlmodel import create_engine
 
 from services.billing.store import StoreUnavailable, Totals, UsageStore
-from shared.events import UsageRecord
 from shared.settings import Settings
 from shared.storage import build_engine
-
-T0 = datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
-
-
-def usage(call_id: str, **fields: Any) -> UsageRecord:
-    defaults: dict[str, Any] = {
-        "conversation_id": "conv-42",
-        "agent_id": "salon-bot",
-        "account_id": "acme",
-        "tool": "BookAppointment",
-        "status": "success",
-        "input_tokens": 21,
-        "output_tokens": 14,
-        "units": 0.275,
-        "duration_ms": 183.4,
-        "at": T0,
-    }
-    return UsageRecord(call_id=call_id, **(defaults | fields))
+from tests.factories import T0, usage
 
 
 @pytest.fixture

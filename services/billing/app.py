@@ -10,25 +10,24 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from faststream import AckPolicy
 from faststream.exceptions import NackMessage
-from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
-from faststream.nats.subscriber.usecases import PullStreamSubscriber
 from pydantic import BaseModel
 
 from services.billing.store import StoreUnavailable, UsageStore
 from shared import subjects
+from shared.broker import consume_work
 from shared.events import ConversationEnded, UsageRecord
-from shared.messaging import DeadLetters, Undecodable, decode, raw_body
+from shared.messaging import DeadLetters, Undecodable, decode
 from shared.tracing import tracer
 
 USAGE_DURABLE = "midcall-billing-usage"
 ENDED_DURABLE = "midcall-billing-ended"
 # How long a message waits before it is tried again after a database failure.
 RETRY_DELAY_S = 5.0
-# Messages fetched per pull; they are handled concurrently.
-FETCH_BATCH = 16
+# Messages handled at once (each is a short database write in a thread).
+CONCURRENCY = 16
 
 log = logging.getLogger("midcall.billing")
 
@@ -77,24 +76,28 @@ class BillingHandlers:
 
 
 def register(broker: NatsBroker, store: UsageStore, retry_delay_s: float = RETRY_DELAY_S) -> None:
-    """Subscribe billing's handlers on ``broker`` (streams are created by ``shared.broker``)."""
-    dead_letters = DeadLetters(broker, "billing")
-    handlers = BillingHandlers(store, dead_letters, retry_delay_s)
-    _consumer(broker, subjects.ALL_USAGE, subjects.USAGE_STREAM, USAGE_DURABLE)(handlers.bill)
-    _consumer(broker, subjects.ALL_ENDED, subjects.CONV_STREAM, ENDED_DURABLE)(
-        handlers.close_conversation
+    """Subscribe billing's handlers on ``broker`` (streams are created by ``shared.broker``).
+
+    Database failures nak with a delay (above); anything else is retried too.
+    """
+    handlers = BillingHandlers(store, DeadLetters(broker, "billing"), retry_delay_s)
+    consume_work(
+        broker,
+        handlers.bill,
+        subject=subjects.ALL_USAGE,
+        stream=subjects.USAGE_STREAM,
+        durable=USAGE_DURABLE,
+        concurrency=CONCURRENCY,
+        title="UsageRecord",
+        description="Priced calls, stored once each",
     )
-
-
-def _consumer(broker: NatsBroker, subject: str, stream: str, durable: str) -> PullStreamSubscriber:
-    # Pull consumers share their durable across replicas, so several billing
-    # processes split the work; nats-py makes the subject the durable's filter.
-    return broker.subscriber(
-        subject,
-        stream=JStream(stream, declare=False),
-        durable=durable,
-        pull_sub=PullSub(batch_size=FETCH_BATCH),
-        decoder=raw_body,
-        # Database failures nak with a delay (above); anything else is retried too.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+    consume_work(
+        broker,
+        handlers.close_conversation,
+        subject=subjects.ALL_ENDED,
+        stream=subjects.CONV_STREAM,
+        durable=ENDED_DURABLE,
+        concurrency=CONCURRENCY,
+        title="ConversationEnded",
+        description="Closes a conversation's summary",
     )

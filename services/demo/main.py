@@ -7,7 +7,6 @@ the public subjects (see services/demo/runtime.py).
 import asyncio
 import json
 import secrets
-import socket
 import time
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 from services.demo.runtime import Runtime, new_traceparent
 from services.demo.salon_api import SalonApi
 from services.demo.script import SCRIPT, SECRET_NAME, Turn, tools
-from services.supervisor import Fabric
+from services.supervisor import Fabric, free_port
 from shared.settings import Settings
 
 AGENT = "salon-bot"
@@ -24,18 +23,12 @@ ACCOUNT = "acme-salons"
 CALLER = {"From": "+12223334444", "To": "+15556667777", "Session": "demo"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def run_demo(settings: Settings) -> int:
     api_key = secrets.token_hex(8)
     salon = SalonApi(api_key)
     api_url = await salon.start()
     settings = settings.model_copy(
-        update={"registry_port": _free_port(), "billing_port": _free_port()}
+        update={"registry_port": free_port(), "billing_port": free_port()}
     )
     fabric = Fabric(
         settings,

@@ -3,13 +3,13 @@
 import logging
 from datetime import timedelta
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker, NatsMessage
 
 from services.dispatcher.binding import bind, check_arguments, pending_for
 from services.dispatcher.claims import Claims, Stage
 from services.dispatcher.directory import Directory
 from shared import subjects
+from shared.broker import consume_work
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ErrorInfo, ExecuteRequest, ToolCall, ToolCallResult, utcnow
 from shared.messaging import (
@@ -21,7 +21,6 @@ from shared.messaging import (
     publish_event,
     publish_pending,
     publish_result,
-    raw_body,
 )
 from shared.tracing import current_trace_id, tracer
 
@@ -136,15 +135,14 @@ def rejection(
 
 
 def register(broker: NatsBroker, dispatcher: Dispatcher, concurrency: int) -> None:
-    broker.subscriber(
-        subjects.ALL_CALLS,
-        stream=JStream(subjects.CALLS_STREAM, declare=False),
+    # A crash or a failed publish redelivers the call; the claim makes that safe.
+    consume_work(
+        broker,
+        dispatcher.handle,
+        subject=subjects.ALL_CALLS,
+        stream=subjects.CALLS_STREAM,
         durable=DURABLE,
-        pull_sub=PullSub(timeout=5.0),
-        max_workers=concurrency,
-        decoder=raw_body,
-        # A crash or a failed publish redelivers the call; the claim makes that safe.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        concurrency=concurrency,
         title="ToolCall",
         description="Tool calls from voice runtimes",
-    )(dispatcher.handle)
+    )

@@ -4,18 +4,19 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker, NatsMessage
 from nats.errors import MaxPayloadError
 
 from services.http_executor.execute import Executor, cancelled, too_large
 from shared import subjects
-from shared.events import ConversationEnded, ExecuteRequest, ExecutionOutcome
+from shared.broker import consume_work
+from shared.events import MAX_DEADLINE_MS, ConversationEnded, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Undecodable, decode, msg_id, publish_event, raw_body
 from shared.tracing import tracer
 
 log = logging.getLogger("midcall.http_executor")
 DURABLE = "midcall-http-executor"
+ACK_WAIT_S = 2 * MAX_DEADLINE_MS / 1000
 
 
 class ExecutorApp:
@@ -77,17 +78,18 @@ class ExecutorApp:
 
 
 def register(broker: NatsBroker, app: ExecutorApp, concurrency: int) -> None:
-    broker.subscriber(
-        subjects.ALL_EXEC,
-        stream=JStream(subjects.WORK_STREAM, declare=False),
+    # A call may run up to its 60 s deadline; JetStream must not redeliver it meanwhile.
+    consume_work(
+        broker,
+        app.handle,
+        subject=subjects.ALL_EXEC,
+        stream=subjects.WORK_STREAM,
         durable=DURABLE,
-        pull_sub=PullSub(timeout=5.0),
-        max_workers=concurrency,
-        decoder=raw_body,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        concurrency=concurrency,
+        ack_wait_s=ACK_WAIT_S,
         title="ExecuteRequest",
         description="Internal: calls accepted by the dispatcher, to run over HTTP",
-    )(app.handle)
+    )
     # A core subscription on purpose: every executor replica must hear every end.
     broker.subscriber(
         subjects.ALL_ENDED,

@@ -22,6 +22,18 @@ def build_client(max_connections: int) -> httpx.AsyncClient:
     )
 
 
+def full_url(request: RenderedRequest) -> httpx.URL:
+    """The URL with the rendered query appended to any it already has.
+
+    (httpx's ``params=`` would replace the URL's own query string.)
+    """
+    url = httpx.URL(request.url)
+    if not request.params:
+        return url
+    merged = httpx.QueryParams([*url.params.multi_items(), *request.params])
+    return url.copy_with(query=str(merged).encode())
+
+
 class Sender:
     """Sends one rendered request; the caller's ``asyncio.timeout`` bounds it as a whole."""
 
@@ -30,15 +42,13 @@ class Sender:
         self.max_response_bytes = max_response_bytes
 
     async def send(self, request: RenderedRequest, timeout_s: float) -> HttpResponse:
-        async with asyncio.timeout(timeout_s):
-            async with self.client.stream(
-                request.method,
-                request.url,
-                headers=request.headers,
-                params=request.params,
-                content=request.body,
-            ) as response:
-                body, truncated = await self._read_capped(response)
+        async with (
+            asyncio.timeout(timeout_s),
+            self.client.stream(
+                request.method, full_url(request), headers=request.headers, content=request.body
+            ) as response,
+        ):
+            body, truncated = await self._read_capped(response)
         return HttpResponse(
             status=response.status_code,
             body=body,

@@ -1,10 +1,10 @@
 """The injector's subscriber: outcome in, ToolCallResult and UsageRecord out."""
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker, NatsMessage
 
 from services.result_injector.mapping import map_outcome
 from shared import subjects
+from shared.broker import consume_work
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
 from shared.messaging import (
     DeadLetters,
@@ -12,7 +12,6 @@ from shared.messaging import (
     decode,
     publish_result,
     publish_usage,
-    raw_body,
 )
 from shared.metering import PriceBook, count_json_tokens
 from shared.tracing import current_trace_id, tracer
@@ -59,14 +58,13 @@ class Injector:
 
 
 def register(broker: NatsBroker, injector: Injector, concurrency: int) -> None:
-    broker.subscriber(
-        subjects.ALL_EXECUTED,
-        stream=JStream(subjects.WORK_STREAM, declare=False),
+    consume_work(
+        broker,
+        injector.handle,
+        subject=subjects.ALL_EXECUTED,
+        stream=subjects.WORK_STREAM,
         durable=DURABLE,
-        pull_sub=PullSub(timeout=5.0),
-        max_workers=concurrency,
-        decoder=raw_body,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        concurrency=concurrency,
         title="ExecutionOutcome",
         description="Internal: what the HTTP executor saw, to map into a result",
-    )(injector.handle)
+    )

@@ -1,0 +1,186 @@
+"""Rendering a tool's request: the contract's template rules, byte for byte."""
+
+import json
+
+import httpx
+import pytest
+
+from services.http_executor.client import Sender
+from services.http_executor.render import render_request
+from shared.errors import CallRejected, ErrorCode
+from tests.factories import work_item
+
+ARGS = {
+    "date": "2024-04-20",
+    "guests": 2,
+    "vip": True,
+    "tags": ["a", "b"],
+    "who": {"name": "Ana Lu"},
+}
+
+
+def test_whole_value_templates_keep_their_json_type() -> None:
+    work = work_item(
+        {
+            "url": "https://api.example.com/book",
+            "body": {
+                "n": "{{input.guests}}",
+                "vip": "{{input.vip}}",
+                "who": "{{input.who}}",
+                "name": "{{input.who.name}}",
+            },
+        },
+        ARGS,
+    )
+
+    request = render_request(work, {})
+
+    assert request.body == b'{"n":2,"vip":true,"who":{"name":"Ana Lu"},"name":"Ana Lu"}'
+
+
+def test_templates_inside_text_render_as_text() -> None:
+    work = work_item(
+        {
+            "url": "https://api.example.com/book",
+            "body": {
+                "note": "{{input.guests}} guests, vip={{input.vip}}, "
+                "tags={{input.tags}}, call {{call.id}} in "
+                "{{conversation.id}} from {{context.From}}"
+            },
+        },
+        ARGS,
+    )
+
+    assert json.loads(render_request(work, {}).body or b"") == {
+        "note": '2 guests, vip=true, tags=["a","b"], call call-1 in conv-1 from +1222'
+    }
+
+
+def test_a_missing_argument_drops_whole_value_keys_and_is_empty_inside_text() -> None:
+    work = work_item(
+        {
+            "url": "https://api.example.com/x?y={{input.none}}",
+            "headers": {"X-Missing": "{{input.none}}", "X-Text": "a{{input.none}}b"},
+            "query": {"q": "{{input.none}}", "r": "{{input.date}}"},
+            "body": {"gone": "{{input.none}}", "kept": "[{{input.none}}]"},
+        },
+        ARGS,
+    )
+
+    request = render_request(work, {})
+
+    assert request.url == "https://api.example.com/x?y="
+    assert "X-Missing" not in request.headers
+    assert request.headers["X-Text"] == "ab"
+    assert request.params == [("r", "2024-04-20")]
+    assert request.body == b'{"kept":"[]"}'
+
+
+def test_values_in_a_url_are_percent_encoded() -> None:
+    work = work_item({"url": "https://api.example.com/people/{{input.who.name}}/x"}, ARGS)
+
+    assert render_request(work, {}).url == "https://api.example.com/people/Ana%20Lu/x"
+
+
+def test_get_sends_the_arguments_as_query_parameters() -> None:
+    work = work_item({"url": "https://api.example.com/slots", "method": "GET"}, ARGS)
+
+    request = render_request(work, {})
+
+    assert request.params == [
+        ("date", "2024-04-20"),
+        ("guests", "2"),
+        ("vip", "true"),
+        ("tags", "a"),
+        ("tags", "b"),
+        ("who", '{"name":"Ana Lu"}'),
+    ]
+    assert request.body is None
+    assert "Content-Type" not in request.headers
+
+
+def test_other_methods_send_the_arguments_as_the_json_body() -> None:
+    work = work_item({"url": "https://api.example.com/book", "method": "PUT"}, {"ü": "é"})
+
+    request = render_request(work, {})
+
+    assert request.body == '{"ü":"é"}'.encode()
+    assert request.headers == {
+        "Accept": "application/json",
+        "User-Agent": "midcall/0.1",
+        "Idempotency-Key": "call-1",
+        "Content-Type": "application/json",
+    }
+
+
+def test_tool_headers_override_defaults_case_insensitively() -> None:
+    work = work_item({"url": "https://api.example.com/", "headers": {"accept": "text/csv"}})
+
+    headers = render_request(work, {}).headers
+
+    assert headers["accept"] == "text/csv"
+    assert "Accept" not in headers
+
+
+def test_a_header_value_cannot_smuggle_line_breaks() -> None:
+    work = work_item(
+        {"url": "https://api.example.com/", "headers": {"X-Name": "{{input.n}}"}},
+        {"n": "x\r\nX-Evil: 1"},
+    )
+
+    with pytest.raises(CallRejected) as rejected:
+        render_request(work, {})
+    assert rejected.value.code == ErrorCode.INVALID_ARGUMENTS
+    assert rejected.value.message == "The value for the 'X-Name' header cannot contain line breaks."
+
+
+def test_a_missing_secret_fails_the_call_without_naming_any_value() -> None:
+    work = work_item(
+        {
+            "url": "https://api.example.com/",
+            "headers": {"Authorization": "Bearer {{secrets.KEY}}", "X-Other": "{{secrets.OTHER}}"},
+        }
+    )
+
+    with pytest.raises(CallRejected) as rejected:
+        render_request(work, {"OTHER": "hunter2"})
+    assert rejected.value.code == ErrorCode.INTERNAL
+    assert rejected.value.details == {"missing_secrets": ["KEY"]}
+    assert "hunter2" not in rejected.value.message
+
+
+async def test_the_sender_puts_exactly_the_rendered_request_on_the_wire() -> None:
+    seen: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"ok": True})
+
+    work = work_item(
+        {
+            "url": "https://api.example.com/book?src=1",
+            "query": {"a": "{{input.date}}"},
+            "headers": {"Authorization": "Bearer {{secrets.KEY}}"},
+        },
+        ARGS,
+    )
+    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(api)), 1024)
+
+    response = await sender.send(render_request(work, {"KEY": "k"}), 5.0)
+
+    [request] = seen
+    assert str(request.url) == "https://api.example.com/book?src=1&a=2024-04-20"
+    assert request.headers["authorization"] == "Bearer k"
+    assert request.content == json.dumps(ARGS, separators=(",", ":")).encode()
+    assert (response.status, response.body, response.truncated) == (201, '{"ok":true}', False)
+
+
+async def test_the_sender_stops_reading_past_the_response_cap() -> None:
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, content=b"x" * 5000))
+    )
+    sender = Sender(client, 4096)
+
+    response = await sender.send(render_request(work_item({"url": "https://a.example/"}), {}), 5)
+
+    assert (response.body, response.truncated) == ("", True)

@@ -1,0 +1,78 @@
+"""``midcall up``: real processes, started and stopped the way an operator does it."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from services.supervisor import free_port
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+async def start_up(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.Process, str, int]:
+    registry = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "up",
+        stdout=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "MIDCALL_DATA_DIR": str(tmp_path / "data"),
+            "MIDCALL_REGISTRY_PORT": str(registry),
+            "MIDCALL_BILLING_PORT": str(free_port()),
+            "MIDCALL_LOG_LEVEL": "WARNING",
+            **env,
+        },
+    )
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+    assert line.startswith("Midcall is up"), line
+    return process, line, registry
+
+
+async def test_up_serves_then_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    process, _, registry = await start_up(tmp_path)
+    spawned = children(process.pid)
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"http://127.0.0.1:{registry}/healthz")
+
+    process.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(process.wait(), 60)
+
+    assert health.status_code == 200
+    assert len(spawned) == 6  # nats-server and five services
+    assert code == 0
+    assert [pid for pid in spawned if alive(pid)] == []
+    assert (tmp_path / "data" / "jetstream").is_dir()
+    assert (tmp_path / "data" / "midcall.db").is_file()
+
+
+async def test_up_uses_a_given_nats_server_instead_of_its_own(
+    tmp_path: Path, nats_url: str
+) -> None:
+    process, line, _ = await start_up(tmp_path, MIDCALL_NATS_URL=nats_url)
+    spawned = children(process.pid)
+
+    process.send_signal(signal.SIGINT)
+    code = await asyncio.wait_for(process.wait(), 60)
+
+    assert f"NATS {nats_url}" in line
+    assert len(spawned) == 5
+    assert code == 0
+    assert not (tmp_path / "data" / "jetstream").exists()
