@@ -6,9 +6,11 @@ calls as a runtime would. Prints, for sequential calls: time to pending, time
 to result, and the result's overhead (time to result minus the executor's own
 HTTP time); then a burst with many calls in flight.
 Run: python -m bench.pending_latency [sequential] [burst] [in_flight]
+(BENCH_SAMPLED=0: runtime traces unsampled.)
 """
 
 import asyncio
+import os
 import secrets
 import sys
 import tempfile
@@ -26,6 +28,8 @@ from services.supervisor import Fabric, free_port
 from shared.settings import Settings
 
 AGENT = "bench"
+# BENCH_SAMPLED=0 sends unsampled traceparents: what tracing costs is the difference.
+SAMPLED = os.environ.get("BENCH_SAMPLED", "1") != "0"
 
 
 async def _call(runtime: Runtime, conversation: str) -> tuple[float, float, float]:
@@ -38,7 +42,8 @@ async def _call(runtime: Runtime, conversation: str) -> tuple[float, float, floa
         "arguments": {"date": "2026-11-28", "service": "Haircut"},
     }
     sent = time.perf_counter()
-    await runtime.call(call, new_traceparent()[0])
+    traceparent = new_traceparent()[0]
+    await runtime.call(call, traceparent if SAMPLED else traceparent[:-2] + "00")
     pending = await runtime.wait_for(conversation, "pending", call_id)
     result = await runtime.wait_for(conversation, "result", call_id)
     assert result["status"] == "success", result

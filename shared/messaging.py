@@ -96,11 +96,12 @@ async def publish_usage(broker: NatsBroker, usage: UsageRecord) -> None:
     )
 
 
-def raw_body(message: StreamMessage[Any]) -> bytes:
+async def raw_body(message: StreamMessage[Any]) -> bytes:
     """FastStream decoder that keeps the bytes: each handler parses (and dead-letters) itself.
 
     Left to FastStream, a broken JSON body fails before the handler runs and is
-    redelivered forever.
+    redelivered forever. Async on purpose: FastStream runs a sync decoder in a
+    worker thread, a thread hop per message.
     """
     return message.body
 

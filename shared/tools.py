@@ -5,9 +5,12 @@ what the catalog distributes and what the dispatcher snapshots into each
 work item.
 """
 
+import json
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from jsonpath_ng import JSONPath
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
@@ -15,6 +18,26 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.templates import reference_problem, references
+
+# Every work item carries its tool, so a tool is validated on each hop: the
+# expensive checks are cached by their input (jsonpath-ng builds a parser per
+# parse, and checking a schema against the meta-schema costs milliseconds).
+
+
+@lru_cache(maxsize=4096)
+def compile_jsonpath(path: str) -> JSONPath:
+    return parse_jsonpath(path)
+
+
+@lru_cache(maxsize=1024)
+def _schema_problem(schema_json: str) -> str | None:
+    try:
+        Draft202012Validator.check_schema(json.loads(schema_json))
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(top level)"
+        return f"not a valid JSON Schema at {where}: {exc.message}"
+    return None
+
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
 MAX_TIMEOUT_S = 60.0
@@ -103,7 +126,7 @@ class ResponseSpec(Strict):
     def _jsonpaths(cls, value: dict[str, str]) -> dict[str, str]:
         for name, path in value.items():
             try:
-                parse_jsonpath(path)
+                compile_jsonpath(path)
             except JSONPathError as exc:
                 raise ValueError(f"variable '{name}': '{path}' is not a JSONPath ({exc})") from exc
         return value
@@ -121,11 +144,9 @@ class Tool(Strict):
     @field_validator("parameters")
     @classmethod
     def _json_schema_object(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            Draft202012Validator.check_schema(value)
-        except SchemaError as exc:
-            where = "/".join(str(p) for p in exc.path) or "(top level)"
-            raise ValueError(f"not a valid JSON Schema at {where}: {exc.message}") from exc
+        problem = _schema_problem(json.dumps(value, sort_keys=True))
+        if problem:
+            raise ValueError(problem)
         if value.get("type") != "object":
             raise ValueError('must be a JSON Schema with "type": "object" at the top level')
         return value

@@ -26,6 +26,7 @@ class Runtime:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._first: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._changed = asyncio.Condition()
 
     @classmethod
@@ -41,7 +42,9 @@ class Runtime:
         event["_kind"] = msg.subject.rsplit(".", 1)[-1]
         event["_received"] = time.perf_counter()
         async with self._changed:
-            self.events[event.get("conversation_id", "")].append(event)
+            conversation = event.get("conversation_id", "")
+            self.events[conversation].append(event)
+            self._first.setdefault((conversation, event["_kind"], event.get("call_id", "")), event)
             self._changed.notify_all()
 
     async def call(
@@ -60,21 +63,10 @@ class Runtime:
     ) -> dict[str, Any]:
         """The first event of ``kind`` (pending, result) for the call."""
 
-        def found() -> dict[str, Any] | None:
-            return next(
-                (
-                    e
-                    for e in self.events[conversation_id]
-                    if e["_kind"] == kind and e.get("call_id") == call_id
-                ),
-                None,
-            )
-
+        key = (conversation_id, kind, call_id)
         async with asyncio.timeout(timeout_s), self._changed:
-            await self._changed.wait_for(lambda: found() is not None)
-        event = found()
-        assert event is not None
-        return event
+            await self._changed.wait_for(lambda: key in self._first)
+        return self._first[key]
 
     async def end(self, conversation_id: str) -> None:
         js = self.client.jetstream()

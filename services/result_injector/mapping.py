@@ -5,14 +5,11 @@ results whose message an LLM can relay as it is.
 """
 
 import json
-from functools import cache
 from typing import Any
-
-from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ErrorInfo, ExecutionOutcome, HttpResponse, ToolCallResult
-from shared.tools import Tool
+from shared.tools import Tool, compile_jsonpath
 
 MAX_ERROR_BODY_CHARS = 2000
 
@@ -110,12 +107,7 @@ def extract_variables(tool: Tool, body: Any) -> dict[str, Any]:
     """Each variable's first JSONPath match; variables without a match are left unset."""
     variables: dict[str, Any] = {}
     for name, path in tool.response.variables.items():
-        matches = _compiled(path).find(body)
+        matches = compile_jsonpath(path).find(body)
         if matches:
             variables[name] = matches[0].value
     return variables
-
-
-@cache
-def _compiled(path: str) -> Any:
-    return parse_jsonpath(path)
