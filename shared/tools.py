@@ -17,7 +17,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.errors import ErrorCode
 from shared.templates import reference_problem, references
+
+KNOWN_CODES = {code.value for code in ErrorCode}
 
 # Every work item carries its tool, so a tool is validated on each hop: the
 # expensive checks are cached by their input (jsonpath-ng builds a parser per
@@ -54,6 +57,8 @@ class ContextParameter(Strict):
     name: str = Field(min_length=1, max_length=128)
     required: bool = True
     type: Literal["string", "integer", "number", "boolean"] = "string"
+    # The allowed values, when the platform declares an enumeration.
+    enum: list[str] | None = Field(default=None, min_length=1)
     description: str | None = None
 
 
@@ -72,14 +77,39 @@ class RetryPolicy(Strict):
     backoff_s: float = Field(default=0.2, ge=0, le=5)
 
 
+class Signing(Strict):
+    """How the request is signed, so the API can tell it came from us.
+
+    ``vocode``: ``x-vocode-signature: base64(HMAC-SHA256(base64decode(secret), body))``,
+    Vocode's scheme (no timestamp, so a captured request can be replayed).
+    ``standard_webhooks``: the Standard Webhooks headers (``webhook-id`` = call id,
+    ``webhook-timestamp``, ``webhook-signature: v1,<base64>`` over
+    ``id.timestamp.body``); several ``whsec_`` secrets sign at once, for rotation.
+    Secrets are literal values or ``{{secrets.NAME}}`` templates.
+    """
+
+    scheme: Literal["vocode", "standard_webhooks"]
+    secrets: list[str] = Field(min_length=1, max_length=4)
+
+    @model_validator(mode="after")
+    def _one_vocode_secret(self) -> "Signing":
+        if self.scheme == "vocode" and len(self.secrets) != 1:
+            raise ValueError("vocode signing takes exactly one secret")
+        return self
+
+
 class RequestSpec(Strict):
     url: str
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, Any] | None = None
     body: Any = None
+    # "python": json.dumps' default separators (", ", ": ") and ASCII escapes, the
+    # bytes Vocode's receivers re-serialize and verify signatures against.
+    json_style: Literal["compact", "python"] = "compact"
     timeout_s: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    signing: Signing | None = None
 
     @field_validator("method", mode="before")
     @classmethod
@@ -96,8 +126,16 @@ class RequestSpec(Strict):
 
     @model_validator(mode="after")
     def _known_roots(self) -> "RequestSpec":
-        for field in ("url", "headers", "query", "body"):
-            for reference in references(getattr(self, field)):
+        signing_secrets = self.signing.secrets if self.signing else []
+        fields = {
+            "url": self.url,
+            "headers": self.headers,
+            "query": self.query,
+            "body": self.body,
+            "signing": signing_secrets,
+        }
+        for field, value in fields.items():
+            for reference in references(value):
                 problem = reference_problem(reference)
                 if problem:
                     raise ValueError(f"{field}: {problem}")
@@ -118,18 +156,63 @@ class Speech(Strict):
     muted: bool = False
 
 
-class ResponseSpec(Strict):
-    variables: dict[str, str] = Field(default_factory=dict)
+class ToolErrorRule(Strict):
+    """A 2xx body that says the action failed: ``tool_error`` with the API's message."""
 
-    @field_validator("variables")
-    @classmethod
-    def _jsonpaths(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, path in value.items():
+    path: str
+    equals: Any
+    message_path: str | None = None
+
+
+class ResponseSpec(Strict):
+    """How a 2xx body becomes the result.
+
+    ``result_path``: the JSONPath of the result within the body (the whole body
+    when unset); with ``result_required`` a body without it, or with a non-object
+    where ``result_type`` is "object", is an ``invalid_response``.
+    ``agent_message_path``: words the API wants spoken verbatim.
+    ``variables``: name -> JSONPath, kept per conversation.
+    """
+
+    variables: dict[str, str] = Field(default_factory=dict)
+    result_path: str | None = None
+    result_required: bool = False
+    result_type: Literal["any", "object"] = "any"
+    agent_message_path: str = "$.agent_message"
+    tool_error: ToolErrorRule | None = None
+
+    @model_validator(mode="after")
+    def _jsonpaths(self) -> "ResponseSpec":
+        paths = {f"variables.{name}": path for name, path in self.variables.items()}
+        paths["agent_message_path"] = self.agent_message_path
+        if self.result_path is not None:
+            paths["result_path"] = self.result_path
+        if self.tool_error is not None:
+            paths["tool_error.path"] = self.tool_error.path
+            if self.tool_error.message_path:
+                paths["tool_error.message_path"] = self.tool_error.message_path
+        for where, path in paths.items():
             try:
                 compile_jsonpath(path)
             except JSONPathError as exc:
-                raise ValueError(f"variable '{name}': '{path}' is not a JSONPath ({exc})") from exc
-        return value
+                raise ValueError(f"{where}: '{path}' is not a JSONPath ({exc})") from exc
+        return self
+
+
+class ErrorPolicy(Strict):
+    """Per-tool wording and consequences of errors, as the tool's platform documents them."""
+
+    # Error code -> the message to use instead of Midcall's default wording.
+    messages: dict[str, str] = Field(default_factory=dict)
+    # Error codes after which the platform ends the session (end_conversation: true).
+    end_conversation_on: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_codes(self) -> "ErrorPolicy":
+        unknown = sorted((set(self.messages) | set(self.end_conversation_on)) - KNOWN_CODES)
+        if unknown:
+            raise ValueError(f"unknown error codes {unknown}; known: {sorted(KNOWN_CODES)}")
+        return self
 
 
 class Tool(Strict):
@@ -140,6 +223,7 @@ class Tool(Strict):
     request: RequestSpec
     speech: Speech = Field(default_factory=Speech)
     response: ResponseSpec = Field(default_factory=ResponseSpec)
+    errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
 
     @field_validator("parameters")
     @classmethod

@@ -252,7 +252,7 @@ async def test_an_unknown_agent_is_404(client: httpx.AsyncClient, method: str, p
         ),
         pytest.param(
             with_fields(CANCEL, response={"variables": {"stylist": "$.["}}),
-            "tools[0].response.variables: Value error, variable 'stylist': '$.[' is not a "
+            "tools[0].response: Value error, variables.stylist: '$.[' is not a "
             "JSONPath (Parse error near the end of string!)",
             id="jsonpath",
         ),
