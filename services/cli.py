@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from opentelemetry import trace
 
@@ -36,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command=_run)
     demo = commands.add_parser("demo", help="everything, plus a salon API and a scripted call")
     demo.set_defaults(command=_demo)
+    tools = commands.add_parser("tools", help="manage tool definitions").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    imports = tools.add_parser("import", help="register the tools of a document in a dialect")
+    imports.add_argument("file", type=Path)
+    imports.add_argument("--agent", required=True)
+    imports.add_argument("--dialect", default="midcall")
+    imports.add_argument("--registry", help="registry URL (default: from MIDCALL_* settings)")
+    imports.set_defaults(command=_import_tools)
     return parser
 
 
@@ -62,6 +72,13 @@ def _demo(_: argparse.Namespace, settings: Settings) -> int:
     from services.demo.main import run_demo
 
     return asyncio.run(run_demo(settings))
+
+
+def _import_tools(args: argparse.Namespace, settings: Settings) -> int:
+    from services.tool_import import import_tools
+
+    registry = args.registry or f"http://{settings.host}:{settings.registry_port}"
+    return import_tools(registry, args.file, args.agent, args.dialect)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,10 @@ BUCKETS = (
     KeyValueConfig(
         bucket=subjects.CALL_CLAIMS_BUCKET, history=1, ttl=DAY, storage=StorageType.FILE
     ),
+    # Each conversation's response variables: written by injectors, read by the registry.
+    KeyValueConfig(
+        bucket=subjects.CONVERSATIONS_BUCKET, history=1, ttl=DAY, storage=StorageType.FILE
+    ),
 )
 
 

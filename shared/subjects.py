@@ -14,6 +14,7 @@ DEAD_STREAM = "MIDCALL_DEAD"
 
 CATALOG_BUCKET = "midcall_catalog"
 CALL_CLAIMS_BUCKET = "midcall_call_claims"
+CONVERSATIONS_BUCKET = "midcall_conversations"
 
 ALL_CALLS = f"{PREFIX}.calls.>"
 ALL_CONV = f"{PREFIX}.conv.>"

@@ -207,6 +207,12 @@ class ErrorPolicy(Strict):
     # Error codes after which the platform ends the session (end_conversation: true).
     end_conversation_on: list[str] = Field(default_factory=list)
 
+    def message_for(self, code: str, default: str) -> str:
+        return self.messages.get(code, default)
+
+    def ends_conversation(self, code: str) -> bool:
+        return code in self.end_conversation_on
+
     @model_validator(mode="after")
     def _known_codes(self) -> "ErrorPolicy":
         unknown = sorted((set(self.messages) | set(self.end_conversation_on)) - KNOWN_CODES)

@@ -112,3 +112,44 @@ async def test_broken_calls_get_a_clear_error_and_others_go_on(
     assert letter.data == b"\x00 not json"
     assert letter.headers is not None
     assert letter.headers["Midcall-Reason"].startswith("The tool call could not be read")
+
+
+async def test_response_variables_are_kept_per_conversation_for_prompts(
+    fabric: Fabric, api: RecordingApi
+) -> None:
+    api.reply("POST", "/book", json={"success": True, "stylist_name": "Ana"})
+    await fabric.register(AGENT, booking_tool(api.url))
+    first = new_call()
+    conversation = first["conversation_id"]
+    api_second = {
+        **booking_tool(api.url),
+        "name": "Price",
+        "response": {"variables": {"order_price": "$.price"}},
+    }
+    api.reply("POST", "/price", json={"price": 42})
+    api_second["request"] = {**api_second["request"], "url": f"{api.url}/price"}
+    await fabric.register(AGENT, api_second)
+    await fabric.runtime.listen(conversation)
+
+    await fabric.runtime.call(first)
+    await fabric.runtime.wait_for(conversation, "result", first["call_id"])
+    rendered = (
+        await fabric.registry.post(
+            f"/v1/conversations/{conversation}/render",
+            json={"template": "{{stylist_name}} costs {{order_price}}"},
+        )
+    ).json()
+    second = {**new_call(tool="Price"), "conversation_id": conversation}
+    await fabric.runtime.call(second)
+    await fabric.runtime.wait_for(conversation, "result", second["call_id"])
+    variables = (await fabric.registry.get(f"/v1/conversations/{conversation}/variables")).json()
+
+    assert rendered == {
+        "conversation_id": conversation,
+        "text": "Ana costs ",
+        "unset": ["order_price"],
+    }
+    assert variables == {
+        "conversation_id": conversation,
+        "variables": {"stylist_name": "Ana", "booked": True, "order_price": 42},
+    }

@@ -115,3 +115,79 @@ def test_a_transport_failure_passes_through_with_its_attempts() -> None:
         "http_status": None,
         "trace_id": "ab" * 16,
     }
+
+
+VOCODE_RESPONSE = {"result_path": "$.result", "result_required": True, "result_type": "object"}
+
+
+def test_a_result_path_picks_the_result_out_of_an_envelope() -> None:
+    mapped = map_outcome(
+        outcome(
+            body='{"result": {"ok": true}, "agent_message": "Booked."}', response=VOCODE_RESPONSE
+        )
+    )
+
+    assert (mapped.status, mapped.result, mapped.agent_message) == (
+        "success",
+        {"ok": True},
+        "Booked.",
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"agent_message": "hi"}', '{"result": [1]}', '{"result": {}, "agent_message": 7}', "[]"],
+)
+def test_a_required_envelope_that_does_not_fit_is_an_invalid_response(body: str) -> None:
+    mapped = map_outcome(outcome(body=body, response=VOCODE_RESPONSE))
+
+    assert mapped.error is not None
+    assert mapped.error.code == "invalid_response"
+
+
+CALLKARO_RESPONSE = {
+    "result_path": "$.data",
+    "tool_error": {"path": "$.status", "equals": "error", "message_path": "$.message"},
+}
+
+
+def test_a_body_that_says_the_action_failed_is_a_tool_error_with_its_message() -> None:
+    mapped = map_outcome(
+        outcome(
+            body='{"status": "error", "message": "Product not found"}', response=CALLKARO_RESPONSE
+        )
+    )
+
+    assert mapped.status == "error"
+    assert mapped.error is not None
+    assert (mapped.error.code, mapped.error.message) == ("tool_error", "Product not found")
+    assert mapped.http_status == 200
+
+
+def test_a_success_status_envelope_gives_its_data_as_the_result() -> None:
+    mapped = map_outcome(
+        outcome(
+            body='{"status": "success", "data": {"available": true}}', response=CALLKARO_RESPONSE
+        )
+    )
+
+    assert (mapped.status, mapped.result) == ("success", {"available": True})
+
+
+def test_the_tools_error_policy_words_and_ends_as_its_platform_documents() -> None:
+    failed = ExecutionOutcome(
+        request=work_item(
+            TOOL,
+            errors={
+                "messages": {"timeout": "Function timed out after 30 seconds"},
+                "end_conversation_on": ["timeout"],
+            },
+        ),
+        failure=ErrorInfo(code="timeout", message="slow"),
+    )
+
+    mapped = map_outcome(failed)
+
+    assert mapped.error is not None
+    assert mapped.error.message == "Function timed out after 30 seconds"
+    assert mapped.end_conversation is True

@@ -334,23 +334,6 @@ async def test_an_unknown_dialect_is_400_listing_the_valid_ones(client: httpx.As
     )
 
 
-@pytest.mark.parametrize("dialect", ["vocode", "bland", "aivoco", "xml", "callkaro"])
-async def test_a_contract_dialect_not_built_yet_is_422(
-    client: httpx.AsyncClient, dialect: str
-) -> None:
-    # The dialect is checked before the body is read: an XML body is not JSON.
-    response = await client.post(
-        f"/v1/agents/salon-bot/tools?dialect={dialect}", content=b"<tools/>"
-    )
-
-    assert_error(
-        response,
-        422,
-        "unsupported_dialect",
-        f"dialect '{dialect}' is not implemented yet; use 'midcall'",
-    )
-
-
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -184,3 +184,30 @@ async def test_the_sender_stops_reading_past_the_response_cap() -> None:
     response = await sender.send(render_request(work_item({"url": "https://a.example/"}), {}), 5)
 
     assert (response.body, response.truncated) == ("", True)
+
+
+def test_python_json_style_is_json_dumps_with_its_defaults() -> None:
+    arguments = {"length": "30m", "time": "10:30am", "name": "Zoë"}
+    work = work_item(
+        {
+            "url": "https://api.example.com/",
+            "body": {"payload": "{{input}}"},
+            "json_style": "python",
+        },
+        arguments,
+    )
+
+    assert render_request(work, {}).body == json.dumps({"payload": arguments}).encode()
+
+
+def test_signing_secrets_are_resolved_and_required() -> None:
+    signing = {"scheme": "standard_webhooks", "secrets": ["{{secrets.A}}", "whsec_bGl0ZXJhbA=="]}
+    work = work_item({"url": "https://api.example.com/", "signing": signing})
+
+    assert render_request(work, {"A": "whsec_YQ=="}).signing_secrets == (
+        "whsec_YQ==",
+        "whsec_bGl0ZXJhbA==",
+    )
+    with pytest.raises(CallRejected) as rejected:
+        render_request(work, {})
+    assert rejected.value.details == {"missing_secrets": ["A"]}

@@ -11,7 +11,7 @@ from services.dispatcher.directory import Directory
 from shared import subjects
 from shared.broker import consume_work
 from shared.errors import CallRejected, ErrorCode
-from shared.events import ErrorInfo, ExecuteRequest, ToolCall, ToolCallResult, utcnow
+from shared.events import ExecuteRequest, ToolCall, ToolCallResult, utcnow
 from shared.messaging import (
     DeadLetters,
     Undecodable,
@@ -22,6 +22,8 @@ from shared.messaging import (
     publish_pending,
     publish_result,
 )
+from shared.results import failed
+from shared.tools import Tool
 from shared.tracing import current_trace_id, tracer
 
 log = logging.getLogger("midcall.dispatcher")
@@ -80,12 +82,14 @@ class Dispatcher:
     async def _dispatch(self, call: ToolCall) -> None:
         try:
             agent, entry = self.directory.resolve(call.agent_id, call.tool)
+        except CallRejected as rejected:
+            await self._reject(call.call_id, call.conversation_id, call.tool, rejected)
+            return
+        try:
             check_arguments(call, entry.validator)
             bound = bind(call, entry.tool)
         except CallRejected as rejected:
-            await publish_result(
-                self.broker, rejection(call.call_id, call.conversation_id, call.tool, rejected)
-            )
+            await self._reject(call.call_id, call.conversation_id, call.tool, rejected, entry.tool)
             return
         await publish_pending(self.broker, pending_for(call, entry.tool))
         accepted = utcnow()
@@ -116,22 +120,25 @@ class Dispatcher:
             await self.dead_letters.put(message, rejected.message)
             return
         tool = fields.get("tool") if isinstance(fields.get("tool"), str) else ""
-        await publish_result(self.broker, rejection(call_id, conversation_id, str(tool), rejected))
+        await self._reject(call_id, conversation_id, str(tool), rejected)
 
-
-def rejection(
-    call_id: str, conversation_id: str, tool: str, rejected: CallRejected
-) -> ToolCallResult:
-    """The one event a call that cannot be accepted gets: an error result, no pending."""
-    return ToolCallResult(
-        call_id=call_id,
-        conversation_id=conversation_id,
-        tool=tool,
-        status="error",
-        speak=True,
-        error=ErrorInfo(code=rejected.code, message=rejected.message, details=rejected.details),
-        trace_id=current_trace_id(),
-    )
+    async def _reject(
+        self,
+        call_id: str,
+        conversation_id: str,
+        tool_name: str,
+        rejected: CallRejected,
+        tool: Tool | None = None,
+    ) -> None:
+        """The one event a call that cannot be accepted gets: an error result, no pending."""
+        result = ToolCallResult(
+            call_id=call_id,
+            conversation_id=conversation_id,
+            tool=tool_name,
+            status="error",
+            trace_id=current_trace_id(),
+        )
+        await publish_result(self.broker, failed(result, rejected, tool))
 
 
 def register(broker: NatsBroker, dispatcher: Dispatcher, concurrency: int) -> None:

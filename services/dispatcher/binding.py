@@ -56,6 +56,17 @@ def bind(call: ToolCall, tool: Tool) -> dict[str, Any]:
 
 
 def _coerce(parameter: ContextParameter, value: Any) -> Any:
+    typed = _typed(parameter, value)
+    if parameter.enum is not None and str(typed) not in parameter.enum:
+        raise CallRejected(
+            ErrorCode.INVALID_ARGUMENTS,
+            f"The call context value of '{parameter.name}' is not one of the allowed values.",
+            {"parameter": parameter.name, "allowed": parameter.enum},
+        )
+    return typed
+
+
+def _typed(parameter: ContextParameter, value: Any) -> Any:
     try:
         if parameter.type == "integer":
             return int(value)

@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from services.http_executor.client import Sender
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.render import RenderedRequest, render_request
+from services.http_executor.signing import signature_headers
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ErrorInfo, ExecuteRequest, ExecutionOutcome, HttpResponse, utcnow
 from shared.tracing import tracer
@@ -83,7 +84,7 @@ class Executor:
                     "url.path": httpx.URL(request.url).path,
                 }
             )
-            headers = dict(request.headers)
+            headers = {**request.headers, **self._signature(work, request)}
             propagate.inject(headers)  # the API sees the same trace
             try:
                 response = await self.sender.send(_with(request, headers), budget)
@@ -100,6 +101,16 @@ class Executor:
             if response.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             return response
+
+    @staticmethod
+    def _signature(work: ExecuteRequest, request: RenderedRequest) -> dict[str, str]:
+        # Signed per attempt: a Standard Webhooks timestamp must be fresh.
+        signing = work.tool.request.signing
+        if signing is None:
+            return {}
+        return signature_headers(
+            signing, list(request.signing_secrets), work.call.call_id, request.body or b"", utcnow()
+        )
 
 
 def _with(request: RenderedRequest, headers: dict[str, str]) -> RenderedRequest:

@@ -26,6 +26,8 @@ class RenderedRequest:
     headers: dict[str, str]
     params: list[tuple[str, str | int | float | bool | None]] = field(default_factory=list)
     body: bytes | None = None
+    # The tool's signing secrets, resolved; the executor signs each attempt.
+    signing_secrets: tuple[str, ...] = ()
 
 
 def scope_for(work: ExecuteRequest, secrets: dict[str, str]) -> dict[str, Any]:
@@ -49,6 +51,11 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
         headers=_headers(work, scope, has_body=body is not None),
         params=_query(work, scope),
         body=body,
+        signing_secrets=tuple(
+            as_text(render_string(secret, scope)) for secret in spec.signing.secrets
+        )
+        if spec.signing
+        else (),
     )
 
 
@@ -56,7 +63,15 @@ def _require_secrets(work: ExecuteRequest, secrets: dict[str, str]) -> None:
     spec = work.tool.request
     wanted = {
         ref.partition(".")[2]
-        for ref in references([spec.url, spec.headers, spec.query, spec.body])
+        for ref in references(
+            [
+                spec.url,
+                spec.headers,
+                spec.query,
+                spec.body,
+                spec.signing.secrets if spec.signing else [],
+            ]
+        )
         if ref.startswith("secrets.")
     }
     missing = sorted(wanted - secrets.keys())
@@ -122,8 +137,10 @@ def _body(work: ExecuteRequest, scope: dict[str, Any]) -> bytes | None:
         value = work.bound
     else:
         return None
-    return None if value is MISSING else encode_json(value)
+    return None if value is MISSING else _encode_json(value, spec.json_style)
 
 
-def encode_json(value: Any) -> bytes:
+def _encode_json(value: Any, style: str) -> bytes:
+    if style == "python":
+        return json.dumps(value).encode()  # Python's defaults, byte for byte
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

@@ -83,8 +83,8 @@ class _Endpoints:
     async def post_tools(
         self, agent_id: AgentId, request: Request, dialect: str = dialects.MIDCALL
     ) -> dict[str, Any]:
-        dialects.require(dialect)
-        document = _json_document(await request.body())
+        media_type = dialects.require(dialect).media_type
+        document = _document(await request.body(), media_type)
         tools = dialects.parse(dialect, document)
         async with self._writes:
             agent = await asyncio.to_thread(
@@ -99,9 +99,16 @@ class _Endpoints:
         tools = await asyncio.to_thread(self._agent_tools, agent_id)
         return _tools_body(agent_id, tools)
 
-    async def get_tool(self, agent_id: AgentId, name: ToolName) -> dict[str, Any]:
+    async def get_tool(
+        self, agent_id: AgentId, name: ToolName, dialect: str = dialects.MIDCALL
+    ) -> Response:
+        """The tool as ``dialect`` writes it (canonical by default): JSON, or XML text."""
+        media_type = dialects.require(dialect).media_type
         tool = await asyncio.to_thread(self._find_tool, agent_id, name)
-        return tool.model_dump(mode="json")
+        document = dialects.export(dialect, tool)
+        if isinstance(document, str):
+            return Response(document, media_type=media_type)
+        return JSONResponse(document)
 
     async def delete_tool(self, agent_id: AgentId, name: ToolName) -> Response:
         async with self._writes:
@@ -139,17 +146,27 @@ class _Endpoints:
         raise ApiError(404, "unknown_tool", f"agent '{agent_id}' has no tool '{name}'")
 
 
-def _json_document(body: bytes) -> Any:
+def _document(body: bytes, media_type: str) -> Any:
+    """A JSON dialect's document as JSON values; any other (XML) as text for its parser."""
     if len(body) > MAX_DOCUMENT_BYTES:
         raise ApiError(
             413,
             "document_too_large",
             f"the document is {len(body)} bytes; the limit is {MAX_DOCUMENT_BYTES}",
         )
+    if media_type != dialects.JSON:
+        return _text(body)
     try:
         return json.loads(body)
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from exc
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_text", f"the request body is not UTF-8 text: {exc}") from exc
 
 
 def _tools_body(agent_id: str, tools: list[Tool]) -> dict[str, Any]:

@@ -4,11 +4,14 @@ import asyncio
 
 from sqlalchemy import Engine
 
+from services.registry import conversations
 from services.registry.api import build_app
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.store import ToolStore
+from shared import subjects
 from shared.broker import build_broker, connect
 from shared.catalog import AgentEntry
+from shared.conversations import ConversationVariables
 from shared.service import HttpServer
 from shared.settings import Settings
 from shared.storage import build_engine
@@ -34,8 +37,11 @@ class RegistryService:
         await self.broker.start()
         writer = await CatalogWriter.open(js)
         await writer.sync(*await asyncio.to_thread(_snapshot, store))
+        app = build_app(store, writer)
+        kv = await js.key_value(subjects.CONVERSATIONS_BUCKET)
+        app.include_router(conversations.build_router(ConversationVariables(kv)))
         settings = self._settings
-        self._http = HttpServer(build_app(store, writer), settings.host, settings.registry_port)
+        self._http = HttpServer(app, settings.host, settings.registry_port)
         await self._http.start()
 
     async def stop(self) -> None:

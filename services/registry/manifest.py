@@ -66,7 +66,7 @@ def gemini(tools: list[Tool]) -> list[dict[str, Any]]:
 
 
 def gemini_schema(schema: Any) -> Any:
-    """A JSON Schema cut down to the keys Gemini's Schema accepts, recursively."""
+    """A JSON Schema cut down to the keys Gemini's Schema accepts, and typed, recursively."""
     if not isinstance(schema, dict):
         return schema
     kept: dict[str, Any] = {}
@@ -79,7 +79,7 @@ def gemini_schema(schema: Any) -> Any:
             kept[key] = [gemini_schema(sub) for sub in value]
         elif key in GEMINI_SCHEMA_KEYS:
             kept[key] = value
-    return _nullable(kept)
+    return _typed(_nullable(kept))
 
 
 def _gemini_declaration(tool: Tool) -> dict[str, Any]:
@@ -90,6 +90,18 @@ def _gemini_declaration(tool: Tool) -> dict[str, Any]:
     if parameters["properties"]:
         declaration["parameters"] = parameters
     return declaration
+
+
+def _typed(schema: dict[str, Any]) -> dict[str, Any]:
+    """Gemini requires a type, so an untyped schema ("any value") gets the nearest one.
+
+    Platforms such as Bland declare parameters by description alone; the LLM of
+    a voice agent fills those with what was said, so text is the faithful type.
+    """
+    if "type" in schema or "anyOf" in schema:
+        return schema
+    nearest = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    return {"type": nearest, **schema}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:

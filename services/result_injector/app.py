@@ -5,6 +5,7 @@ from faststream.nats import NatsBroker, NatsMessage
 from services.result_injector.mapping import map_outcome
 from shared import subjects
 from shared.broker import consume_work
+from shared.conversations import ConversationVariables
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
 from shared.messaging import (
     DeadLetters,
@@ -20,9 +21,12 @@ DURABLE = "midcall-result-injector"
 
 
 class Injector:
-    def __init__(self, broker: NatsBroker, prices: PriceBook) -> None:
+    def __init__(
+        self, broker: NatsBroker, prices: PriceBook, variables: ConversationVariables
+    ) -> None:
         self.broker = broker
         self.prices = prices
+        self.variables = variables
         self.dead_letters = DeadLetters(broker, "executed")
 
     async def handle(self, message: NatsMessage) -> None:
@@ -34,6 +38,9 @@ class Injector:
         with tracer().start_as_current_span("inject") as span:
             span.set_attribute("midcall.call_id", outcome.request.call.call_id)
             result = map_outcome(outcome, current_trace_id())
+            if result.variables:
+                # Stored before the result goes out: a runtime may render its prompt at once.
+                await self.variables.merge(result.conversation_id, result.variables)
             # Result first: the caller is waiting; billing is not.
             await publish_result(self.broker, result)
             await publish_usage(self.broker, self.meter(outcome, result))

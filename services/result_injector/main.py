@@ -1,7 +1,9 @@
 """Composition root of the result injector."""
 
 from services.result_injector.app import Injector, register
+from shared import subjects
 from shared.broker import build_broker, connect
+from shared.conversations import ConversationVariables
 from shared.metering import Price, PriceBook
 from shared.settings import Settings
 
@@ -24,10 +26,11 @@ class ResultInjectorService:
         self.broker = build_broker(settings.nats_servers(), "result-injector")
 
     async def start(self) -> None:
-        await connect(self.broker)
+        _, js = await connect(self.broker)
+        variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
         register(
             self.broker,
-            Injector(self.broker, price_book(self.settings)),
+            Injector(self.broker, price_book(self.settings), variables),
             self.settings.injector_concurrency,
         )
         await self.broker.start()

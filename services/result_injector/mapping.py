@@ -8,8 +8,10 @@ import json
 from typing import Any
 
 from shared.errors import CallRejected, ErrorCode
-from shared.events import ErrorInfo, ExecutionOutcome, HttpResponse, ToolCallResult
-from shared.tools import Tool, compile_jsonpath
+from shared.events import ExecutionOutcome, HttpResponse, ToolCallResult
+from shared.results import failed
+from shared.templates import MISSING
+from shared.tools import Tool, ToolErrorRule, compile_jsonpath
 
 MAX_ERROR_BODY_CHARS = 2000
 
@@ -35,14 +37,9 @@ def map_outcome(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolC
             )
         assert outcome.response is not None
         body = parse_body(tool, outcome.response)
+        result.result, result.agent_message = interpret(tool, body)
     except CallRejected as failure:
-        result.status = "error"
-        result.error = ErrorInfo(
-            code=failure.code, message=failure.message, details=failure.details
-        )
-        return result
-    result.result = body
-    result.agent_message = agent_message(body)
+        return failed(result, failure, tool)
     result.variables = extract_variables(tool, body)
     return result
 
@@ -61,13 +58,47 @@ def parse_body(tool: Tool, response: HttpResponse) -> Any:
     try:
         return json.loads(response.body)
     except ValueError as exc:
-        raise CallRejected(
-            ErrorCode.INVALID_RESPONSE,
-            f"The {tool.name} service gave an answer that could not be read. "
-            "Tell the caller there is a technical problem and offer to try "
-            "again later.",
-            {"content_type": response.content_type, "body": response.body[:MAX_ERROR_BODY_CHARS]},
-        ) from exc
+        raise unreadable(tool, response.content_type, response.body) from exc
+
+
+def interpret(tool: Tool, body: Any) -> tuple[Any, str | None]:
+    """The result and the words to speak, by the tool's response rules."""
+    spec = tool.response
+    if spec.tool_error is not None:
+        check_tool_error(tool, spec.tool_error, body)
+    result = body if spec.result_path is None else first_match(spec.result_path, body)
+    message = first_match(spec.agent_message_path, body)
+    if spec.result_required and (
+        result is MISSING
+        or (spec.result_type == "object" and not isinstance(result, dict))
+        or (message is not MISSING and not isinstance(message, str | None))
+    ):
+        raise unreadable(tool, "application/json", json.dumps(body)[:MAX_ERROR_BODY_CHARS])
+    return (None if result is MISSING else result), (message if isinstance(message, str) else None)
+
+
+def check_tool_error(tool: Tool, rule: ToolErrorRule, body: Any) -> None:
+    """A 2xx body that says the action failed is a ``tool_error`` with the API's own words."""
+    if first_match(rule.path, body) != rule.equals:
+        return
+    said = first_match(rule.message_path, body) if rule.message_path else MISSING
+    message = said if isinstance(said, str) and said else f"The {tool.name} action failed."
+    raise CallRejected(ErrorCode.TOOL_ERROR, message, {"body": body})
+
+
+def first_match(path: str, body: Any) -> Any:
+    matches = compile_jsonpath(path).find(body)
+    return matches[0].value if matches else MISSING
+
+
+def unreadable(tool: Tool, content_type: str | None, body: str) -> CallRejected:
+    return CallRejected(
+        ErrorCode.INVALID_RESPONSE,
+        f"The {tool.name} service gave an answer that could not be read. "
+        "Tell the caller there is a technical problem and offer to try "
+        "again later.",
+        {"content_type": content_type, "body": body[:MAX_ERROR_BODY_CHARS]},
+    )
 
 
 def http_error(tool: Tool, response: HttpResponse) -> CallRejected:
@@ -98,16 +129,11 @@ def _readable(body: str) -> Any:
         return body[:MAX_ERROR_BODY_CHARS] or None
 
 
-def agent_message(body: Any) -> str | None:
-    message = body.get("agent_message") if isinstance(body, dict) else None
-    return message if isinstance(message, str) else None
-
-
 def extract_variables(tool: Tool, body: Any) -> dict[str, Any]:
     """Each variable's first JSONPath match; variables without a match are left unset."""
     variables: dict[str, Any] = {}
     for name, path in tool.response.variables.items():
-        matches = compile_jsonpath(path).find(body)
-        if matches:
-            variables[name] = matches[0].value
+        value = first_match(path, body)
+        if value is not MISSING:
+            variables[name] = value
     return variables

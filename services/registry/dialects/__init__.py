@@ -1,0 +1,92 @@
+"""Tool documents in the dialects the registry accepts, to and from canonical tools.
+
+Each dialect module parses its platform's documents into ``Tool`` objects
+(validated by ``shared.tools``) and renders a tool back. A rendering is given
+out only when parsing it gives the same tool again, so each dialect states
+what it can express once, in its parser, and a tool that does not fit gets a
+409 naming the fields that would be lost.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.registry.dialects import aivoco, bland, callkaro, midcall, roundtrip, vocode, xml
+from shared.http_api import ApiError
+from shared.tools import Tool
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    parse: Callable[[Any], list[Tool]]
+    export: Callable[[Tool], dict[str, Any] | str]
+    # How documents in this dialect travel over HTTP, both ways.
+    media_type: str = JSON
+
+
+MIDCALL = "midcall"
+_DIALECTS = {
+    MIDCALL: Dialect(midcall.parse, midcall.export),
+    "vocode": Dialect(vocode.parse, vocode.export),
+    "bland": Dialect(bland.parse, bland.export),
+    "aivoco": Dialect(aivoco.parse, aivoco.export),
+    "xml": Dialect(xml.parse, xml.export, xml.MEDIA_TYPE),
+    "callkaro": Dialect(callkaro.parse, callkaro.export),
+}
+DIALECTS = tuple(_DIALECTS)
+
+
+def require(dialect: str) -> Dialect:
+    """The dialect, checked before its document is read: an unknown one is a 400."""
+    if dialect not in _DIALECTS:
+        raise ApiError(
+            400,
+            "unknown_dialect",
+            f"unknown dialect '{dialect}'; use one of: {', '.join(DIALECTS)}",
+        )
+    return _DIALECTS[dialect]
+
+
+def parse(dialect: str, document: Any) -> list[Tool]:
+    """The canonical tools a document defines, or an ``ApiError`` saying what is wrong."""
+    tools = require(dialect).parse(document)
+    if not tools:
+        raise ApiError(422, "invalid_tool", "the document defines no tools")
+    _reject_duplicates(tools)
+    return tools
+
+
+def export(dialect: str, tool: Tool) -> dict[str, Any] | str:
+    """The tool as ``dialect`` writes it, or a 409 naming what the dialect cannot express."""
+    chosen = require(dialect)
+    document = chosen.export(tool)
+    try:
+        (again,) = chosen.parse(document)
+    except ApiError as exc:
+        raise _not_expressible(dialect, tool, exc.message, exc.details) from exc
+    lost = roundtrip.differences(tool.model_dump(mode="json"), again.model_dump(mode="json"))
+    if lost:
+        raise _not_expressible(
+            dialect, tool, f"{dialect} has no way to say {', '.join(lost)}", lost
+        )
+    return document
+
+
+def _not_expressible(dialect: str, tool: Tool, reason: str, details: Any) -> ApiError:
+    message = f"tool '{tool.name}' cannot be expressed in {dialect}: {reason}"
+    return ApiError(409, "not_expressible", message, details)
+
+
+def _reject_duplicates(tools: list[Tool]) -> None:
+    first_index: dict[str, int] = {}
+    for index, tool in enumerate(tools):
+        if tool.name in first_index:
+            raise ApiError(
+                422,
+                "invalid_tool",
+                f"tools[{index}].name: '{tool.name}' is already "
+                f"defined by tools[{first_index[tool.name]}] in this document",
+            )
+        first_index[tool.name] = index

@@ -1,0 +1,136 @@
+"""``vocode``: Vocode's external actions (``ExecuteExternalActionVocodeActionConfig``).
+
+Vocode POSTs ``{"payload": <arguments>}`` as Python's ``json.dumps`` writes it
+(the bytes its receivers re-serialize to check ``x-vocode-signature``), waits
+10 seconds, and reads ``{"result": ..., "agent_message": ...}`` back.
+"""
+
+import binascii
+import json
+from base64 import b64decode
+from typing import Any
+
+from services.registry.dialects import rules
+from services.registry.dialects.canonical import validate
+from shared.tools import Tool
+
+FIELDS = (
+    "name",
+    "description",
+    "url",
+    "input_schema",
+    "speak_on_send",
+    "speak_on_receive",
+    "signature_secret",
+    "processing_mode",
+)
+REQUIRED = ("name", "description", "url", "input_schema")
+FLAGS = ("speak_on_send", "speak_on_receive")
+# Vocode's only processing mode: the agent stays silent until the result.
+MUTED = "muted"
+BODY = {"payload": "{{input}}"}
+TIMEOUT_S = 10
+RETRY = {"attempts": 3, "on": ["connection_error"], "backoff_s": 0.2}
+RESPONSE = {
+    "result_path": "$.result",
+    "result_required": True,
+    "result_type": "object",
+    "agent_message_path": "$.agent_message",
+}
+
+
+def parse(document: Any) -> list[Tool]:
+    actions = rules.entries(document, "action", "actions")
+    rules.reject([problem for label, action in actions for problem in _problems(label, action)])
+    return validate([_tool(action) for _, action in actions])
+
+
+def export(tool: Tool) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "name": tool.name,
+        "description": tool.description,
+        "url": tool.request.url,
+        "input_schema": json.dumps(tool.parameters),
+        "speak_on_send": bool(tool.speech.on_send),
+        "speak_on_receive": tool.speech.on_receive,
+    }
+    signing = tool.request.signing
+    if signing is not None and signing.scheme == "vocode":
+        document["signature_secret"] = signing.secrets[0]
+    if tool.speech.muted:
+        document["processing_mode"] = MUTED
+    return document
+
+
+def _problems(label: str, action: dict[str, Any]) -> list[str]:
+    problems = [*rules.missing(label, action, REQUIRED), *rules.unknown(label, action, FIELDS)]
+    problems += [
+        f"{label}: {flag} must be true or false"
+        for flag in FLAGS
+        if not isinstance(action.get(flag, False), bool)
+    ]
+    checks = {
+        "input_schema": _schema_problem,
+        "signature_secret": _secret_problem,
+        "processing_mode": _mode_problem,
+    }
+    found = (check(action[field]) for field, check in checks.items() if field in action)
+    return problems + [f"{label}: {problem}" for problem in found if problem]
+
+
+def _schema_problem(value: Any) -> str | None:
+    try:
+        schema = _input_schema(value)
+    except ValueError as exc:
+        return f"input_schema is not valid JSON: {exc}"
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return 'input_schema must be a JSON Schema whose top level is an object ("type": "object")'
+    return None
+
+
+def _secret_problem(value: Any) -> str | None:
+    try:
+        key = b64decode(value, validate=True) if isinstance(value, str) else b""
+    except binascii.Error:
+        key = b""
+    return None if key else "signature_secret must be base64, such as base64 of 32 random bytes"
+
+
+def _mode_problem(value: Any) -> str | None:
+    return (
+        None if value == MUTED else f'processing_mode must be "{MUTED}", the only mode Vocode has'
+    )
+
+
+def _input_schema(value: Any) -> Any:
+    """Vocode's config holds the schema as a JSON string; an object is taken as well."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _tool(action: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": action["name"],
+        "description": action["description"],
+        "parameters": _input_schema(action["input_schema"]),
+        "request": _request(action),
+        "speech": {
+            "on_send": action.get("speak_on_send", False),
+            "on_receive": action.get("speak_on_receive", True),
+            "muted": action.get("processing_mode") == MUTED,
+        },
+        "response": RESPONSE,
+    }
+
+
+def _request(action: dict[str, Any]) -> dict[str, Any]:
+    request = {
+        "url": action["url"],
+        "method": "POST",
+        "body": BODY,
+        "json_style": "python",
+        "timeout_s": TIMEOUT_S,
+        "retry": RETRY,
+    }
+    if "signature_secret" in action:
+        request["signing"] = {"scheme": "vocode", "secrets": [action["signature_secret"]]}
+    return request

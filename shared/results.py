@@ -1,0 +1,19 @@
+"""Building the ToolCallResult of a failed call: one place for every service that fails one."""
+
+from shared.errors import CallRejected
+from shared.events import ErrorInfo, ToolCallResult
+from shared.tools import Tool
+
+
+def failed(result: ToolCallResult, failure: CallRejected, tool: Tool | None) -> ToolCallResult:
+    """Mark ``result`` as failed, worded and ended as the tool's platform documents."""
+    policy = tool.errors if tool is not None else None
+    code = failure.code.value
+    result.status = "error"
+    result.error = ErrorInfo(
+        code=failure.code,
+        message=policy.message_for(code, failure.message) if policy else failure.message,
+        details=failure.details,
+    )
+    result.end_conversation = bool(policy and policy.ends_conversation(code))
+    return result
