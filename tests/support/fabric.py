@@ -22,7 +22,11 @@ from services.result_injector.main import ResultInjectorService
 from shared import subjects
 from shared.settings import Settings
 
-SECRETS = {"BOOKING_KEY": "s3cr3t-booking-key"}
+SECRETS = {
+    "BOOKING_KEY": "s3cr3t-booking-key",
+    "HOOK_OLD": "whsec_b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZA==",
+    "HOOK_NEW": "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldw==",
+}
 DURABLES = {
     subjects.CALLS_STREAM: ["midcall-dispatcher"],
     subjects.WORK_STREAM: ["midcall-http-executor", "midcall-result-injector"],
@@ -44,6 +48,17 @@ class Fabric:
             f"/v1/agents/{agent_id}/tools", json={"tools": list(tools)}
         )
         assert response.status_code == 201, response.text
+
+    async def register_document(self, agent_id: str, dialect: str, document: str) -> Any:
+        """POST a tool document in a platform's dialect, as a migrating team would."""
+        response = await self.registry.post(
+            f"/v1/agents/{agent_id}/tools",
+            params={"dialect": dialect},
+            content=document,
+            headers={"Content-Type": "application/xml" if dialect == "xml" else "application/json"},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["tools"]
 
     async def drained(self, timeout_s: float = 10.0) -> None:
         """Wait until every service has finished (acked) everything published so far."""

@@ -1,0 +1,51 @@
+"""``midcall tools import``: a platform's file, through the registry's REST API."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from services.tool_import import import_tools
+from tests.support.fabric import Fabric
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+async def test_importing_an_example_registers_its_tools(
+    fabric: Fabric, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = str(fabric.registry.base_url)
+
+    code = await asyncio.to_thread(
+        import_tools, registry, EXAMPLES / "xml_contact_lookup.xml", "importer", "xml"
+    )
+
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = (await fabric.registry.get("/v1/agents/importer/tools/contactLookUp")).json()
+    assert printed == stored
+    assert [p["name"] for p in stored["context_parameters"]] == ["From", "To", "Session", "Domain"]
+
+
+async def test_a_rejected_document_exits_1_with_the_registrys_message(
+    fabric: Fabric, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "tool.xml"
+    broken.write_text('<Tool name="x"/>')
+
+    code = await asyncio.to_thread(
+        import_tools, str(fabric.registry.base_url), broken, "importer", "xml"
+    )
+
+    assert code == 1
+    assert capsys.readouterr().err == (
+        'rejected (422): <Tool name="x">: the url attribute is required\n'
+    )
+
+
+def test_an_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = import_tools("http://127.0.0.1:9", tmp_path / "missing.json", "a", "midcall")
+
+    assert code == 2
+    assert capsys.readouterr().err.startswith("cannot read ")
