@@ -1,7 +1,8 @@
 """Each provider's manifest, validated against that provider's documented ``tools`` shape.
 
-The tools under test are canonical tools shaped the way each platform dialect
-normalizes to: what reaches the LLM is whatever those platforms let people write.
+The tools under test are each platform's own example, parsed by its dialect, and
+canonical tools shaped the way each dialect normalizes to: what reaches the LLM
+is whatever those platforms let people write.
 """
 
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from services.registry import manifest
+from services.registry import dialects, manifest
 from shared.tools import Tool
+from tests.dialect_support import example
 
 JSON_SCHEMA_2020_12 = {"$ref": "https://json-schema.org/draft/2020-12/schema"}
 
@@ -360,3 +362,25 @@ def test_the_shapes_catch_what_the_providers_refuse(
     fmt: manifest.Format, broken: list[dict[str, Any]]
 ) -> None:
     assert not Draft202012Validator(SHAPES[fmt]).is_valid(broken)
+
+
+EXAMPLE_FILES = {
+    "vocode": "vocode_meeting_booking.json",
+    "bland": "bland_book_appointment.json",
+    "aivoco": "aivoco_functions.json",
+    "xml": "xml_contact_lookup.xml",
+    "callkaro": "callkaro_product_availability.json",
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dialect", list(EXAMPLE_FILES))
+def test_each_platforms_own_example_has_the_providers_shape(
+    fmt: manifest.Format, dialect: str
+) -> None:
+    tools = dialects.parse(dialect, example(EXAMPLE_FILES[dialect]))
+
+    assert shape_errors(fmt, tools) == []
+    assert declared_names(fmt, tools).isdisjoint(
+        {p.name for t in tools for p in t.context_parameters}
+    )
