@@ -2,13 +2,23 @@
 
 import asyncio
 import json
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 from shared.metering import count_json_tokens
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
-from tests.test_spine import AGENT, booking_tool, error_result, events_of, new_call, pending
+from tests.test_spine import (
+    AGENT,
+    booking_tool,
+    error_result,
+    events_of,
+    new_call,
+    pending,
+    place,
+)
 
 
 async def test_ending_the_conversation_cancels_its_in_flight_calls(
@@ -153,3 +163,32 @@ async def test_response_variables_are_kept_per_conversation_for_prompts(
         "conversation_id": conversation,
         "variables": {"stylist_name": "Ana", "booked": True, "order_price": 42},
     }
+
+
+async def result_within_a_second(
+    fabric: Fabric, want: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Call until the result satisfies ``want``: registry changes must apply within 1 s."""
+    async with asyncio.timeout(1.0):
+        while True:
+            result = await place(fabric, new_call())
+            if want(result):
+                return result
+
+
+async def test_registry_changes_reach_the_dispatchers_within_a_second(
+    fabric: Fabric, api: RecordingApi
+) -> None:
+    api.reply("POST", "/v1", json={"version": 1})
+    api.reply("POST", "/v2", json={"version": 2})
+    await fabric.register(AGENT, booking_tool(api.url, url=f"{api.url}/v1"))
+    assert (await place(fabric, new_call()))["result"] == {"version": 1}
+
+    await fabric.register(AGENT, booking_tool(api.url, url=f"{api.url}/v2"))
+    await result_within_a_second(fabric, lambda r: r["result"] == {"version": 2})
+    assert (
+        await fabric.registry.delete(f"/v1/agents/{AGENT}/tools/BookAppointment")
+    ).status_code == 204
+    gone = await result_within_a_second(fabric, lambda r: r["status"] == "error")
+
+    assert gone["error"]["code"] == "unknown_tool"

@@ -1,5 +1,7 @@
 """Mapping an HTTP outcome to what the conversation hears."""
 
+from typing import Any
+
 import pytest
 
 from services.result_injector.mapping import map_outcome
@@ -9,7 +11,7 @@ from tests.factories import work_item
 TOOL = {"url": "https://api.example.com/book"}
 
 
-def outcome(status: int = 200, body: str = "", **tool: object) -> ExecutionOutcome:
+def outcome(status: int = 200, body: str = "", **tool: Any) -> ExecutionOutcome:
     return ExecutionOutcome(
         request=work_item(TOOL, **tool),
         attempts=1,

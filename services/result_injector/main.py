@@ -4,7 +4,7 @@ from services.result_injector.app import Injector, register
 from shared import subjects
 from shared.broker import build_broker, connect
 from shared.conversations import ConversationVariables
-from shared.metering import Price, PriceBook
+from shared.metering import Price, PriceBook, count_tokens
 from shared.settings import Settings
 
 
@@ -26,6 +26,7 @@ class ResultInjectorService:
         self.broker = build_broker(settings.nats_servers(), "result-injector")
 
     async def start(self) -> None:
+        count_tokens("warm")  # loads the vocabulary now, not during the first call
         _, js = await connect(self.broker)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
         register(

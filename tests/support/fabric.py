@@ -20,6 +20,7 @@ from services.http_executor.main import HttpExecutorService
 from services.registry.main import RegistryService
 from services.result_injector.main import ResultInjectorService
 from shared import subjects
+from shared.service import Runnable
 from shared.settings import Settings
 
 SECRETS = {
@@ -41,7 +42,7 @@ class Fabric:
     registry: httpx.AsyncClient
     billing: httpx.AsyncClient
     nc: Client
-    services: list[Any] = field(default_factory=list)
+    services: list[Runnable] = field(default_factory=list)
 
     async def register(self, agent_id: str, *tools: dict[str, Any]) -> None:
         response = await self.registry.post(
@@ -82,16 +83,16 @@ async def start_fabric(nats_url: str, data_dir: Path, database_url: str) -> Fabr
         billing_port=0,
         allow_destinations="127.0.0.1",
     )
-    services = [
-        RegistryService(settings),
+    registry, billing = RegistryService(settings), BillingService(settings)
+    services: list[Runnable] = [
+        registry,
         DispatcherService(settings),
         HttpExecutorService(settings, secrets=SECRETS),
         ResultInjectorService(settings),
-        BillingService(settings),
+        billing,
     ]
     for service in services:
         await service.start()
-    registry, billing = services[0], services[4]
     return Fabric(
         settings=settings,
         runtime=await Runtime.connect(nats_url),
