@@ -9,7 +9,6 @@ whatever supervises ``up`` to restart.
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from nats.aio.subscription import Subscription
 from services.catalog import SERVICES
 from shared import jetstream, subjects
 from shared.nats_server import NatsServer
+from shared.processes import die_with_parent
 from shared.settings import Settings
 
 log = logging.getLogger("midcall.up")
@@ -36,12 +36,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # Linux: a child gets SIGTERM if `up` itself is killed, so nothing is orphaned.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Fabric:
@@ -81,7 +75,7 @@ class Fabric:
         return subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run", name],
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     async def _await_ready(self, ready: Subscription) -> None:

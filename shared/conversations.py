@@ -3,9 +3,13 @@
 A tool's ``response.variables`` land here after each call, so a runtime can
 render its prompt with them (``{{order_price}}``) however many injector
 replicas wrote them: updates are compare-and-set on the key's revision.
+Within one process, writers of a conversation queue on a lock instead of
+racing each other's revisions.
 """
 
+import asyncio
 import json
+import random
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -13,19 +17,26 @@ from nats.js.kv import KeyValue
 
 from shared.templates import MISSING, TEMPLATE, as_text, lookup
 
-MAX_CAS_TRIES = 10
+MAX_CAS_TRIES = 20
+LOCK_STRIPES = 64
 
 
 class ConversationVariables:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+        # Striped: bounded memory however many conversations pass through.
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     async def get(self, conversation_id: str) -> dict[str, Any]:
         return (await self._read(conversation_id))[0]
 
     async def merge(self, conversation_id: str, variables: dict[str, Any]) -> None:
         """Set these variables, keeping the conversation's others; safe against racing writers."""
-        for _ in range(MAX_CAS_TRIES):
+        async with self._locks[hash(conversation_id) % LOCK_STRIPES]:
+            await self._merge(conversation_id, variables)
+
+    async def _merge(self, conversation_id: str, variables: dict[str, Any]) -> None:
+        for attempt in range(MAX_CAS_TRIES):
             current, revision = await self._read(conversation_id)
             value = json.dumps({**current, **variables}).encode()
             try:
@@ -35,7 +46,8 @@ class ConversationVariables:
                     await self._kv.update(conversation_id, value, last=revision)
                 return
             except KeyWrongLastSequenceError:
-                continue  # another replica wrote in between: read again
+                # Another replica wrote in between: read again, after a jittered pause.
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise RuntimeError(f"variables of {conversation_id} kept changing; not merged")
 
     async def _read(self, conversation_id: str) -> tuple[dict[str, Any], int | None]:

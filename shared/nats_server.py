@@ -14,6 +14,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+from shared.processes import die_with_parent
+
 STARTUP_TIMEOUT_S = 10.0
 # Responses up to the executor's 1 MiB cap must fit in one message, with room
 # for the envelope; the server's default max_payload is 1 MB.
@@ -59,6 +61,10 @@ class NatsServer:
             [binary(), "-c", str(config), "--ports_file_dir", str(ports_dir)],
             stdout=subprocess.DEVNULL,
             stderr=(self.data_dir / "nats-server.log").open("ab"),
+            # Out of the terminal's process group: Ctrl-C must not stop the server
+            # before the services have drained their connections through it.
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self.url = self._wait_for_port(ports_dir)
         return self.url

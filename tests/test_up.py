@@ -31,6 +31,8 @@ async def start_up(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.Proce
         "services.cli",
         "up",
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
         env={
             **os.environ,
             "MIDCALL_DATA_DIR": str(tmp_path / "data"),
@@ -76,3 +78,18 @@ async def test_up_uses_a_given_nats_server_instead_of_its_own(
     assert len(spawned) == 5
     assert code == 0
     assert not (tmp_path / "data" / "jetstream").exists()
+
+
+async def test_ctrl_c_to_the_whole_process_group_drains_before_nats_stops(
+    tmp_path: Path,
+) -> None:
+    process, _, _ = await start_up(tmp_path, MIDCALL_LOG_LEVEL="INFO")
+
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+
+    assert process.returncode == 0
+    log = stderr.decode()
+    assert log.count("stopping") == 5
+    assert "Traceback" not in log
+    assert "Connection broken" not in log
