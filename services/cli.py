@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command=_run)
     demo = commands.add_parser("demo", help="everything, plus a salon API and a scripted call")
     demo.set_defaults(command=_demo)
+    asyncapi = commands.add_parser("asyncapi", help="print the AsyncAPI document of the subjects")
+    asyncapi.set_defaults(command=_asyncapi)
     tools = commands.add_parser("tools", help="manage tool definitions").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -72,6 +75,13 @@ def _demo(_: argparse.Namespace, settings: Settings) -> int:
     from services.demo.main import run_demo
 
     return asyncio.run(run_demo(settings))
+
+
+def _asyncapi(_: argparse.Namespace, __: Settings) -> int:
+    from services.asyncapi import document
+
+    print(json.dumps(document(), indent=2))
+    return 0
 
 
 def _import_tools(args: argparse.Namespace, settings: Settings) -> int:

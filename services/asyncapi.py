@@ -1,0 +1,137 @@
+"""The AsyncAPI 3.0 document of Midcall's subjects, generated from the event models.
+
+``midcall asyncapi`` prints it; docs/asyncapi.json is its committed copy, kept
+equal by a test, so the published schemas are always the ones the code reads.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from shared.events import (
+    ConversationEnded,
+    ExecuteRequest,
+    ExecutionOutcome,
+    ToolCall,
+    ToolCallPending,
+    ToolCallResult,
+    UsageRecord,
+)
+
+CONVERSATION = {
+    "conversation_id": {"description": "The conversation's id (ToolCall.conversation_id)"}
+}
+ACCOUNT = {"account_id": {"description": "The account billed for the call"}}
+
+# (channel, address, parameters, model, Midcall's action, summary, public)
+CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]] = [
+    (
+        "toolCalls",
+        "midcall.calls.{conversation_id}",
+        CONVERSATION,
+        ToolCall,
+        "receive",
+        "A runtime asks for a tool call (header Nats-Msg-Id: call_id).",
+        True,
+    ),
+    (
+        "pending",
+        "midcall.conv.{conversation_id}.pending",
+        CONVERSATION,
+        ToolCallPending,
+        "send",
+        "The call was accepted; what to say meanwhile.",
+        True,
+    ),
+    (
+        "results",
+        "midcall.conv.{conversation_id}.result",
+        CONVERSATION,
+        ToolCallResult,
+        "send",
+        "The call's outcome, exactly once per call.",
+        True,
+    ),
+    (
+        "ended",
+        "midcall.conv.{conversation_id}.ended",
+        CONVERSATION,
+        ConversationEnded,
+        "receive",
+        "The conversation ended: in-flight calls are cancelled.",
+        True,
+    ),
+    (
+        "usage",
+        "midcall.usage.{account_id}",
+        ACCOUNT,
+        UsageRecord,
+        "send",
+        "One priced record per finished call.",
+        True,
+    ),
+    (
+        "execute",
+        "midcall.exec.{conversation_id}",
+        CONVERSATION,
+        ExecuteRequest,
+        "send",
+        "Internal: dispatcher to http-executor.",
+        False,
+    ),
+    (
+        "executed",
+        "midcall.executed.{conversation_id}",
+        CONVERSATION,
+        ExecutionOutcome,
+        "send",
+        "Internal: http-executor to result-injector.",
+        False,
+    ),
+]
+
+
+JsonSchemaMode = Literal["validation", "serialization"]
+
+
+def _mode(action: str) -> JsonSchemaMode:
+    # What Midcall receives is described as it validates it; what it sends, as it writes it.
+    return "validation" if action == "receive" else "serialization"
+
+
+def document() -> dict[str, Any]:
+    models = [(entry[3], _mode(entry[4])) for entry in CHANNELS]
+    refs, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    doc: dict[str, Any] = {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Midcall",
+            "version": "1",
+            "description": "Tool calls for voice AI agents, over NATS JetStream. Internal "
+            "channels are documented, not frozen.",
+        },
+        "defaultContentType": "application/json",
+        "channels": {},
+        "operations": {},
+        "components": {"schemas": definitions.get("$defs", {}), "messages": {}},
+    }
+    for name, address, parameters, model, action, summary, public in CHANNELS:
+        message = model.__name__
+        doc["components"]["messages"][message] = {
+            "name": message,
+            "payload": refs[(model, _mode(action))],
+        }
+        doc["channels"][name] = {
+            "address": address,
+            "parameters": parameters,
+            "description": summary,
+            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+            "tags": [{"name": "public" if public else "internal"}],
+        }
+        doc["operations"][f"{action}{name[0].upper()}{name[1:]}"] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/{name}"},
+            "messages": [{"$ref": f"#/channels/{name}/messages/{message}"}],
+        }
+    return doc
