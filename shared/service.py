@@ -78,4 +78,9 @@ async def run_until_signal(service: Runnable) -> None:
     log.info("%s started", service.name)
     await stopping.wait()
     log.info("%s stopping", service.name)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Ctrl-C reaches us and `midcall up` sends SIGTERM too: once stopping, further
+        # signals are ignored rather than hitting a closing event loop.
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
     await service.stop()

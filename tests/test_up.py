@@ -4,9 +4,11 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from services.supervisor import free_port
 
@@ -21,6 +23,20 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "State:\tZ" not in status
+
+
+LAUNCHED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def no_leftovers() -> AsyncIterator[None]:
+    """Whatever a failing test leaves running is stopped, as an operator would."""
+    yield
+    while LAUNCHED:
+        process = LAUNCHED.pop()
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 60)
 
 
 async def start_up(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.Process, str, int]:
@@ -42,6 +58,7 @@ async def start_up(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.Proce
             **env,
         },
     )
+    LAUNCHED.append(process)
     assert process.stdout is not None
     line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
     assert line.startswith("Midcall is up"), line
