@@ -55,24 +55,18 @@ class Executor:
     async def _send_with_retries(
         self, work: ExecuteRequest, request: RenderedRequest
     ) -> tuple[int, HttpResponse | CallRejected]:
-        retry = work.tool.request.retry
         attempt = 0
         while True:
             attempt += 1
+            answer: HttpResponse | CallRejected
             try:
-                response = await self._attempt(work, request)
+                answer = await self._attempt(work, request)
             except CallRejected as failure:
-                if not self._again(work, attempt, failure.code.value):
-                    return attempt, failure
-            else:
-                if not (response.status >= 500 and self._again(work, attempt, "http_5xx")):
-                    return attempt, response
-            await asyncio.sleep(_backoff(retry.backoff_s, attempt))
-
-    def _again(self, work: ExecuteRequest, attempt: int, reason: str) -> bool:
-        retry = work.tool.request.retry
-        room = _remaining(work.deadline_at) > _backoff(retry.backoff_s, attempt) * 1.5
-        return reason in retry.on and attempt < retry.attempts and room
+                answer = failure
+            delay = _retry_delay(work, attempt, _retry_reason(answer))
+            if delay is None:
+                return attempt, answer
+            await asyncio.sleep(delay)
 
     async def _attempt(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
         budget = _remaining(work.deadline_at)
@@ -115,6 +109,21 @@ class Executor:
 
 def _with(request: RenderedRequest, headers: dict[str, str]) -> RenderedRequest:
     return RenderedRequest(request.method, request.url, headers, request.params, request.body)
+
+
+def _retry_reason(answer: HttpResponse | CallRejected) -> str | None:
+    if isinstance(answer, CallRejected):
+        return answer.code.value
+    return "http_5xx" if answer.status >= 500 else None
+
+
+def _retry_delay(work: ExecuteRequest, attempt: int, reason: str | None) -> float | None:
+    """How long to wait before trying again, or None: by policy, and only within the deadline."""
+    retry = work.tool.request.retry
+    if reason not in retry.on or attempt >= retry.attempts:
+        return None
+    delay = _backoff(retry.backoff_s, attempt)
+    return delay if _remaining(work.deadline_at) > delay else None
 
 
 def _remaining(deadline_at: datetime) -> float:
