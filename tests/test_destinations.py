@@ -1,9 +1,16 @@
-"""Which addresses tools may call."""
+"""Which addresses tools may call: literals before the request, names in the resolver."""
 
 import pytest
 
-from services.http_executor.destinations import DestinationPolicy
+from services.http_executor.client import Sender, build_client
+from services.http_executor.destinations import (
+    BlockedDestination,
+    DestinationPolicy,
+    GuardedResolver,
+)
+from services.http_executor.execute import Executor
 from shared.errors import CallRejected, ErrorCode
+from tests.factories import work_item
 
 
 @pytest.mark.parametrize(
@@ -13,30 +20,57 @@ from shared.errors import CallRejected, ErrorCode
         "http://10.1.2.3/",
         "http://[::1]:8080/",
         "http://169.254.169.254/latest/meta-data",
-        "http://localhost/",
         "http://192.168.0.10/",
+        "http://100.64.0.1/",
     ],
 )
-async def test_loopback_private_and_link_local_are_blocked(url: str) -> None:
+def test_loopback_private_and_link_local_literals_are_blocked(url: str) -> None:
     with pytest.raises(CallRejected) as rejected:
-        await DestinationPolicy("").check(url)
+        DestinationPolicy("").check_literal(url)
     assert rejected.value.code == ErrorCode.BLOCKED_DESTINATION
 
 
-async def test_public_addresses_are_allowed() -> None:
-    await DestinationPolicy("").check("https://8.8.8.8/resolve")
+def test_public_literals_and_names_pass_the_literal_check() -> None:
+    DestinationPolicy("").check_literal("https://8.8.8.8/resolve")
+    DestinationPolicy("").check_literal("http://localhost/")  # a name: the resolver decides
 
 
 @pytest.mark.parametrize("allow", ["10.0.0.0/8", "10.1.2.3", "internal.example, 10.1.2.0/24"])
-async def test_operators_can_allow_networks(allow: str) -> None:
-    await DestinationPolicy(allow).check("http://10.1.2.3/x")
+def test_operators_can_allow_networks(allow: str) -> None:
+    DestinationPolicy(allow).check_literal("http://10.1.2.3/x")
 
 
-async def test_operators_can_allow_host_names_without_resolving_them() -> None:
-    await DestinationPolicy("billing.internal").check("http://billing.internal/x")
+async def test_the_resolver_refuses_names_that_resolve_only_to_blocked_addresses() -> None:
+    resolver = GuardedResolver(DestinationPolicy(""))
+
+    with pytest.raises(BlockedDestination) as refused:
+        await resolver.resolve("localhost", 80)
+    assert (refused.value.host, refused.value.address) == ("localhost", "127.0.0.1")
 
 
-async def test_an_unresolvable_host_is_a_connection_error() -> None:
-    with pytest.raises(CallRejected) as rejected:
-        await DestinationPolicy("").check("http://no-such-host.invalid/")
-    assert rejected.value.code == ErrorCode.CONNECTION_ERROR
+async def test_the_resolver_keeps_only_permitted_addresses() -> None:
+    resolver = GuardedResolver(DestinationPolicy("127.0.0.0/8"))
+
+    results = await resolver.resolve("localhost", 80)
+
+    assert [r["host"] for r in results] == ["127.0.0.1"]
+
+
+async def test_allowed_names_resolve_unfiltered() -> None:
+    resolver = GuardedResolver(DestinationPolicy("localhost"))
+
+    assert [r["host"] for r in await resolver.resolve("localhost", 80)] == ["127.0.0.1"]
+
+
+async def test_a_blocked_name_fails_the_call_before_any_connection() -> None:
+    policy = DestinationPolicy("")
+    run = Executor(Sender(build_client(4, policy), 1024), policy, {})
+
+    outcome = await run.run(work_item({"url": "http://localhost:9/book"}))
+
+    assert outcome.failure is not None
+    assert (outcome.failure.code, outcome.failure.details) == (
+        "blocked_destination",
+        {"host": "localhost", "address": "127.0.0.1"},
+    )
+    await run.sender.close()

@@ -8,17 +8,25 @@ address the destination policy would refuse.
 
 import asyncio
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from services.http_executor.destinations import DestinationPolicy, GuardedResolver
 from services.http_executor.render import RenderedRequest
 from shared.events import HttpResponse
 
 
-def build_client(max_connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
+def build_client(max_connections: int, policy: DestinationPolicy) -> httpx.AsyncClient:
+    def session() -> aiohttp.ClientSession:
+        # Built on first use, inside the running loop, as aiohttp requires.
+        connector = aiohttp.TCPConnector(
+            limit=max_connections, limit_per_host=0, resolver=GuardedResolver(policy)
+        )
+        return aiohttp.ClientSession(connector=connector)
+
     return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits), follow_redirects=False, timeout=None
+        transport=AiohttpTransport(client=session), follow_redirects=False, timeout=None
     )
 
 

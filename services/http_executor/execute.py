@@ -15,7 +15,7 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.http_executor.client import Sender
-from services.http_executor.destinations import DestinationPolicy
+from services.http_executor.destinations import DestinationPolicy, blocked, blocked_cause
 from services.http_executor.render import RenderedRequest, render_request
 from services.http_executor.signing import signature_headers
 from shared.errors import CallRejected, ErrorCode
@@ -34,7 +34,7 @@ class Executor:
         answer: HttpResponse | CallRejected
         try:
             request = render_request(work, self.secrets)
-            await self.policy.check(request.url)
+            self.policy.check_literal(request.url)
         except CallRejected as failure:
             attempts, answer = 0, failure
         else:
@@ -89,6 +89,9 @@ class Executor:
                 # The deadline is ours (asyncio.timeout), the transport has none, so
                 # any httpx error is a connection failure; httpx-aiohttp 0.2 even
                 # reports a refused connection as ConnectTimeout.
+                refused = blocked_cause(exc)
+                if refused is not None:
+                    raise blocked(refused.host, refused.address) from exc
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise _unreachable(work) from exc
             span.set_attribute("http.response.status_code", response.status)

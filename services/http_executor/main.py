@@ -22,10 +22,9 @@ class HttpExecutorService:
         nats_limit = self.broker.config.connection_state.connection.max_payload
         # A response must fit in one NATS message with its envelope.
         cap = min(self.settings.max_response_bytes, nats_limit - 64 * 1024)
-        self.sender = Sender(build_client(self.settings.max_connections), cap)
-        executor = Executor(
-            self.sender, DestinationPolicy(self.settings.allow_destinations), self.secrets
-        )
+        policy = DestinationPolicy(self.settings.allow_destinations)
+        self.sender = Sender(build_client(self.settings.max_connections, policy), cap)
+        executor = Executor(self.sender, policy, self.secrets)
         register(
             self.broker, ExecutorApp(self.broker, executor), self.settings.executor_concurrency
         )
