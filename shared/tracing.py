@@ -25,12 +25,13 @@ def build_provider(
         resource=Resource.create({SERVICE_NAME: service_name}),
         sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
     )
-    for processor in processors or _exporters():
+    for processor in processors or exporters():
         provider.add_span_processor(processor)
     return provider
 
 
-def _exporters() -> tuple[SpanProcessor, ...]:
+def exporters() -> tuple[SpanProcessor, ...]:
+    """OTLP/HTTP export when the standard OTEL variables name an endpoint; nothing otherwise."""
     if not any(os.environ.get(name) for name in OTLP_VARIABLES):
         return ()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
