@@ -15,11 +15,20 @@ from shared import jetstream
 from shared.messaging import raw_body
 
 
-def build_broker(servers: str, service_name: str) -> NatsBroker:
+def build_broker(
+    servers: str, service_name: str, on_reconnect: Callable[[], None] | None = None
+) -> NatsBroker:
+    """The service's broker; ``on_reconnect`` runs (synchronously) after each reconnect."""
     # FastStream logs a line per message at whatever level it is given; our own
     # logger at WARNING keeps handler errors and drops that per-message noise.
     logger = logging.getLogger(f"midcall.{service_name}.broker")
     logger.setLevel(logging.WARNING)
+
+    async def reconnected() -> None:
+        logger.warning("reconnected to NATS")
+        if on_reconnect is not None:
+            on_reconnect()
+
     return NatsBroker(
         servers,
         name=f"midcall-{service_name}",
@@ -29,6 +38,7 @@ def build_broker(servers: str, service_name: str) -> NatsBroker:
         # A reconnect must not give up while a clustered server fails over.
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        reconnected_cb=reconnected,
     )
 
 
@@ -64,7 +74,9 @@ def consume_work(
         stream=JStream(stream, declare=False),
         durable=durable,
         config=ConsumerConfig(ack_wait=ack_wait_s) if ack_wait_s else None,
-        pull_sub=PullSub(timeout=5.0),
+        # A pull request dies with its connection and is only replaced when it
+        # expires: the expiry bounds how long a consumer is idle after a reconnect.
+        pull_sub=PullSub(timeout=1.0),
         max_workers=concurrency,
         decoder=raw_body,
         ack_policy=AckPolicy.NACK_ON_ERROR,

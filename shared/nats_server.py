@@ -22,7 +22,7 @@ STARTUP_TIMEOUT_S = 10.0
 MAX_PAYLOAD = 8 * 1024 * 1024
 
 CONFIG = """\
-listen: 127.0.0.1:-1
+listen: 127.0.0.1:{port}
 max_payload: {max_payload}
 jetstream {{
   store_dir: "{store_dir}"
@@ -43,8 +43,9 @@ def binary() -> str:
 class NatsServer:
     """One nats-server child process; ``url`` is set once it listens."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int = -1) -> None:
         self.data_dir = data_dir
+        self.port = port  # -1: a free one, reported in the ports file
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +57,9 @@ class NatsServer:
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         config = self.data_dir / "nats-server.conf"
-        config.write_text(CONFIG.format(max_payload=MAX_PAYLOAD, store_dir=store.resolve()))
+        config.write_text(
+            CONFIG.format(port=self.port, max_payload=MAX_PAYLOAD, store_dir=store.resolve())
+        )
         self._process = subprocess.Popen(
             [binary(), "-c", str(config), "--ports_file_dir", str(ports_dir)],
             stdout=subprocess.DEVNULL,

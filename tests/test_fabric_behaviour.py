@@ -166,10 +166,10 @@ async def test_response_variables_are_kept_per_conversation_for_prompts(
 
 
 async def result_within_a_second(
-    fabric: Fabric, want: Callable[[dict[str, Any]], bool]
+    fabric: Fabric, want: Callable[[dict[str, Any]], bool], seconds: float = 1.0
 ) -> dict[str, Any]:
     """Call until the result satisfies ``want``: registry changes must apply within 1 s."""
-    async with asyncio.timeout(1.0):
+    async with asyncio.timeout(seconds):
         while True:
             result = await place(fabric, new_call())
             if want(result):

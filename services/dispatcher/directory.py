@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from jsonschema import Draft202012Validator
+from nats.errors import Error as NatsError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -32,6 +33,9 @@ class Directory:
         self._agents: dict[str, AgentEntry] = {}
         self._tools: dict[tuple[str, str], Entry] = {}
         self._task: asyncio.Task[None] | None = None
+        self._rewatch: asyncio.Task[None] | None = None
+        self._kv: KeyValue | None = None
+        self._watcher: KeyValue.KeyWatcher | None = None
 
     def resolve(self, agent_id: str, tool_name: str) -> tuple[AgentEntry, Entry]:
         entry = self._tools.get((agent_id, tool_name))
@@ -81,12 +85,25 @@ class Directory:
         nats-py's "initial values done" marker can arrive before the values on a
         busy machine, so it is not trusted.
         """
-        watcher = await kv.watchall()
+        self._kv = kv
         loaded = asyncio.Event()
         if loaded_at == 0:
             loaded.set()
-        self._task = asyncio.create_task(self._consume(watcher, loaded, loaded_at))
+        await self._watch(loaded, loaded_at)
         await loaded.wait()
+
+    def rewatch(self) -> None:
+        """After a reconnect: the watch's consumer may be gone with the old server, so the
+        bucket is read again from the latest value of every key (deletions included)."""
+        if self._kv is not None:
+            self._rewatch = asyncio.create_task(self._watch(asyncio.Event(), 0))
+
+    async def _watch(self, loaded: asyncio.Event, loaded_at: int) -> None:
+        assert self._kv is not None
+        watcher = await self._kv.watchall()
+        await self._stop_watching()
+        self._watcher = watcher
+        self._task = asyncio.create_task(self._consume(watcher, loaded, loaded_at))
 
     async def _consume(
         self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Event, loaded_at: int
@@ -99,7 +116,17 @@ class Directory:
                 loaded.set()
 
     async def stop(self) -> None:
+        if self._rewatch is not None:
+            self._rewatch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rewatch
+        await self._stop_watching()
+
+    async def _stop_watching(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._watcher is not None:
+            with contextlib.suppress(NatsError):  # its consumer may be gone with the server
+                await self._watcher.stop()  # type: ignore[no-untyped-call]

@@ -13,8 +13,8 @@ class DispatcherService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = build_broker(settings.nats_servers(), self.name)
         self.directory = Directory()
+        self.broker = build_broker(settings.nats_servers(), self.name, self.directory.rewatch)
 
     async def start(self) -> None:
         _, js = await connect(self.broker)
