@@ -4,7 +4,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream import AckPolicy
+from faststream import AckPolicy, BaseMiddleware
+from faststream.exceptions import HandlerException, NackMessage
+from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.aio.client import Client
@@ -13,6 +15,35 @@ from nats.js.api import ConsumerConfig
 
 from shared import jetstream
 from shared.messaging import raw_body
+
+log = logging.getLogger("midcall.consumer")
+
+
+# An unexpected failure is retried after 0.5 s, 1 s, 2 s ... at most every 30 s.
+FIRST_RETRY_S = 0.5
+LAST_RETRY_S = 30.0
+
+
+class BackoffOnFailure(BaseMiddleware):
+    """A JetStream message whose handler fails unexpectedly comes back later, not at once.
+
+    Without this, a bug or an outage of something a handler needs would
+    redeliver the same message in a tight loop. Deliberate nacks and acks
+    (FastStream's handler exceptions) pass through untouched.
+    """
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        try:
+            return await call_next(msg)
+        except HandlerException:
+            raise
+        except Exception as exc:
+            metadata = getattr(msg.raw_message, "metadata", None)
+            if metadata is None:  # core NATS: nothing to redeliver
+                raise
+            delay = min(LAST_RETRY_S, FIRST_RETRY_S * 2 ** ((metadata.num_delivered or 1) - 1))
+            log.exception("handler failed; message comes back in %.1f s", delay)
+            raise NackMessage(delay=delay) from exc
 
 
 def build_broker(
@@ -32,7 +63,7 @@ def build_broker(
     return NatsBroker(
         servers,
         name=f"midcall-{service_name}",
-        middlewares=[NatsTelemetryMiddleware()],
+        middlewares=[NatsTelemetryMiddleware(), BackoffOnFailure],
         logger=logger,
         graceful_timeout=30.0,
         # A reconnect must not give up while a clustered server fails over.
