@@ -32,4 +32,4 @@ def parse_key(key: str) -> tuple[str, str, str | None]:
 
 
 def encode_tool(tool: Tool) -> bytes:
-    return tool.model_dump_json(exclude_defaults=False).encode()
+    return tool.model_dump_json().encode()

@@ -124,17 +124,19 @@ class RequestSpec(Strict):
             raise ValueError("must be an absolute http:// or https:// URL")
         return value
 
-    @model_validator(mode="after")
-    def _known_roots(self) -> "RequestSpec":
-        signing_secrets = self.signing.secrets if self.signing else []
-        fields = {
+    def templated(self) -> dict[str, Any]:
+        """Every field that may hold templates: the one list validation and rendering share."""
+        return {
             "url": self.url,
             "headers": self.headers,
             "query": self.query,
             "body": self.body,
-            "signing": signing_secrets,
+            "signing": self.signing.secrets if self.signing else [],
         }
-        for field, value in fields.items():
+
+    @model_validator(mode="after")
+    def _known_roots(self) -> "RequestSpec":
+        for field, value in self.templated().items():
             for reference in references(value):
                 problem = reference_problem(reference)
                 if problem:

@@ -8,6 +8,7 @@ always within the call's deadline); everything else is final.
 import asyncio
 import random
 import time
+from dataclasses import replace
 from datetime import datetime
 
 import httpx
@@ -81,7 +82,7 @@ class Executor:
             headers = {**request.headers, **self._signature(work, request)}
             propagate.inject(headers)  # the API sees the same trace
             try:
-                response = await self.sender.send(_with(request, headers), budget)
+                response = await self.sender.send(replace(request, headers=headers), budget)
             except TimeoutError as exc:
                 span.set_status(Status(StatusCode.ERROR, "timeout"))
                 raise _timeout(work) from exc
@@ -108,10 +109,6 @@ class Executor:
         return signature_headers(
             signing, list(request.signing_secrets), work.call.call_id, request.body or b"", utcnow()
         )
-
-
-def _with(request: RenderedRequest, headers: dict[str, str]) -> RenderedRequest:
-    return RenderedRequest(request.method, request.url, headers, request.params, request.body)
 
 
 def _retry_reason(answer: HttpResponse | CallRejected) -> str | None:

@@ -60,18 +60,9 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
 
 
 def _require_secrets(work: ExecuteRequest, secrets: dict[str, str]) -> None:
-    spec = work.tool.request
     wanted = {
         ref.partition(".")[2]
-        for ref in references(
-            [
-                spec.url,
-                spec.headers,
-                spec.query,
-                spec.body,
-                spec.signing.secrets if spec.signing else [],
-            ]
-        )
+        for ref in references(list(work.tool.request.templated().values()))
         if ref.startswith("secrets.")
     }
     missing = sorted(wanted - secrets.keys())
