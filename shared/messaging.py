@@ -10,7 +10,9 @@ import logging
 from typing import Any, TypeVar
 
 from faststream.message import StreamMessage
-from faststream.nats import JStream, NatsBroker
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
 from shared import subjects
@@ -58,50 +60,56 @@ def msg_id(conversation_id: str, call_id: str, kind: str) -> str:
     return f"{conversation_id}/{call_id}/{kind}"
 
 
-async def publish_event(
-    broker: NatsBroker, event: BaseModel, subject: str, stream: str, dedupe_id: str
-) -> None:
-    await broker.publish(
-        event, subject, headers={"Nats-Msg-Id": dedupe_id}, stream=stream, timeout=PUBLISH_TIMEOUT_S
-    )
+class Publisher:
+    """Publishes on the service's own connection, each publish confirmed by JetStream.
 
+    The current trace context goes along in the headers, so the next service
+    (or the runtime) continues the same trace.
+    """
 
-async def publish_pending(broker: NatsBroker, pending: ToolCallPending) -> None:
-    await publish_event(
-        broker,
-        pending,
-        subjects.pending(pending.conversation_id),
-        subjects.CONV_STREAM,
-        msg_id(pending.conversation_id, pending.call_id, "pending"),
-    )
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
 
+    async def event(self, event: BaseModel, subject: str, stream: str, dedupe_id: str) -> None:
+        body = event.model_dump_json().encode()
+        await self.raw(body, subject, stream, {"Nats-Msg-Id": dedupe_id})
 
-async def publish_result(broker: NatsBroker, result: ToolCallResult) -> None:
-    await publish_event(
-        broker,
-        result,
-        subjects.result(result.conversation_id),
-        subjects.CONV_STREAM,
-        msg_id(result.conversation_id, result.call_id, "result"),
-    )
+    async def raw(self, body: bytes, subject: str, stream: str, headers: dict[str, str]) -> None:
+        propagate.inject(headers)
+        await self._js.publish(
+            subject, body, timeout=PUBLISH_TIMEOUT_S, stream=stream, headers=headers
+        )
 
+    async def pending(self, pending: ToolCallPending) -> None:
+        await self.event(
+            pending,
+            subjects.pending(pending.conversation_id),
+            subjects.CONV_STREAM,
+            msg_id(pending.conversation_id, pending.call_id, "pending"),
+        )
 
-async def publish_usage(broker: NatsBroker, usage: UsageRecord) -> None:
-    await publish_event(
-        broker,
-        usage,
-        subjects.usage(usage.account_id),
-        subjects.USAGE_STREAM,
-        msg_id(usage.conversation_id, usage.call_id, "usage"),
-    )
+    async def result(self, result: ToolCallResult) -> None:
+        await self.event(
+            result,
+            subjects.result(result.conversation_id),
+            subjects.CONV_STREAM,
+            msg_id(result.conversation_id, result.call_id, "result"),
+        )
+
+    async def usage(self, usage: UsageRecord) -> None:
+        await self.event(
+            usage,
+            subjects.usage(usage.account_id),
+            subjects.USAGE_STREAM,
+            msg_id(usage.conversation_id, usage.call_id, "usage"),
+        )
 
 
 async def raw_body(message: StreamMessage[Any]) -> bytes:
-    """FastStream decoder that keeps the bytes: each handler parses (and dead-letters) itself.
+    """FastStream decoder that keeps the bytes, for the subscribers still on FastStream.
 
-    Left to FastStream, a broken JSON body fails before the handler runs and is
-    redelivered forever. Async on purpose: FastStream runs a sync decoder in a
-    worker thread, a thread hop per message.
+    Left to FastStream, a broken JSON body fails before the handler runs.
+    Async on purpose: FastStream runs a sync decoder in a worker thread.
     """
     return message.body
 
@@ -109,26 +117,20 @@ async def raw_body(message: StreamMessage[Any]) -> bytes:
 class DeadLetters:
     """Where a service sets aside messages it cannot parse, with why, for ops to replay."""
 
-    def __init__(self, broker: NatsBroker, stage: str) -> None:
+    def __init__(self, publisher: Publisher, stage: str) -> None:
         self.stage = stage
-        self.publisher = broker.publisher(
-            subjects.dead(stage),
-            stream=JStream(subjects.DEAD_STREAM, declare=False),
-            schema=bytes,
-            title=f"{stage} dead letters",
-            description=f"Messages the {stage} stage could not parse, as received.",
-        )
+        self._publisher = publisher
 
-    async def put(self, message: StreamMessage[Any], reason: str) -> None:
-        raw = message.raw_message
-        subject = getattr(raw, "subject", "")
-        log.warning("%s: message on %s set aside: %s", self.stage, subject, reason)
+    async def put(self, message: Msg, reason: str) -> None:
+        log.warning("%s: message on %s set aside: %s", self.stage, message.subject, reason)
         headers = {
             REASON_HEADER: " ".join(reason.split())[:MAX_REASON_CHARS],
-            SUBJECT_HEADER: subject,
+            SUBJECT_HEADER: message.subject,
         }
-        metadata = getattr(raw, "metadata", None)
-        if metadata is not None:
+        if message.reply:  # a JetStream delivery
             # A redelivery after a crash between this publish and the ack is de-duplicated.
-            headers["Nats-Msg-Id"] = f"{self.stage}-{subject}-{metadata.sequence.stream}"
-        await self.publisher.publish(message.body, headers=headers, timeout=PUBLISH_TIMEOUT_S)
+            sequence = message.metadata.sequence.stream
+            headers["Nats-Msg-Id"] = f"{self.stage}-{message.subject}-{sequence}"
+        await self._publisher.raw(
+            message.data, subjects.dead(self.stage), subjects.DEAD_STREAM, headers
+        )

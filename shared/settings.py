@@ -22,12 +22,16 @@ class Settings(BaseSettings):
     billing_port: int = 8701
     allow_destinations: str = ""
     log_level: str = "INFO"
-    # Services
-    dispatcher_concurrency: int = Field(default=64, ge=1)
-    executor_concurrency: int = Field(default=256, ge=1)
-    injector_concurrency: int = Field(default=64, ge=1)
+    # Services: messages handled at once per process. A process also stops
+    # taking work while its resident memory is above the budget, so the
+    # executor, whose calls mostly wait on APIs, holds as many as memory allows.
+    dispatcher_concurrency: int = Field(default=1024, ge=1)
+    executor_concurrency: int = Field(default=50_000, ge=1)
+    injector_concurrency: int = Field(default=1024, ge=1)
+    memory_budget_mb: int = Field(default=512, ge=16)
     max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
-    max_connections: int = Field(default=512, ge=1)
+    # 0: as many as the process's file-descriptor limit allows.
+    max_connections: int = Field(default=0, ge=0)
     # Billing prices, in units: see shared.metering.
     price_per_call: float = Field(default=0.1, ge=0)
     price_per_1k_tokens: float = Field(default=5.0, ge=0)
@@ -41,6 +45,9 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return "postgresql+psycopg://" + url[len(plain) :]
         return url
+
+    def memory_budget_bytes(self) -> int:
+        return self.memory_budget_mb * 1024 * 1024
 
     def nats_servers(self) -> str:
         if not self.nats_url:

@@ -3,46 +3,41 @@
 import asyncio
 import time
 
-from faststream.nats import NatsMessage
+import nats
+from nats.aio.msg import Msg
 
-from shared import subjects
-from shared.broker import FIRST_RETRY_S, build_broker, connect, consume_work
+from shared import jetstream, subjects
+from shared.consumer import FIRST_RETRY_S, Durable, WorkConsumer
 
 
 async def test_a_failed_message_comes_back_after_a_delay_then_is_acked(nats_url: str) -> None:
-    broker = build_broker(nats_url, "test")
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    await jetstream.ensure(js)
     deliveries: list[tuple[float, int]] = []
     done = asyncio.Event()
 
-    async def flaky(message: NatsMessage) -> None:
-        deliveries.append((time.monotonic(), message.raw_message.metadata.num_delivered or 0))
+    async def flaky(message: Msg) -> None:
+        deliveries.append((time.monotonic(), message.metadata.num_delivered or 0))
         if len(deliveries) == 1:
             raise RuntimeError("a dependency is down")
         done.set()
 
-    consume_work(
-        broker,
-        flaky,
-        subject=subjects.execute("c-1"),
-        stream=subjects.WORK_STREAM,
-        durable="test-backoff",
-        concurrency=4,
-        title="t",
-        description="t",
-    )
-    _, js = await connect(broker)
-    await broker.start()
+    durable = Durable(subjects.WORK_STREAM, subjects.execute("c-1"), "test-backoff")
+    consumer = WorkConsumer(client, durable, flaky, concurrency=4)
+    await consumer.start()
     try:
         await js.publish(subjects.execute("c-1"), b"{}")
         await asyncio.wait_for(done.wait(), 10)
         async with asyncio.timeout(5):  # the successful delivery is acked, once
             while True:
-                info = await js.consumer_info(subjects.WORK_STREAM, "test-backoff")
+                info = await js.consumer_info(subjects.WORK_STREAM, durable.name)
                 if not info.num_ack_pending:
                     break
                 await asyncio.sleep(0.01)
     finally:
-        await broker.stop()
+        await consumer.stop()
+        await client.close()
 
     (first, _), (second, delivered) = deliveries  # exactly two deliveries
     assert delivered == 2

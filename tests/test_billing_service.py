@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,11 +17,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.billing.api import build_app
-from services.billing.app import USAGE_DURABLE, register
+from services.billing.app import USAGE, consumers
 from services.billing.main import BillingService
 from services.billing.store import StoreUnavailable, UsageStore
-from shared import subjects
-from shared.broker import build_broker, connect
+from shared import jetstream, subjects
 from shared.events import ConversationEnded, UsageRecord
 from shared.messaging import REASON_HEADER, SUBJECT_HEADER
 from shared.settings import Settings
@@ -200,7 +199,7 @@ async def rest(service: BillingService) -> AsyncIterator[httpx.AsyncClient]:
 
 async def usage_consumer_idle(js: JetStreamContext) -> bool | None:
     """True once every usage message was delivered and acked."""
-    info = await js.consumer_info(subjects.USAGE_STREAM, USAGE_DURABLE)
+    info = await js.consumer_info(subjects.USAGE_STREAM, USAGE.name)
     return True if info.num_pending == 0 and info.num_ack_pending == 0 else None
 
 
@@ -268,7 +267,7 @@ async def test_unparseable_messages_are_dead_lettered_and_billing_goes_on(
     await publish_usage(js, usage("call-1"), "usage-call-1")
     assert await eventually(lambda: billed_calls(rest, "acme", 1)) == 1
     await eventually(lambda: usage_consumer_idle(js))
-    info = await js.consumer_info(subjects.USAGE_STREAM, USAGE_DURABLE)
+    info = await js.consumer_info(subjects.USAGE_STREAM, USAGE.name)
     assert info.num_redelivered == 0  # garbage was acked, not retried
 
 
@@ -314,7 +313,7 @@ async def test_billing_continues_the_publishers_trace(
     assert span.attributes is not None
     assert format(span.context.trace_id, "032x") == trace_id
     assert span.parent is not None
-    assert span.parent.span_id != int(parent_id, 16)  # a child of the consume span
+    assert span.parent.span_id == int(parent_id, 16)  # the publisher's own span is its parent
     assert span.attributes["midcall.call_id"] == "call-1"
 
 
@@ -328,11 +327,11 @@ class FailingFirst(UsageStore):
         super().__init__(*args)
         self.attempts: list[float] = []
 
-    def record(self, usage: UsageRecord) -> bool:
+    def record_many(self, usages: Sequence[UsageRecord]) -> int:
         self.attempts.append(time.monotonic())
         if len(self.attempts) == 1:
             raise StoreUnavailable("connection refused")
-        return super().record(usage)
+        return super().record_many(usages)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -341,10 +340,10 @@ async def test_a_database_failure_is_redelivered_after_a_delay(
 ) -> None:
     engine = build_engine(Settings(database_url=database_url, data_dir=tmp_path))
     store = FailingFirst(engine)
-    broker = build_broker(nats_url, "billing-test")
-    register(broker, store, retry_delay_s=0.3)
-    await connect(broker)
-    await broker.start()
+    client = await nats.connect(nats_url)
+    await jetstream.ensure(client.jetstream())
+    usage_consumer, _ = consumers(client, store, retry_delay_s=0.3)
+    await usage_consumer.start()
     try:
         await publish_usage(js, usage("call-1"), "usage-call-1")
 
@@ -354,7 +353,8 @@ async def test_a_database_failure_is_redelivered_after_a_delay(
 
         assert await eventually(stored) == 1
     finally:
-        await broker.stop()
+        await usage_consumer.stop()
+        await client.close()
         engine.dispose()
     assert len(store.attempts) == 2
     assert store.attempts[1] - store.attempts[0] >= 0.25

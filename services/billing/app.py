@@ -1,8 +1,9 @@
-"""Billing's subscribers: usage records and conversation ends in, each stored once.
+"""Billing's handlers: usage records and conversation ends in, each stored once.
 
-Bodies are parsed here rather than by FastStream, so that a message that is
-not a valid event can be set aside (acked, and kept on the dead-letter
-subject for ops) instead of failing and being redelivered forever.
+Usage records are written a batch at a time (what arrived while the last
+batch was written), one transaction per batch. Bodies are parsed here, so a
+message that is not a valid event is set aside (acked, and kept on the
+dead-letter subject for ops) instead of failing and being redelivered forever.
 """
 
 import asyncio
@@ -10,23 +11,25 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from faststream.exceptions import NackMessage
-from faststream.nats import NatsBroker
-from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from opentelemetry import propagate
 from pydantic import BaseModel
 
 from services.billing.store import StoreUnavailable, UsageStore
 from shared import subjects
-from shared.broker import consume_work
+from shared.consumer import BatchConsumer, Durable, Retry, WorkConsumer
 from shared.events import ConversationEnded, UsageRecord
-from shared.messaging import DeadLetters, Undecodable, decode
+from shared.messaging import DeadLetters, Publisher, Undecodable, decode
 from shared.tracing import tracer
 
-USAGE_DURABLE = "midcall-billing-usage"
-ENDED_DURABLE = "midcall-billing-ended"
+USAGE = Durable(subjects.USAGE_STREAM, subjects.ALL_USAGE, "midcall-billing-usage")
+ENDED = Durable(subjects.CONV_STREAM, subjects.ALL_ENDED, "midcall-billing-ended")
 # How long a message waits before it is tried again after a database failure.
 RETRY_DELAY_S = 5.0
-# Messages handled at once (each is a short database write in a thread).
+# Usage records written in one transaction, at most.
+BATCH = 256
+# Conversation ends handled at once (each a short database write in a thread).
 CONCURRENCY = 16
 
 log = logging.getLogger("midcall.billing")
@@ -36,32 +39,40 @@ P = ParamSpec("P")
 
 
 class BillingHandlers:
-    """What billing does with each message; the broker wiring is in ``register``."""
+    """What billing does with each message; the consumers are built by ``consumers``."""
 
     def __init__(self, store: UsageStore, dead_letters: DeadLetters, retry_delay_s: float) -> None:
         self._store = store
         self._dead_letters = dead_letters
         self._retry_delay_s = retry_delay_s
 
-    async def bill(self, body: bytes, message: NatsMessage) -> None:
-        """Store one priced call; a redelivered or re-published call is counted once."""
-        with tracer().start_as_current_span("bill") as span:
-            usage = await self._parse(UsageRecord, body, message)
-            if usage is not None:
-                span.set_attribute("midcall.call_id", usage.call_id)
-                await self._write(self._store.record, usage)
+    async def bill(self, batch: list[Msg]) -> None:
+        """Store priced calls; a redelivered or re-published call is counted once."""
+        parsed = [(message, await self._parse(UsageRecord, message)) for message in batch]
+        valid = [(message, record) for message, record in parsed if record is not None]
+        if valid:
+            await self._write(self._store.record_many, [record for _, record in valid])
+        for message, record in valid:
+            self._trace_bill(message, record)
 
-    async def close_conversation(self, body: bytes, message: NatsMessage) -> None:
+    async def close_conversation(self, message: Msg) -> None:
         """Mark a conversation's summary as ended."""
         with tracer().start_as_current_span("close_conversation") as span:
-            ended = await self._parse(ConversationEnded, body, message)
+            ended = await self._parse(ConversationEnded, message)
             if ended is not None:
                 span.set_attribute("midcall.conversation_id", ended.conversation_id)
                 await self._write(self._store.end_conversation, ended.conversation_id, ended.at)
 
-    async def _parse(self, model: type[Event], body: bytes, message: NatsMessage) -> Event | None:
+    @staticmethod
+    def _trace_bill(message: Msg, record: UsageRecord) -> None:
+        # One span per call in its own trace, though the batch shared one write.
+        parent = propagate.extract(message.headers) if message.headers else None
+        with tracer().start_as_current_span("bill", context=parent) as span:
+            span.set_attribute("midcall.call_id", record.call_id)
+
+    async def _parse(self, model: type[Event], message: Msg) -> Event | None:
         try:
-            return decode(model, body)
+            return decode(model, message.data)
         except Undecodable as exc:
             await self._dead_letters.put(message, str(exc))
             return None
@@ -71,33 +82,16 @@ class BillingHandlers:
             await asyncio.to_thread(write, *args, **kwargs)
         except StoreUnavailable as exc:
             # Transient: not acked, so JetStream delivers it again after the delay.
-            log.warning("billing: storage failed, retrying in %.1fs: %s", self._retry_delay_s, exc)
-            raise NackMessage(delay=self._retry_delay_s) from exc
+            raise Retry(self._retry_delay_s, f"billing storage failed: {exc}") from exc
 
 
-def register(broker: NatsBroker, store: UsageStore, retry_delay_s: float = RETRY_DELAY_S) -> None:
-    """Subscribe billing's handlers on ``broker`` (streams are created by ``shared.broker``).
-
-    Database failures nak with a delay (above); anything else is retried too.
-    """
-    handlers = BillingHandlers(store, DeadLetters(broker, "billing"), retry_delay_s)
-    consume_work(
-        broker,
-        handlers.bill,
-        subject=subjects.ALL_USAGE,
-        stream=subjects.USAGE_STREAM,
-        durable=USAGE_DURABLE,
-        concurrency=CONCURRENCY,
-        title="UsageRecord",
-        description="Priced calls, stored once each",
-    )
-    consume_work(
-        broker,
-        handlers.close_conversation,
-        subject=subjects.ALL_ENDED,
-        stream=subjects.CONV_STREAM,
-        durable=ENDED_DURABLE,
-        concurrency=CONCURRENCY,
-        title="ConversationEnded",
-        description="Closes a conversation's summary",
+def consumers(
+    client: Client, store: UsageStore, retry_delay_s: float = RETRY_DELAY_S
+) -> tuple[BatchConsumer, WorkConsumer]:
+    """Billing's two consumers on ``client`` (streams are created by ``shared.broker``)."""
+    publisher = Publisher(client.jetstream())
+    handlers = BillingHandlers(store, DeadLetters(publisher, "billing"), retry_delay_s)
+    return (
+        BatchConsumer(client, USAGE, handlers.bill, BATCH),
+        WorkConsumer(client, ENDED, handlers.close_conversation, concurrency=CONCURRENCY),
     )

@@ -1,13 +1,14 @@
-"""Billing's composition root: storage, NATS subscribers and the REST API, in one process."""
+"""Billing's composition root: storage, NATS consumers and the REST API, in one process."""
 
 import asyncio
 
 from sqlalchemy import Engine
 
 from services.billing.api import build_app
-from services.billing.app import register
+from services.billing.app import consumers
 from services.billing.store import UsageStore
 from shared.broker import build_broker, connect
+from shared.consumer import BatchConsumer, WorkConsumer
 from shared.service import HttpServer
 from shared.settings import Settings
 from shared.storage import build_engine
@@ -21,23 +22,32 @@ class BillingService:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._engine: Engine | None = None
-        self.broker = build_broker(settings.nats_servers(), self.name)
+        self.broker = build_broker(settings.nats_servers(), self.name, self._reconnected)
+        self._consumers: tuple[BatchConsumer, WorkConsumer] | None = None
         self._http: HttpServer | None = None
+
+    def _reconnected(self) -> None:
+        for consumer in self._consumers or ():
+            consumer.repull()
 
     async def start(self) -> None:
         # Creating the tables is blocking I/O (and slow on a remote PostgreSQL).
         self._engine = await asyncio.to_thread(build_engine, self._settings)
         store = UsageStore(self._engine)
-        register(self.broker, store)
-        await connect(self.broker)
+        client, _ = await connect(self.broker)
         await self.broker.start()
+        self._consumers = consumers(client, store)
+        for consumer in self._consumers:
+            await consumer.start()
         self._http = HttpServer(build_app(store), self._settings.host, self._settings.billing_port)
         await self._http.start()
 
     async def stop(self) -> None:
-        """Stop answering HTTP, drain NATS (in-flight messages finish), close the database."""
+        """Stop answering HTTP, let in-flight messages finish, drain NATS, close the database."""
         if self._http is not None:
             await self._http.stop()
+        for consumer in self._consumers or ():
+            await consumer.stop()
         await self.broker.stop()
         if self._engine is not None:
             self._engine.dispose()

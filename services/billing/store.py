@@ -143,12 +143,19 @@ class UsageStore:
 
     def record(self, usage: UsageRecord) -> bool:
         """Store one call's usage; False when that ``call_id`` was stored before."""
-        statement = self._insert_once(UsageRow, "call_id", usage.model_dump())
-        # A row comes back only when it was inserted (rowcount is not reliable
+        return self.record_many([usage]) == 1
+
+    def record_many(self, usages: Sequence[UsageRecord]) -> int:
+        """Store calls' usage in one transaction; returns how many were new.
+
+        A ``call_id`` stored before (or twice in ``usages``) is kept as first stored.
+        """
+        statement = self._insert_once(UsageRow, "call_id", [u.model_dump() for u in usages])
+        # Rows come back only for what was inserted (rowcount is not reliable
         # across drivers once RETURNING is involved).
         with self._transaction() as connection:
-            inserted = connection.execute(statement.returning(col(UsageRow.call_id))).first()
-        return inserted is not None
+            inserted = connection.execute(statement.returning(col(UsageRow.call_id))).all()
+        return len(inserted)
 
     def end_conversation(self, conversation_id: str, at: datetime) -> None:
         """Mark a conversation ended; the first end heard is the one kept."""
@@ -191,7 +198,9 @@ class UsageStore:
             ended=bool(ended_flag),
         )
 
-    def _insert_once(self, table: type[SQLModel], key: str, values: dict[str, Any]) -> Insert:
+    def _insert_once(
+        self, table: type[SQLModel], key: str, values: dict[str, Any] | list[dict[str, Any]]
+    ) -> Insert:
         # ON CONFLICT DO NOTHING leaves the decision to the unique constraint, so
         # concurrent writers (threads or replicas) cannot both insert.
         if self._engine.dialect.name == "postgresql":

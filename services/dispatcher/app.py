@@ -1,47 +1,46 @@
 """The dispatcher's subscriber: ToolCall in, pending (or an error result) and a work item out."""
 
+import asyncio
 import logging
 from datetime import timedelta
 
-from faststream.nats import NatsBroker, NatsMessage
+from nats.aio.msg import Msg
 
 from services.dispatcher.binding import bind, check_arguments, pending_for
-from services.dispatcher.claims import Claims, Stage
+from services.dispatcher.claims import Claims
 from services.dispatcher.directory import Directory
 from shared import subjects
-from shared.broker import consume_work
+from shared.consumer import Durable
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest, ToolCall, ToolCallResult, utcnow
 from shared.messaging import (
     DeadLetters,
+    Publisher,
     Undecodable,
     decode,
     loose_fields,
     msg_id,
-    publish_event,
-    publish_pending,
-    publish_result,
 )
 from shared.results import failed
 from shared.tools import Tool
 from shared.tracing import current_trace_id, tracer
 
 log = logging.getLogger("midcall.dispatcher")
-DURABLE = "midcall-dispatcher"
+# A crash or a failed publish redelivers the call; the claim makes that safe.
+DURABLE = Durable(subjects.CALLS_STREAM, subjects.ALL_CALLS, "midcall-dispatcher")
 
 
 class Dispatcher:
-    def __init__(self, broker: NatsBroker, directory: Directory, claims: Claims) -> None:
-        self.broker = broker
+    def __init__(self, publisher: Publisher, directory: Directory, claims: Claims) -> None:
+        self.publisher = publisher
         self.directory = directory
         self.claims = claims
-        self.dead_letters = DeadLetters(broker, "calls")
+        self.dead_letters = DeadLetters(publisher, "calls")
 
-    async def handle(self, message: NatsMessage) -> None:
+    async def handle(self, message: Msg) -> None:
         with tracer().start_as_current_span("dispatch") as span:
-            subject = message.raw_message.subject
             try:
-                call = self._decode(message.body, subject)
+                call = self._decode(message.data, message.subject)
             except CallRejected as rejected:
                 await self._reject_undecodable(message, rejected)
                 return
@@ -52,17 +51,12 @@ class Dispatcher:
                     "midcall.conversation_id": call.conversation_id,
                 }
             )
-            stage = await self.claims.claim(call.conversation_id, call.call_id)
-            if stage is None or self._resumable(stage, message):
+            first = await self.claims.claim(call.conversation_id, call.call_id)
+            # A redelivery is our own earlier attempt, which died before its ack: finish it.
+            if first or (message.metadata.num_delivered or 1) > 1:
                 await self._dispatch(call)
             else:
-                log.info("duplicate call %s ignored (%s)", call.call_id, stage)
-
-    @staticmethod
-    def _resumable(stage: str, message: NatsMessage) -> bool:
-        # Our own earlier attempt died between claiming and queueing: finish it.
-        delivered = message.raw_message.metadata.num_delivered or 1
-        return stage == Stage.ACCEPTED and delivered > 1
+                log.info("duplicate call %s ignored", call.call_id)
 
     @staticmethod
     def _decode(body: bytes, subject: str) -> ToolCall:
@@ -91,7 +85,6 @@ class Dispatcher:
         except CallRejected as rejected:
             await self._reject(call.call_id, call.conversation_id, call.tool, rejected, entry.tool)
             return
-        await publish_pending(self.broker, pending_for(call, entry.tool))
         accepted = utcnow()
         deadline_s = (call.deadline_ms / 1000) if call.deadline_ms else entry.tool.request.timeout_s
         work = ExecuteRequest(
@@ -102,20 +95,22 @@ class Dispatcher:
             account_id=call.account_id or agent.account_id,
             deadline_at=accepted + timedelta(seconds=deadline_s),
         )
-        await publish_event(
-            self.broker,
-            work,
-            subjects.execute(call.conversation_id),
-            subjects.WORK_STREAM,
-            msg_id(call.conversation_id, call.call_id, "exec"),
+        # Both go out at once, pending first on the wire, so it reaches the runtime first.
+        await asyncio.gather(
+            self.publisher.pending(pending_for(call, entry.tool)),
+            self.publisher.event(
+                work,
+                subjects.execute(call.conversation_id),
+                subjects.WORK_STREAM,
+                msg_id(call.conversation_id, call.call_id, "exec"),
+            ),
         )
-        await self.claims.advance(call.conversation_id, call.call_id, Stage.QUEUED)
 
-    async def _reject_undecodable(self, message: NatsMessage, rejected: CallRejected) -> None:
+    async def _reject_undecodable(self, message: Msg, rejected: CallRejected) -> None:
         """Answer a broken call if it can be addressed at all; otherwise set it aside."""
-        fields = loose_fields(message.body)
+        fields = loose_fields(message.data)
         call_id = fields.get("call_id")
-        conversation_id = subjects.token_at(message.raw_message.subject, 2)
+        conversation_id = subjects.token_at(message.subject, 2)
         if not isinstance(call_id, str) or not call_id or not conversation_id:
             await self.dead_letters.put(message, rejected.message)
             return
@@ -138,18 +133,4 @@ class Dispatcher:
             status="error",
             trace_id=current_trace_id(),
         )
-        await publish_result(self.broker, failed(result, rejected, tool))
-
-
-def register(broker: NatsBroker, dispatcher: Dispatcher, concurrency: int) -> None:
-    # A crash or a failed publish redelivers the call; the claim makes that safe.
-    consume_work(
-        broker,
-        dispatcher.handle,
-        subject=subjects.ALL_CALLS,
-        stream=subjects.CALLS_STREAM,
-        durable=DURABLE,
-        concurrency=concurrency,
-        title="ToolCall",
-        description="Tool calls from voice runtimes",
-    )
+        await self.publisher.result(failed(result, rejected, tool))

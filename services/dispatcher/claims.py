@@ -2,20 +2,17 @@
 
 JetStream's ``Nats-Msg-Id`` window catches a runtime's quick re-publish; the
 claim catches a call published again later (a runtime retrying after its own
-restart). A claim records how far the call got, so a redelivery after a
-dispatcher crash resumes the call instead of dropping it.
+restart). One write per call: the claim is made before anything is
+published, and a redelivery of the claimed message (a dispatcher died before
+acking it) resumes the call, whose publishes JetStream de-duplicates.
 """
 
 import hashlib
-from enum import StrEnum
 
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-
-class Stage(StrEnum):
-    ACCEPTED = "accepted"
-    QUEUED = "queued"
+CLAIMED = b"accepted"
 
 
 def claim_key(conversation_id: str, call_id: str) -> str:
@@ -27,15 +24,10 @@ class Claims:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def claim(self, conversation_id: str, call_id: str) -> Stage | None:
-        """None when this is the first sighting; otherwise the stage already reached."""
-        key = claim_key(conversation_id, call_id)
+    async def claim(self, conversation_id: str, call_id: str) -> bool:
+        """True for the first sighting of this call; False when it was claimed before."""
         try:
-            await self._kv.create(key, Stage.ACCEPTED.encode())
+            await self._kv.create(claim_key(conversation_id, call_id), CLAIMED)
         except KeyWrongLastSequenceError:
-            entry = await self._kv.get(key)
-            return Stage((entry.value or b"").decode() or Stage.ACCEPTED)
-        return None
-
-    async def advance(self, conversation_id: str, call_id: str, stage: Stage) -> None:
-        await self._kv.put(claim_key(conversation_id, call_id), stage.encode())
+            return False
+        return True

@@ -1,10 +1,13 @@
 """Composition root of the dispatcher."""
 
-from services.dispatcher.app import Dispatcher, register
+from services.dispatcher.app import DURABLE, Dispatcher
 from services.dispatcher.claims import Claims
 from services.dispatcher.directory import Directory
 from shared import subjects
 from shared.broker import build_broker, connect
+from shared.consumer import WorkConsumer
+from shared.memory import MemoryBudget
+from shared.messaging import Publisher
 from shared.settings import Settings
 
 
@@ -14,20 +17,35 @@ class DispatcherService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.directory = Directory()
-        self.broker = build_broker(settings.nats_servers(), self.name, self.directory.rewatch)
+        self.broker = build_broker(settings.nats_servers(), self.name, self._reconnected)
+        self.consumer: WorkConsumer | None = None
+
+    def _reconnected(self) -> None:
+        self.directory.rewatch()
+        if self.consumer is not None:
+            self.consumer.repull()
 
     async def start(self) -> None:
-        _, js = await connect(self.broker)
+        client, js = await connect(self.broker)
         # Tools are in memory before the first call is taken.
         catalog = await js.stream_info(f"KV_{subjects.CATALOG_BUCKET}")
         await self.directory.follow(
             await js.key_value(subjects.CATALOG_BUCKET), catalog.state.last_seq
         )
         claims = Claims(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
-        dispatcher = Dispatcher(self.broker, self.directory, claims)
-        register(self.broker, dispatcher, self.settings.dispatcher_concurrency)
+        dispatcher = Dispatcher(Publisher(js), self.directory, claims)
         await self.broker.start()
+        self.consumer = WorkConsumer(
+            client,
+            DURABLE,
+            dispatcher.handle,
+            concurrency=self.settings.dispatcher_concurrency,
+            memory=MemoryBudget(self.settings.memory_budget_bytes()),
+        )
+        await self.consumer.start()
 
     async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
         await self.broker.stop()
         await self.directory.stop()

@@ -5,30 +5,36 @@ import logging
 from collections import defaultdict
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
 from services.http_executor.execute import Executor, cancelled, too_large
 from shared import subjects
-from shared.broker import consume_work
+from shared.consumer import Durable
 from shared.events import MAX_DEADLINE_MS, ConversationEnded, ExecuteRequest, ExecutionOutcome
-from shared.messaging import DeadLetters, Undecodable, decode, msg_id, publish_event, raw_body
+from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
 from shared.tracing import tracer
 
 log = logging.getLogger("midcall.http_executor")
-DURABLE = "midcall-http-executor"
-ACK_WAIT_S = 2 * MAX_DEADLINE_MS / 1000
+# A call may run up to its 60 s deadline; JetStream must not redeliver it meanwhile.
+DURABLE = Durable(
+    subjects.WORK_STREAM,
+    subjects.ALL_EXEC,
+    "midcall-http-executor",
+    ack_wait_s=2 * MAX_DEADLINE_MS / 1000,
+)
 
 
 class ExecutorApp:
-    def __init__(self, broker: NatsBroker, executor: Executor) -> None:
-        self.broker = broker
+    def __init__(self, publisher: Publisher, executor: Executor) -> None:
+        self.publisher = publisher
         self.executor = executor
-        self.dead_letters = DeadLetters(broker, "exec")
+        self.dead_letters = DeadLetters(publisher, "exec")
         self.inflight: dict[str, set[asyncio.Task[ExecutionOutcome]]] = defaultdict(set)
 
-    async def handle(self, message: NatsMessage) -> None:
+    async def handle(self, message: Msg) -> None:
         try:
-            work = decode(ExecuteRequest, message.body)
+            work = decode(ExecuteRequest, message.data)
         except Undecodable as exc:
             await self.dead_letters.put(message, str(exc))
             return
@@ -45,8 +51,7 @@ class ExecutorApp:
 
     async def _publish(self, outcome: ExecutionOutcome) -> None:
         call = outcome.request.call
-        await publish_event(
-            self.broker,
+        await self.publisher.event(
             outcome,
             subjects.executed(call.conversation_id),
             subjects.WORK_STREAM,
@@ -77,19 +82,7 @@ class ExecutorApp:
             task.cancel()
 
 
-def register(broker: NatsBroker, app: ExecutorApp, concurrency: int) -> None:
-    # A call may run up to its 60 s deadline; JetStream must not redeliver it meanwhile.
-    consume_work(
-        broker,
-        app.handle,
-        subject=subjects.ALL_EXEC,
-        stream=subjects.WORK_STREAM,
-        durable=DURABLE,
-        concurrency=concurrency,
-        ack_wait_s=ACK_WAIT_S,
-        title="ExecuteRequest",
-        description="Internal: calls accepted by the dispatcher, to run over HTTP",
-    )
+def register(broker: NatsBroker, app: ExecutorApp) -> None:
     # A core subscription on purpose: every executor replica must hear every end.
     broker.subscriber(
         subjects.ALL_ENDED,

@@ -7,6 +7,7 @@ address the destination policy would refuse.
 """
 
 import asyncio
+import resource
 
 import aiohttp
 import httpx
@@ -15,6 +16,24 @@ from httpx_aiohttp import AiohttpTransport
 from services.http_executor.destinations import DestinationPolicy, GuardedResolver
 from services.http_executor.render import RenderedRequest
 from shared.events import HttpResponse
+
+# File descriptors kept for everything but outbound connections (NATS, logs, the loop).
+RESERVED_FDS = 256
+
+
+def connection_limit(configured: int) -> int:
+    """The outbound connection pool's size: as configured, or as many as descriptors allow.
+
+    Calls mostly wait on APIs, so a burst of 10,000 needs about 10,000
+    connections at once; the soft descriptor limit is raised to the hard one
+    first (many systems start processes at a soft 1,024).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    available = max(1, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else 1 << 16
+    return min(configured, available) if configured else available
 
 
 def build_client(max_connections: int, policy: DestinationPolicy) -> httpx.AsyncClient:

@@ -1,11 +1,17 @@
 """Composition root of the HTTP executor."""
 
-from services.http_executor.app import ExecutorApp, register
-from services.http_executor.client import Sender, build_client
+from services.http_executor.app import DURABLE, ExecutorApp, register
+from services.http_executor.client import Sender, build_client, connection_limit
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
 from shared.broker import build_broker, connect
+from shared.consumer import WorkConsumer
+from shared.memory import MemoryBudget
+from shared.messaging import Publisher
 from shared.settings import Settings, secrets_from_env
+
+# Calls mostly wait on APIs: pull many at a time so a burst is taken in quickly.
+PULL_BATCH = 256
 
 
 class HttpExecutorService:
@@ -14,23 +20,37 @@ class HttpExecutorService:
     def __init__(self, settings: Settings, secrets: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.secrets = secrets_from_env() if secrets is None else secrets
-        self.broker = build_broker(settings.nats_servers(), "http-executor")
+        self.broker = build_broker(settings.nats_servers(), "http-executor", self._reconnected)
         self.sender: Sender | None = None
+        self.consumer: WorkConsumer | None = None
+
+    def _reconnected(self) -> None:
+        if self.consumer is not None:
+            self.consumer.repull()
 
     async def start(self) -> None:
-        await connect(self.broker)
-        nats_limit = self.broker.config.connection_state.connection.max_payload
+        client, js = await connect(self.broker)
         # A response must fit in one NATS message with its envelope.
-        cap = min(self.settings.max_response_bytes, nats_limit - 64 * 1024)
+        cap = min(self.settings.max_response_bytes, client.max_payload - 64 * 1024)
         policy = DestinationPolicy(self.settings.allow_destinations)
-        self.sender = Sender(build_client(self.settings.max_connections, policy), cap)
-        executor = Executor(self.sender, policy, self.secrets)
-        register(
-            self.broker, ExecutorApp(self.broker, executor), self.settings.executor_concurrency
-        )
+        connections = connection_limit(self.settings.max_connections)
+        self.sender = Sender(build_client(connections, policy), cap)
+        app = ExecutorApp(Publisher(js), Executor(self.sender, policy, self.secrets))
+        register(self.broker, app)
         await self.broker.start()
+        self.consumer = WorkConsumer(
+            client,
+            DURABLE,
+            app.handle,
+            concurrency=self.settings.executor_concurrency,
+            batch=PULL_BATCH,
+            memory=MemoryBudget(self.settings.memory_budget_bytes()),
+        )
+        await self.consumer.start()
 
     async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
         await self.broker.stop()
         if self.sender is not None:
             await self.sender.close()

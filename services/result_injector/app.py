@@ -1,37 +1,33 @@
-"""The injector's subscriber: outcome in, ToolCallResult and UsageRecord out."""
+"""The injector's handler: outcome in, ToolCallResult and UsageRecord out."""
 
-from faststream.nats import NatsBroker, NatsMessage
+import asyncio
+
+from nats.aio.msg import Msg
 
 from services.result_injector.mapping import map_outcome
 from shared import subjects
-from shared.broker import consume_work
+from shared.consumer import Durable
 from shared.conversations import ConversationVariables
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
-from shared.messaging import (
-    DeadLetters,
-    Undecodable,
-    decode,
-    publish_result,
-    publish_usage,
-)
+from shared.messaging import DeadLetters, Publisher, Undecodable, decode
 from shared.metering import PriceBook, count_json_tokens
 from shared.tracing import current_trace_id, tracer
 
-DURABLE = "midcall-result-injector"
+DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXECUTED, "midcall-result-injector")
 
 
 class Injector:
     def __init__(
-        self, broker: NatsBroker, prices: PriceBook, variables: ConversationVariables
+        self, publisher: Publisher, prices: PriceBook, variables: ConversationVariables
     ) -> None:
-        self.broker = broker
+        self.publisher = publisher
         self.prices = prices
         self.variables = variables
-        self.dead_letters = DeadLetters(broker, "executed")
+        self.dead_letters = DeadLetters(publisher, "executed")
 
-    async def handle(self, message: NatsMessage) -> None:
+    async def handle(self, message: Msg) -> None:
         try:
-            outcome = decode(ExecutionOutcome, message.body)
+            outcome = decode(ExecutionOutcome, message.data)
         except Undecodable as exc:
             await self.dead_letters.put(message, str(exc))
             return
@@ -41,9 +37,10 @@ class Injector:
             if result.variables:
                 # Stored before the result goes out: a runtime may render its prompt at once.
                 await self.variables.merge(result.conversation_id, result.variables)
-            # Result first: the caller is waiting; billing is not.
-            await publish_result(self.broker, result)
-            await publish_usage(self.broker, self.meter(outcome, result))
+            # Both at once; the result is first on the wire, as the caller is waiting.
+            await asyncio.gather(
+                self.publisher.result(result), self.publisher.usage(self.meter(outcome, result))
+            )
 
     def meter(self, outcome: ExecutionOutcome, result: ToolCallResult) -> UsageRecord:
         work = outcome.request
@@ -62,16 +59,3 @@ class Injector:
             units=price.units(input_tokens, output_tokens),
             duration_ms=result.duration_ms,
         )
-
-
-def register(broker: NatsBroker, injector: Injector, concurrency: int) -> None:
-    consume_work(
-        broker,
-        injector.handle,
-        subject=subjects.ALL_EXECUTED,
-        stream=subjects.WORK_STREAM,
-        durable=DURABLE,
-        concurrency=concurrency,
-        title="ExecutionOutcome",
-        description="Internal: what the HTTP executor saw, to map into a result",
-    )

@@ -1,9 +1,12 @@
 """Composition root of the result injector."""
 
-from services.result_injector.app import Injector, register
+from services.result_injector.app import DURABLE, Injector
 from shared import subjects
 from shared.broker import build_broker, connect
+from shared.consumer import WorkConsumer
 from shared.conversations import ConversationVariables
+from shared.memory import MemoryBudget
+from shared.messaging import Publisher
 from shared.metering import Price, PriceBook, count_tokens
 from shared.settings import Settings
 
@@ -23,18 +26,29 @@ class ResultInjectorService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = build_broker(settings.nats_servers(), "result-injector")
+        self.broker = build_broker(settings.nats_servers(), "result-injector", self._reconnected)
+        self.consumer: WorkConsumer | None = None
+
+    def _reconnected(self) -> None:
+        if self.consumer is not None:
+            self.consumer.repull()
 
     async def start(self) -> None:
         count_tokens("warm")  # loads the vocabulary now, not during the first call
-        _, js = await connect(self.broker)
+        client, js = await connect(self.broker)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
-        register(
-            self.broker,
-            Injector(self.broker, price_book(self.settings), variables),
-            self.settings.injector_concurrency,
-        )
+        injector = Injector(Publisher(js), price_book(self.settings), variables)
         await self.broker.start()
+        self.consumer = WorkConsumer(
+            client,
+            DURABLE,
+            injector.handle,
+            concurrency=self.settings.injector_concurrency,
+            memory=MemoryBudget(self.settings.memory_budget_bytes()),
+        )
+        await self.consumer.start()
 
     async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
         await self.broker.stop()

@@ -1,0 +1,306 @@
+"""Consuming a JetStream durable as a continuous flow of work, on the service's own connection.
+
+FastStream's per-message pipeline (middlewares, dependency resolution, a
+pull per message) cost most of every service's CPU, so the hot path uses
+nats-py directly, the way nats.go's ``Consume`` does:
+
+- pull requests are kept topped up (a batch at a time) on one inbox, so
+  messages are pushed as soon as they exist and many arrive per request;
+- each message runs as its own task, up to the consumer's concurrency and
+  while the process stays under its memory budget;
+- acks are plain publishes (no round trip each); a handler that fails is
+  nacked with a delay growing with its deliveries, never in a tight loop;
+- the runtime's W3C trace context travels in the headers: the handler's spans
+  continue it, with no span per framework step.
+
+A pull request dies with its connection; ``repull`` (called on reconnect) and
+the server's idle heartbeats bring the flow back within a heartbeat or two.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import BadRequestError
+from opentelemetry import context, propagate
+
+from shared.memory import MemoryBudget
+
+log = logging.getLogger("midcall.consumer")
+
+Handler = Callable[[Msg], Awaitable[None]]
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+
+# An unexpected failure is retried after 0.5 s, 1 s, 2 s ... at most every 30 s.
+FIRST_RETRY_S = 0.5
+LAST_RETRY_S = 30.0
+# The server says it is alive this often while a pull request waits.
+HEARTBEAT_S = 1.0
+# A pull request lives this long; a new one replaces it.
+PULL_EXPIRES_S = 10.0
+STATUS_HEADER = "Status"
+PENDING_HEADER = "Nats-Pending-Messages"
+
+
+class Retry(Exception):
+    """Raised by a handler when the message may succeed later (an outage): nack with a delay."""
+
+    def __init__(self, delay_s: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable pull consumer that several replicas share, splitting its messages."""
+
+    stream: str
+    subject: str
+    name: str
+    ack_wait_s: float = 30.0
+
+
+def backoff_s(deliveries: int) -> float:
+    return float(min(LAST_RETRY_S, FIRST_RETRY_S * 2 ** (max(deliveries, 1) - 1)))
+
+
+async def settle(msgs: list[Msg], work: Awaitable[None]) -> None:
+    """Run ``work`` for ``msgs``; ack them when it succeeds, nack with a delay when it fails."""
+    try:
+        await work
+    except Retry as retry:
+        log.warning("%s comes back in %.1f s: %s", msgs[0].subject, retry.delay_s, retry)
+        await asyncio.gather(*(msg.nak(delay=retry.delay_s) for msg in msgs))
+    except Exception:
+        log.exception("handler failed on %s (%d messages)", msgs[0].subject, len(msgs))
+        await asyncio.gather(
+            *(msg.nak(delay=backoff_s(msg.metadata.num_delivered or 1)) for msg in msgs)
+        )
+    else:
+        await asyncio.gather(*(msg.ack() for msg in msgs))
+
+
+class PullFlow:
+    """Keeps a durable's pull requests topped up and hands each message over as it arrives.
+
+    ``capacity()`` says how many more messages the owner can take; the flow
+    never asks for more than that.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        durable: Durable,
+        on_message: Callable[[Msg], None],
+        capacity: Callable[[], int],
+        batch: int,
+    ) -> None:
+        self._client = client
+        self._durable = durable
+        self._on_message = on_message
+        self._capacity = capacity
+        self._batch = batch
+        self._requested = 0  # asked for and not yet delivered or expired
+        self._heard_at = time.monotonic()
+        self._wake = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{durable.stream}.{durable.name}"
+
+    async def start(self, max_ack_pending: int) -> None:
+        await self._ensure(max_ack_pending)
+        inbox = self._client.new_inbox()
+        self._sub = await self._client.subscribe(inbox, cb=self._received)
+        self._task = asyncio.create_task(self._keep_pulling(inbox))
+
+    async def _ensure(self, max_ack_pending: int) -> None:
+        js = self._client.jetstream()
+        config = ConsumerConfig(
+            durable_name=self._durable.name,
+            filter_subject=self._durable.subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._durable.ack_wait_s,
+            max_ack_pending=max_ack_pending,
+        )
+        try:
+            await js.add_consumer(self._durable.stream, config)
+        except BadRequestError as exc:
+            # A durable made by an older version with settings that cannot change
+            # in place: keep using it as it is rather than refuse to start.
+            log.warning("consumer %s kept as it was: %s", self._durable.name, exc.description)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def repull(self) -> None:
+        """Forget pull requests that may have died (a reconnect) and ask again."""
+        self._requested = 0
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+    async def _received(self, msg: Msg) -> None:
+        self._heard_at = time.monotonic()
+        status = msg.headers.get(STATUS_HEADER) if msg.headers else None
+        if status is None:
+            self._requested = max(0, self._requested - 1)
+            self._on_message(msg)
+        elif status != "100":  # not a heartbeat: a request ended (expired, or refused)
+            left = msg.headers.get(PENDING_HEADER) if msg.headers else None
+            self._requested = max(0, self._requested - int(left)) if left else 0
+        self._wake.set()
+
+    async def _keep_pulling(self, inbox: str) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), HEARTBEAT_S)
+            except TimeoutError:
+                if self._requested and time.monotonic() - self._heard_at > 3 * HEARTBEAT_S:
+                    self._requested = 0  # the server forgot our requests (it restarted)
+            self._wake.clear()
+            await self._top_up(inbox)
+
+    async def _top_up(self, inbox: str) -> None:
+        free = self._capacity() - self._requested
+        # Ask again once half a batch is used up, so a request is always waiting.
+        if free <= 0 or self._requested > self._batch // 2 or self._client.is_reconnecting:
+            return
+        wanted = min(self._batch, free)
+        request = {
+            "batch": wanted,
+            "expires": int(PULL_EXPIRES_S * 1e9),
+            "idle_heartbeat": int(HEARTBEAT_S * 1e9),
+        }
+        self._requested += wanted
+        self._heard_at = time.monotonic()
+        try:
+            await self._client.publish(self._next, json.dumps(request).encode(), reply=inbox)
+        except Exception:  # closed or reconnecting: the next wake tries again
+            self._requested -= wanted
+            log.debug("pull request not sent", exc_info=True)
+
+
+class WorkConsumer:
+    """Runs ``handler`` for each message of a durable, many at once, acking as each settles."""
+
+    def __init__(
+        self,
+        client: Client,
+        durable: Durable,
+        handler: Handler,
+        *,
+        concurrency: int,
+        batch: int = 64,
+        memory: MemoryBudget | None = None,
+    ) -> None:
+        self._handler = handler
+        self._concurrency = concurrency
+        self._memory = memory
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._flow = PullFlow(client, durable, self._start_one, self._capacity, batch)
+
+    async def start(self) -> None:
+        await self._flow.start(max_ack_pending=self._concurrency)
+
+    def repull(self) -> None:
+        self._flow.repull()
+
+    def _capacity(self) -> int:
+        if self._stopping or (self._memory is not None and self._memory.exceeded()):
+            return 0
+        return self._concurrency - len(self._tasks)
+
+    def _start_one(self, msg: Msg) -> None:
+        if self._stopping:
+            # Let another replica have it now rather than after the ack wait.
+            task = asyncio.create_task(msg.nak())
+        else:
+            task = asyncio.create_task(settle([msg], self._traced(msg)))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    async def _traced(self, msg: Msg) -> None:
+        # Each task has its own context: the handler's spans continue the caller's trace.
+        if msg.headers:
+            context.attach(propagate.extract(msg.headers))
+        await self._handler(msg)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._flow.wake()
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Take nothing new; let the messages in hand finish (within ``grace_s``)."""
+        self._stopping = True
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in set(self._tasks):
+            task.cancel()  # not acked: JetStream delivers it again
+        await self._flow.stop()
+
+
+class BatchConsumer:
+    """Runs ``handler`` on everything that has arrived, one batch at a time.
+
+    For writers whose cost is per transaction, not per message (billing):
+    what arrives while a batch is being written forms the next one.
+    """
+
+    def __init__(self, client: Client, durable: Durable, handler: BatchHandler, batch: int) -> None:
+        self._handler = handler
+        self._batch = batch
+        self._waiting: list[Msg] = []
+        self._in_hand = 0
+        self._arrived = asyncio.Event()
+        self._writing = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._flow = PullFlow(client, durable, self._queue, self._capacity, batch)
+
+    async def start(self) -> None:
+        await self._flow.start(max_ack_pending=2 * self._batch)
+        self._task = asyncio.create_task(self._write_batches())
+
+    def repull(self) -> None:
+        self._flow.repull()
+
+    def _capacity(self) -> int:
+        return 2 * self._batch - len(self._waiting) - self._in_hand
+
+    def _queue(self, msg: Msg) -> None:
+        self._waiting.append(msg)
+        self._arrived.set()
+
+    async def _write_batches(self) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._waiting:
+                async with self._writing:
+                    batch = self._waiting[: self._batch]
+                    del self._waiting[: self._batch]
+                    self._in_hand = len(batch)
+                    await settle(batch, self._handler(batch))
+                    self._in_hand = 0
+                self._flow.wake()
+
+    async def stop(self) -> None:
+        """Finish the batch being written; what waits unwritten comes back to another replica."""
+        if self._task is not None:
+            async with self._writing:
+                self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._flow.stop()
+        await asyncio.gather(*(msg.nak() for msg in self._waiting), return_exceptions=True)
