@@ -18,6 +18,7 @@ the server's idle heartbeats bring the flow back within a heartbeat or two.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -164,11 +165,12 @@ class PullFlow:
 
     async def _keep_pulling(self, inbox: str) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), HEARTBEAT_S)
-            except TimeoutError:
-                if self._requested and time.monotonic() - self._heard_at > 3 * HEARTBEAT_S:
-                    self._requested = 0  # the server forgot our requests (it restarted)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT_S):
+                    await self._wake.wait()
+            if self._requested and time.monotonic() - self._heard_at > 3 * HEARTBEAT_S:
+                self._requested = 0  # the server forgot our requests (it restarted)
             self._wake.clear()
             await self._top_up(inbox)
 

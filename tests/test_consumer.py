@@ -1,0 +1,151 @@
+"""The hot-path consumer on a real nats-server: limits, memory budget, stopping, batches."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from shared import jetstream, subjects
+from shared.consumer import BatchConsumer, Durable, WorkConsumer
+from shared.memory import MemoryBudget
+
+DURABLE = Durable(subjects.WORK_STREAM, subjects.execute("c-1"), "test-consumer")
+
+
+@pytest.fixture
+async def client(nats_url: str) -> AsyncIterator[Client]:
+    connection = await nats.connect(nats_url)
+    await jetstream.ensure(connection.jetstream())
+    yield connection
+    await connection.close()
+
+
+async def publish(js: JetStreamContext, count: int) -> None:
+    for n in range(count):
+        await js.publish(subjects.execute("c-1"), str(n).encode())
+
+
+async def until(probe: asyncio.Future[None] | asyncio.Event, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        await (probe.wait() if isinstance(probe, asyncio.Event) else probe)
+
+
+async def ack_pending(js: JetStreamContext) -> int:
+    return (await js.consumer_info(DURABLE.stream, DURABLE.name)).num_ack_pending
+
+
+class Gate:
+    """A handler that records what it started and holds it until opened."""
+
+    def __init__(self, expected: int) -> None:
+        self.started: list[bytes] = []
+        self.finished: list[bytes] = []
+        self.open = asyncio.Event()
+        self.all_started = asyncio.Event()
+        self.expected = expected
+
+    async def __call__(self, msg: Msg) -> None:
+        self.started.append(msg.data)
+        if len(self.started) == self.expected:
+            self.all_started.set()
+        await self.open.wait()
+        self.finished.append(msg.data)
+
+
+async def test_at_most_concurrency_messages_are_in_hand_and_all_are_acked(client: Client) -> None:
+    js = client.jetstream()
+    gate = Gate(expected=3)
+    consumer = WorkConsumer(client, DURABLE, gate, concurrency=3)
+    await consumer.start()
+    try:
+        await publish(js, 10)
+        await until(gate.all_started)
+        # The server enforces the same bound (max_ack_pending), so no fourth is delivered.
+        assert await ack_pending(js) == 3
+        assert len(gate.started) == 3
+        gate.open.set()
+        async with asyncio.timeout(10):
+            while len(gate.finished) < 10 or await ack_pending(js):
+                await asyncio.sleep(0.01)
+    finally:
+        await consumer.stop()
+    assert sorted(gate.finished, key=int) == [str(n).encode() for n in range(10)]
+
+
+class Switch(MemoryBudget):
+    """A budget the test decides."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.over = True
+
+    def exceeded(self) -> bool:
+        return self.over
+
+
+async def test_over_its_memory_budget_a_consumer_takes_nothing_until_memory_frees(
+    client: Client,
+) -> None:
+    js = client.jetstream()
+    budget = Switch()
+    handled = asyncio.Event()
+
+    async def handle(_: Msg) -> None:
+        handled.set()
+
+    consumer = WorkConsumer(client, DURABLE, handle, concurrency=10, memory=budget)
+    await consumer.start()
+    try:
+        await publish(js, 1)
+        info = await js.consumer_info(DURABLE.stream, DURABLE.name)
+        assert (info.num_waiting, info.num_pending) == (0, 1)  # not even a pull request
+        budget.over = False
+        await until(handled)  # within a heartbeat
+    finally:
+        await consumer.stop()
+
+
+async def test_stopping_lets_the_messages_in_hand_finish_and_acks_them(client: Client) -> None:
+    js = client.jetstream()
+    gate = Gate(expected=2)
+    consumer = WorkConsumer(client, DURABLE, gate, concurrency=2)
+    await consumer.start()
+    await publish(js, 2)
+    await until(gate.all_started)
+
+    stopping = asyncio.create_task(consumer.stop())
+    await asyncio.sleep(0)
+    assert not stopping.done()  # waits for the work in hand
+    gate.open.set()
+    await stopping
+
+    assert len(gate.finished) == 2
+    assert await ack_pending(js) == 0
+
+
+async def test_a_batch_consumer_handles_what_arrived_together_in_one_call(client: Client) -> None:
+    js = client.jetstream()
+    await publish(js, 50)
+    batches: list[int] = []
+    all_seen = asyncio.Event()
+
+    async def write(batch: list[Msg]) -> None:
+        batches.append(len(batch))
+        if sum(batches) == 50:
+            all_seen.set()
+
+    consumer = BatchConsumer(client, DURABLE, write, batch=64)
+    await consumer.start()
+    try:
+        await until(all_seen)
+        async with asyncio.timeout(10):
+            while await ack_pending(js):
+                await asyncio.sleep(0.01)
+    finally:
+        await consumer.stop()
+    assert sum(batches) == 50
+    assert len(batches) < 10  # a few transactions, not one per message
