@@ -69,3 +69,13 @@ class Midcall:
     burst: Burst
     processes: list[Process]
     losses: Losses = field(default_factory=Losses)
+
+    def services_total(self) -> Process:
+        """The service processes summed: what the fabric costs, without nats-server."""
+        services = [p for p in self.processes if p.role == "service"]
+        return Process(
+            f"all {len(services)} service processes",
+            "services",
+            sum(p.cpu_ms_per_call for p in services),
+            sum(p.peak_rss_mb for p in services),
+        )

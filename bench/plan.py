@@ -49,10 +49,10 @@ class Plan:
 
 
 FULL = Plan(
-    "full", one_at_a_time=300, loop_calls=3000, at_once=10_000, delay_s=2.0, at_once_timeout_s=120
+    "full", one_at_a_time=300, loop_calls=3000, at_once=10_000, delay_s=2.0, at_once_timeout_s=120.0
 )
 QUICK = Plan(
-    "quick", one_at_a_time=50, loop_calls=400, at_once=1000, delay_s=1.0, at_once_timeout_s=60
+    "quick", one_at_a_time=50, loop_calls=400, at_once=1000, delay_s=1.0, at_once_timeout_s=60.0
 )
 
 

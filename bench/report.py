@@ -49,6 +49,7 @@ def comparison(report: Report) -> list[dict[str, Any]]:
 def to_json(report: Report) -> dict[str, Any]:
     data = asdict(report)
     data["midcall"]["losses"]["lost"] = report.midcall.losses.lost
+    data["midcall"]["services_total"] = asdict(report.midcall.services_total())
     data["comparison"] = comparison(report)
     return data
 
@@ -109,31 +110,14 @@ def _burst_rows(report: Report) -> list[Row]:
 
 
 def _process_rows(report: Report) -> list[Row]:
-    processes = report.midcall.processes
-    services = [p for p in processes if p.role == "service"]
-    rows: list[Row] = [
-        (
-            f"per process, {report.plan.measured_in_flight} in flight",
-            "CPU ms/call",
-            "peak RSS MB",
-            "",
-        )
-    ]
-    rows += [(f"  {p.name}", _n(p.cpu_ms_per_call), _n(p.peak_rss_mb, 1), "") for p in services]
-    rows.append(
-        (
-            f"  all {len(services)} service processes",
-            _n(sum(p.cpu_ms_per_call for p in services)),
-            _n(sum(p.peak_rss_mb for p in services), 1),
-            "",
-        )
-    )
+    services = [p for p in report.midcall.processes if p.role == "service"]
+    others = [p for p in report.midcall.processes if p.role != "service"]
     labels = {"nats": "nats-server", "api": "API (own process)", "runtime": "bench (runtime)"}
-    rows += [
-        (f"  {labels[p.role]}", _n(p.cpu_ms_per_call), _n(p.peak_rss_mb, 1), "")
-        for p in processes
-        if p.role != "service"
-    ]
+    in_flight = report.plan.measured_in_flight
+    rows: list[Row] = [(f"per process, {in_flight} in flight", "CPU ms/call", "peak RSS MB", "")]
+    for process in [*services, report.midcall.services_total(), *others]:
+        label = labels.get(process.role, process.name)
+        rows.append((f"  {label}", _n(process.cpu_ms_per_call), _n(process.peak_rss_mb, 1), ""))
     return rows
 
 

@@ -89,4 +89,7 @@ def test_every_process_is_measured(quick_run: tuple[int, str, dict[str, Any]]) -
     assert all(p["cpu_ms_per_call"] >= 0 and p["peak_rss_mb"] > 0 for p in processes.values())
     # The executor made every HTTP call of the measured loop: it cannot have cost nothing.
     assert processes["http-executor"]["cpu_ms_per_call"] > 0
+    total = figures["midcall"]["services_total"]
+    assert total["name"] == "all 5 service processes"
+    assert total["peak_rss_mb"] > processes["dispatcher"]["peak_rss_mb"]
     assert all(name in table for name in processes if name not in ("api", "runtime"))
