@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo up test lint bench
+.PHONY: demo up test lint bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+# One table: Midcall against a direct HTTP call (see bench/run.py); about 3 minutes.
 bench: $(STAMP)
-	$(BIN)/python -m bench.pending_latency
-	$(BIN)/python -m bench.http_transport
+	$(BIN)/python -m bench.run
+
+# The same table with fewer calls, in about 30 seconds.
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Mapping
 
 import nats
@@ -29,6 +30,9 @@ from shared.settings import Settings
 log = logging.getLogger("midcall.up")
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 40.0
+# Services that share their work through durable pull consumers, so more
+# processes of them split the load; registry and billing serve REST on one port.
+SCALABLE = frozenset({"dispatcher", "http-executor", "result-injector"})
 
 
 def free_port() -> int:
@@ -38,12 +42,30 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class Fabric:
-    """nats-server (embedded or given) plus the five service processes."""
+def instances(replicas: int) -> dict[str, str]:
+    """Process key -> service: ``dispatcher``, ``dispatcher-2``, ... for the scalable ones."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be at least 1, not {replicas}")
+    keys: dict[str, str] = {}
+    for name in SERVICES:
+        for index in range(1, (replicas if name in SCALABLE else 1) + 1):
+            keys[name if index == 1 else f"{name}-{index}"] = name
+    return keys
 
-    def __init__(self, settings: Settings, extra_env: Mapping[str, str] | None = None) -> None:
+
+class Fabric:
+    """nats-server (embedded or given) plus one process per service.
+
+    ``replicas`` processes run each of the scalable services (the benchmark's
+    ``--replicas``); ``children`` is keyed by process, e.g. ``dispatcher-2``.
+    """
+
+    def __init__(
+        self, settings: Settings, extra_env: Mapping[str, str] | None = None, replicas: int = 1
+    ) -> None:
         self.settings = settings
         self.extra_env = dict(extra_env or {})
+        self.instances = instances(replicas)
         self.nats: NatsServer | None = None
         self.nats_url = settings.nats_url or ""
         self.children: dict[str, subprocess.Popen[bytes]] = {}
@@ -58,9 +80,9 @@ class Fabric:
         client = await nats.connect(self.nats_url)
         try:
             await jetstream.ensure(client.jetstream())
-            ready = await client.subscribe(subjects.ready("*"), max_msgs=len(SERVICES))
-            for name in SERVICES:
-                self.children[name] = self._spawn(name)
+            ready = await client.subscribe(subjects.ready("*"), max_msgs=len(self.instances))
+            for key, name in self.instances.items():
+                self.children[key] = self._spawn(name)
             await self._await_ready(ready)
         finally:
             await client.close()
@@ -79,15 +101,16 @@ class Fabric:
         )
 
     async def _await_ready(self, ready: Subscription) -> None:
-        waiting = set(SERVICES)
+        # Replicas announce under their service's name: count them, not just names.
+        waiting = Counter(self.instances.values())
         async with asyncio.timeout(READY_TIMEOUT_S):
-            while waiting:
+            while any(count > 0 for count in waiting.values()):
                 try:
                     msg = await ready.next_msg(timeout=0.5)
                 except nats.errors.TimeoutError:
                     self.check_children()
                     continue
-                waiting.discard(msg.data.decode())
+                waiting[msg.data.decode()] -= 1
         log.info("all services ready")
 
     def check_children(self) -> None:

@@ -1,0 +1,91 @@
+"""The customer's API for the benchmark: loopback aiohttp, in a process of its own.
+
+Its own process so that serving requests never shares an event loop (or a
+core's time slice accounting) with the client being measured. ``/slots``
+answers at once, like the salon's availability; ``/delayed?delay_s=2``
+answers the same after a pause, to hold thousands of calls in flight.
+Run by ``ApiProcess``; by hand: python -m bench.api PORT
+"""
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+
+from aiohttp import web
+
+from bench.procstats import raise_fd_limit
+from services.supervisor import free_port
+from shared.processes import die_with_parent
+
+SLOTS = ["10:00 AM", "11:30 AM", "2:00 PM", "4:15 PM"]
+DEFAULT_DELAY_S = 2.0
+# The kernel caps this at net.core.somaxconn; 10,000 connects at once overflow 128.
+BACKLOG = 16384
+STARTUP_TIMEOUT_S = 10.0
+
+
+async def _slots(request: web.Request) -> web.Response:
+    asked = await request.json()
+    return web.json_response(
+        {"date": asked.get("date"), "service": asked.get("service"), "slots": SLOTS}
+    )
+
+
+async def _delayed(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("delay_s", DEFAULT_DELAY_S)))
+    return await _slots(request)
+
+
+def build_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/slots", _slots)
+    app.router.add_post("/delayed", _delayed)
+    return app
+
+
+def serve(port: int) -> None:
+    raise_fd_limit()
+    web.run_app(
+        build_app(), host="127.0.0.1", port=port, backlog=BACKLOG, print=None, access_log=None
+    )
+
+
+class ApiProcess:
+    """The API's child process: ``url`` once it accepts connections, ``pid`` to measure it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    def start(self) -> str:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.api", str(self.port)], preexec_fn=die_with_parent
+        )
+        give_up = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < give_up:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"bench API exited with code {self._process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return self.url
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("bench API did not listen in time")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -1,0 +1,104 @@
+"""Midcall under test: ``midcall up``'s processes and an embedded nats-server, in a temp dir.
+
+Also what the benchmark asks of the fabric from outside, as an operator
+would: the processes' ids (to read their cost from /proc), whether billing
+has stored every usage record (JetStream consumer state), and billing's totals.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from nats.js import JetStreamContext
+
+from bench.plan import ACCOUNT, AGENT, tools
+from services.billing.app import USAGE_DURABLE
+from services.supervisor import Fabric, free_port
+from shared import subjects
+from shared.settings import Settings
+
+POLL_S = 0.02
+
+
+class BenchFabric:
+    def __init__(self, fabric: Fabric, registry_url: str, billing_url: str) -> None:
+        self.fabric = fabric
+        self.registry_url = registry_url
+        self.billing_url = billing_url
+
+    @property
+    def nats_url(self) -> str:
+        return self.fabric.nats_url
+
+    def pids(self) -> dict[str, int]:
+        """Every service process by key (``dispatcher-2``), and the nats-server."""
+        pids = {key: child.pid for key, child in self.fabric.children.items()}
+        return {**pids, "nats-server": _nats_server_pid(self.fabric.settings.data_dir)}
+
+    async def register(self, api_url: str, delay_s: float) -> None:
+        async with httpx.AsyncClient(base_url=self.registry_url) as http:
+            agent = await http.put(f"/v1/agents/{AGENT}", json={"account_id": ACCOUNT})
+            agent.raise_for_status()
+            added = await http.post(
+                f"/v1/agents/{AGENT}/tools", json={"tools": tools(api_url, delay_s)}
+            )
+            added.raise_for_status()
+
+    async def billed_calls(self) -> int:
+        async with httpx.AsyncClient(base_url=self.billing_url) as http:
+            usage = await http.get("/v1/usage", params={"account_id": ACCOUNT})
+            usage.raise_for_status()
+            return int(usage.json()["calls"])
+
+
+async def usage_seq(js: JetStreamContext) -> int:
+    """The usage stream's last sequence: a mark to count a phase's records from."""
+    return int((await js.stream_info(subjects.USAGE_STREAM)).state.last_seq)
+
+
+async def wait_billed(js: JetStreamContext, since_seq: int, records: int, timeout_s: float) -> bool:
+    """Until ``records`` usage records past ``since_seq`` are in and billing acked them all.
+
+    The injector publishes usage after the result, so billing's consumer being
+    idle is not enough: the records must first have reached the stream.
+    """
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + timeout_s
+    while loop.time() < give_up_at:
+        if await usage_seq(js) >= since_seq + records:
+            billing = await js.consumer_info(subjects.USAGE_STREAM, USAGE_DURABLE)
+            if billing.num_pending == 0 and billing.num_ack_pending == 0:
+                return True
+        await asyncio.sleep(POLL_S)
+    return False
+
+
+def _nats_server_pid(data_dir: Path) -> int:
+    # nats-server names its ports file <executable>_<pid>.ports.
+    ports_files = list((data_dir / "run").glob("*.ports"))
+    if len(ports_files) != 1:
+        raise RuntimeError(f"expected one nats-server ports file, found {ports_files}")
+    return int(ports_files[0].stem.rsplit("_", 1)[1])
+
+
+@asynccontextmanager
+async def running(data_dir: Path, replicas: int) -> AsyncIterator[BenchFabric]:
+    """The fabric on free ports, allowed to call loopback, quiet but for warnings."""
+    registry_port, billing_port = free_port(), free_port()
+    env = {
+        "MIDCALL_ALLOW_DESTINATIONS": "127.0.0.1",
+        "MIDCALL_REGISTRY_PORT": str(registry_port),
+        "MIDCALL_BILLING_PORT": str(billing_port),
+        "MIDCALL_LOG_LEVEL": "WARNING",
+    }
+    # Always an embedded server, even if MIDCALL_NATS_URL is set: its cost is measured.
+    fabric = Fabric(Settings(data_dir=data_dir, nats_url=None), env, replicas=replicas)
+    try:
+        await fabric.start()
+        yield BenchFabric(
+            fabric, f"http://127.0.0.1:{registry_port}", f"http://127.0.0.1:{billing_port}"
+        )
+    finally:
+        await fabric.stop()

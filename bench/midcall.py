@@ -1,0 +1,133 @@
+"""Midcall's figures: the baseline's calls, made through the fabric as a runtime makes them.
+
+Phases run in order on one fabric: warm-up, one call at a time, the closed
+loops (CPU per process read around the busiest), then every call at once
+against the delayed endpoint. A loop's time ends only when billing has
+stored every usage record, so its calls/s is what the whole fabric sustains.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bench import load
+from bench.fabric import BenchFabric, usage_seq, wait_billed
+from bench.figures import Burst, Loop, Losses, Midcall, Process
+from bench.plan import ARGUMENTS, DELAYED_TOOL, FAST_TOOL, Plan
+from bench.procstats import CpuSnapshot, peak_rss_mb
+from bench.runtime import BenchRuntime, Outcome
+from bench.stats import latency
+
+log = logging.getLogger("bench.midcall")
+# The registry's write reaches the dispatchers' catalog a moment later.
+CATALOG_TIMEOUT_S = 15.0
+Phase = Callable[[], Awaitable[tuple[list[Outcome], float]]]
+
+
+@dataclass(frozen=True)
+class Metered:
+    """A phase's outcomes, seconds until its last result, and billing's seconds after that."""
+
+    outcomes: list[Outcome]
+    results_s: float
+    billing_s: float
+
+
+class Driver:
+    def __init__(
+        self, runtime: BenchRuntime, fabric: BenchFabric, plan: Plan, api_pid: int
+    ) -> None:
+        self.runtime = runtime
+        self.fabric = fabric
+        self.plan = plan
+        self.js = runtime.client.jetstream()
+        self.losses = Losses()
+        self.pids = {**fabric.pids(), "api": api_pid, "runtime": os.getpid()}
+
+    def caller(self, tool: str, timeout_s: float) -> load.Call[Outcome]:
+        async def call(index: int) -> Outcome:
+            conversation = f"bench-{index % self.plan.conversations}"
+            return await self.runtime.call(tool, conversation, ARGUMENTS, timeout_s)
+
+        return call
+
+    async def measure(self) -> Midcall:
+        await self._metered(self._warm_up)
+        one = self._counted(await self._metered(self._one_at_a_time)).outcomes
+        loops: list[Loop] = []
+        cpu: dict[str, float] = {}
+        for in_flight in self.plan.in_flight:
+            before = CpuSnapshot.take(self.pids)
+            loops.append(await self._loop(in_flight))
+            if in_flight == self.plan.measured_in_flight:
+                cpu = before.ms_per_call(CpuSnapshot.take(self.pids), self.plan.loop_calls)
+        burst = await self._burst()
+        self.losses.not_billed = max(0, self.runtime.accepted - await self.fabric.billed_calls())
+        return Midcall(
+            replicas=self.plan.replicas,
+            pending=latency([o.pending_ms for o in one if o.pending_ms is not None]),
+            result=latency([o.result_ms for o in one if o.result_ms is not None]),
+            overhead=latency([o.overhead_ms for o in one if o.overhead_ms is not None]),
+            loops=loops,
+            burst=burst,
+            processes=self._processes(cpu),
+            losses=self.losses,
+        )
+
+    async def _metered(self, phase: Phase) -> Metered:
+        """Run a phase, then wait until billing has stored the usage of its accepted calls."""
+        mark, accepted = await usage_seq(self.js), self.runtime.accepted
+        outcomes, results_s = await phase()
+        results_at = time.perf_counter()
+        await wait_billed(
+            self.js, mark, self.runtime.accepted - accepted, self.plan.result_timeout_s
+        )
+        return Metered(outcomes, results_s, time.perf_counter() - results_at)
+
+    def _counted(self, metered: Metered) -> Metered:
+        """The phase's losses added to the run's (warm-up calls are not counted)."""
+        for outcome in metered.outcomes:
+            if outcome.lost:
+                self.losses.no_result += 1
+                continue
+            self.losses.not_success += outcome.status != "success"
+            self.losses.no_pending += outcome.pending_ms is None
+        return metered
+
+    async def _warm_up(self) -> tuple[list[Outcome], float]:
+        """Until a call succeeds (the catalog arrived), then imports, pools, the tokenizer."""
+        fast = self.caller(FAST_TOOL, self.plan.result_timeout_s)
+        give_up_at = time.monotonic() + CATALOG_TIMEOUT_S
+        while (await fast(0)).status != "success":
+            if time.monotonic() > give_up_at:
+                raise RuntimeError("the bench tools never became callable")
+            await asyncio.sleep(0.1)
+        return await load.one_at_a_time(fast, self.plan.warmup)
+
+    async def _one_at_a_time(self) -> tuple[list[Outcome], float]:
+        log.info("midcall: %d calls one at a time", self.plan.one_at_a_time)
+        fast = self.caller(FAST_TOOL, self.plan.result_timeout_s)
+        return await load.one_at_a_time(fast, self.plan.one_at_a_time)
+
+    async def _loop(self, in_flight: int) -> Loop:
+        log.info("midcall: %d calls, %d in flight", self.plan.loop_calls, in_flight)
+        calls, fast = self.plan.loop_calls, self.caller(FAST_TOOL, self.plan.result_timeout_s)
+        run = self._counted(await self._metered(lambda: load.closed_loop(fast, calls, in_flight)))
+        p99 = latency([o.result_ms for o in run.outcomes if o.result_ms is not None]).p99_ms
+        return Loop(in_flight, calls, calls / (run.results_s + run.billing_s), p99, run.billing_s)
+
+    async def _burst(self) -> Burst:
+        log.info("midcall: %d calls at once, API takes %g s", self.plan.at_once, self.plan.delay_s)
+        delayed = self.caller(DELAYED_TOOL, self.plan.at_once_timeout_s)
+        run = self._counted(await self._metered(lambda: load.at_once(delayed, self.plan.at_once)))
+        return Burst(self.plan.at_once, self.plan.delay_s, run.results_s)
+
+    def _processes(self, cpu_ms_per_call: dict[str, float]) -> list[Process]:
+        roles = {"nats-server": "nats", "api": "api", "runtime": "runtime"}
+        return [
+            Process(name, roles.get(name, "service"), cpu_ms_per_call[name], peak_rss_mb(pid))
+            for name, pid in self.pids.items()
+        ]

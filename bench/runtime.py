@@ -1,0 +1,130 @@
+"""A runtime that can wait on 10,000 calls at once: one subscription, a future per event.
+
+The demo's Runtime wakes every waiter on every event (a Condition), which is
+quadratic in the calls in flight; here each pending and result resolves its
+own future, looked up by (call_id, kind), so the runtime's cost stays
+per event and the figures measure the fabric, not the runtime.
+"""
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from services.demo.runtime import new_traceparent
+from shared import subjects
+
+EVERY_CONVERSATION = f"{subjects.PREFIX}.conv.*.>"
+KINDS = ("pending", "result")  # ``ended`` shares the subject space and is ignored
+PUBLISH_TIMEOUT_S = 30.0  # JetStream acks slow down while thousands are published at once
+Arrival = tuple[float, dict[str, Any]]  # when an event came (perf_counter) and its body
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the runtime saw of one call, in ms since it began publishing; None: never came."""
+
+    pending_ms: float | None
+    result_ms: float | None
+    status: str | None  # the result's status: "success" or "error"
+    api_ms: float | None  # the executor's own HTTP time (the result's duration_ms)
+
+    @property
+    def lost(self) -> bool:
+        return self.result_ms is None
+
+    @property
+    def overhead_ms(self) -> float | None:
+        """Time to result that the API did not spend: what the fabric adds."""
+        if self.result_ms is None or self.api_ms is None:
+            return None
+        return self.result_ms - self.api_ms
+
+
+class BenchRuntime:
+    def __init__(self, client: Client, agent_id: str) -> None:
+        self.client = client
+        self.agent_id = agent_id
+        self._waiting: dict[tuple[str, str], asyncio.Future[Arrival]] = {}
+        # Every pending seen, warm-up included: each accepted call must reach billing.
+        self.accepted = 0
+
+    @classmethod
+    async def connect(cls, url: str, agent_id: str) -> "BenchRuntime":
+        runtime = cls(await nats.connect(url), agent_id)
+        await runtime.client.subscribe(EVERY_CONVERSATION, cb=runtime._on_event)
+        await runtime.client.flush()
+        return runtime
+
+    async def _on_event(self, msg: Msg) -> None:
+        received = time.perf_counter()
+        kind = msg.subject.rsplit(".", 1)[-1]
+        if kind not in KINDS:
+            return
+        if kind == "pending":
+            self.accepted += 1
+        event = json.loads(msg.data)
+        waiter = self._waiting.get((event.get("call_id", ""), kind))
+        if waiter is not None and not waiter.done():
+            waiter.set_result((received, event))
+
+    async def call(
+        self, tool: str, conversation_id: str, arguments: dict[str, Any], timeout_s: float
+    ) -> Outcome:
+        """Publish one ToolCall; wait up to ``timeout_s`` for its result (None if none came)."""
+        call_id = secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+        # Waiting before publishing: a pending may overtake the publish's own ack.
+        pending = self._waiting[call_id, "pending"] = loop.create_future()
+        result = self._waiting[call_id, "result"] = loop.create_future()
+        sent = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                with contextlib.suppress(nats.errors.TimeoutError):
+                    # Unacknowledged is not unstored: the result may still come.
+                    await self._publish(call_id, tool, conversation_id, arguments)
+                await result
+        except TimeoutError:
+            pass  # reported as lost: no result
+        finally:
+            del self._waiting[call_id, "pending"], self._waiting[call_id, "result"]
+        return _outcome(sent, pending, result)
+
+    async def _publish(
+        self, call_id: str, tool: str, conversation_id: str, arguments: dict[str, Any]
+    ) -> None:
+        call = {
+            "call_id": call_id,
+            "conversation_id": conversation_id,
+            "agent_id": self.agent_id,
+            "tool": tool,
+            "arguments": arguments,
+        }
+        await self.client.jetstream().publish(
+            subjects.calls(conversation_id),
+            json.dumps(call).encode(),
+            timeout=PUBLISH_TIMEOUT_S,
+            headers={"Nats-Msg-Id": call_id, "traceparent": new_traceparent()[0]},
+        )
+
+    async def close(self) -> None:
+        await self.client.drain()
+
+
+def _outcome(
+    sent: float, pending: asyncio.Future[Arrival], result: asyncio.Future[Arrival]
+) -> Outcome:
+    pending_ms = (pending.result()[0] - sent) * 1000 if pending.done() else None
+    if not result.done():
+        return Outcome(pending_ms, None, None, None)
+    received, event = result.result()
+    return Outcome(
+        pending_ms, (received - sent) * 1000, event.get("status"), event.get("duration_ms")
+    )
