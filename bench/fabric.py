@@ -14,7 +14,7 @@ import httpx
 from nats.js import JetStreamContext
 
 from bench.plan import ACCOUNT, AGENT, tools
-from services.billing.app import USAGE_DURABLE
+from services.billing.app import USAGE
 from services.supervisor import Fabric, free_port
 from shared import subjects
 from shared.settings import Settings
@@ -68,7 +68,7 @@ async def wait_billed(js: JetStreamContext, since_seq: int, records: int, timeou
     give_up_at = loop.time() + timeout_s
     while loop.time() < give_up_at:
         if await usage_seq(js) >= since_seq + records:
-            billing = await js.consumer_info(subjects.USAGE_STREAM, USAGE_DURABLE)
+            billing = await js.consumer_info(subjects.USAGE_STREAM, USAGE.name)
             if billing.num_pending == 0 and billing.num_ack_pending == 0:
                 return True
         await asyncio.sleep(POLL_S)

@@ -4,12 +4,14 @@ A tool's ``response.variables`` land here after each call, so a runtime can
 render its prompt with them (``{{order_price}}``) however many injector
 replicas wrote them: updates are compare-and-set on the key's revision.
 Within one process, writers of a conversation queue on a lock instead of
-racing each other's revisions.
+racing each other's revisions, and each remembers the last revision it saw,
+so a merge is usually one compare-and-set write with no read before it.
 """
 
 import asyncio
 import json
 import random
+from collections import OrderedDict
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -19,6 +21,8 @@ from shared.templates import MISSING, TEMPLATE, as_text, lookup
 
 MAX_CAS_TRIES = 20
 LOCK_STRIPES = 64
+# Conversations whose last revision is remembered; older ones are read again when written.
+REMEMBERED = 4096
 
 
 class ConversationVariables:
@@ -26,6 +30,7 @@ class ConversationVariables:
         self._kv = kv
         # Striped: bounded memory however many conversations pass through.
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self._known: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
 
     async def get(self, conversation_id: str) -> dict[str, Any]:
         return (await self._read(conversation_id))[0]
@@ -36,19 +41,31 @@ class ConversationVariables:
             await self._merge(conversation_id, variables)
 
     async def _merge(self, conversation_id: str, variables: dict[str, Any]) -> None:
+        # The remembered revision is a guess: if anyone wrote since (another replica),
+        # the write is refused and the key is read before trying again.
+        current, revision = self._known.get(conversation_id, ({}, None))
         for attempt in range(MAX_CAS_TRIES):
-            current, revision = await self._read(conversation_id)
-            value = json.dumps({**current, **variables}).encode()
+            merged = {**current, **variables}
+            value = json.dumps(merged).encode()
             try:
                 if revision is None:
-                    await self._kv.create(conversation_id, value)
+                    written = await self._kv.create(conversation_id, value)
                 else:
-                    await self._kv.update(conversation_id, value, last=revision)
-                return
+                    written = await self._kv.update(conversation_id, value, last=revision)
             except KeyWrongLastSequenceError:
-                # Another replica wrote in between: read again, after a jittered pause.
-                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                if attempt:  # a second refusal is a race: back off, jittered
+                    await asyncio.sleep(random.uniform(0, 0.005 * attempt))
+                current, revision = await self._read(conversation_id)
+                continue
+            self._remember(conversation_id, merged, written)
+            return
         raise RuntimeError(f"variables of {conversation_id} kept changing; not merged")
+
+    def _remember(self, conversation_id: str, variables: dict[str, Any], revision: int) -> None:
+        self._known[conversation_id] = (variables, revision)
+        self._known.move_to_end(conversation_id)
+        if len(self._known) > REMEMBERED:
+            self._known.popitem(last=False)
 
     async def _read(self, conversation_id: str) -> tuple[dict[str, Any], int | None]:
         try:

@@ -33,9 +33,9 @@ class Undecodable(Exception):
     """A message body that is not the model it should be."""
 
 
-def decode(model: type[M], body: bytes) -> M:
+def decode(model: type[M], body: bytes, context: dict[str, Any] | None = None) -> M:
     try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(body, context=context)
     except ValidationError as exc:
         raise Undecodable(describe(exc)) from exc
 

@@ -15,7 +15,14 @@ from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import ErrorCode
 from shared.templates import reference_problem, references
@@ -40,6 +47,16 @@ def _schema_problem(schema_json: str) -> str | None:
         where = "/".join(str(p) for p in exc.path) or "(top level)"
         return f"not a valid JSON Schema at {where}: {exc.message}"
     return None
+
+
+# Validation context of a tool read back from a work item: it was checked when it
+# was declared, so the declaration-time checks (schema against the meta-schema,
+# template roots) are not paid again on every hop.
+DECLARED_BEFORE = {"tool_declared_before": True}
+
+
+def _declaring(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("tool_declared_before"))
 
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
@@ -135,7 +152,9 @@ class RequestSpec(Strict):
         }
 
     @model_validator(mode="after")
-    def _known_roots(self) -> "RequestSpec":
+    def _known_roots(self, info: ValidationInfo) -> "RequestSpec":
+        if not _declaring(info):
+            return self
         for field, value in self.templated().items():
             for reference in references(value):
                 problem = reference_problem(reference)
@@ -235,7 +254,9 @@ class Tool(Strict):
 
     @field_validator("parameters")
     @classmethod
-    def _json_schema_object(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _json_schema_object(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if not _declaring(info):
+            return value
         problem = _schema_problem(json.dumps(value, sort_keys=True))
         if problem:
             raise ValueError(problem)

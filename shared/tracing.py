@@ -6,6 +6,7 @@ Spans are always made (so the trace id reaches the customer's API in
 """
 
 import os
+from functools import cache
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -39,7 +40,10 @@ def exporters() -> tuple[SpanProcessor, ...]:
     return (BatchSpanProcessor(OTLPSpanExporter()),)
 
 
+@cache
 def tracer() -> trace.Tracer:
+    # Made once: get_tracer builds a new tracer each call, a cost on every hop.
+    # Before a provider is set this is a proxy that follows the one set later.
     return trace.get_tracer(TRACER_NAME)
 
 

@@ -31,6 +31,22 @@ def test_a_call_is_recorded_once(store: UsageStore) -> None:
     )
 
 
+def test_a_batch_stores_each_new_call_once_and_keeps_what_was_stored_before(
+    store: UsageStore,
+) -> None:
+    store.record(usage("call-1", input_tokens=1))
+    batch = [
+        usage("call-1", input_tokens=100),  # stored before: kept as it was
+        usage("call-2", input_tokens=2),
+        usage("call-2", input_tokens=200),  # twice in one batch: the first wins
+        usage("call-3", input_tokens=3),
+    ]
+
+    assert store.record_many(batch) == 2
+    assert store.account_totals("acme").input_tokens == 1 + 2 + 3
+    assert store.record_many(batch) == 0
+
+
 def test_concurrent_writers_of_one_call_store_it_once(store: UsageStore) -> None:
     # Separate connections racing on one call_id, as several replicas would.
     with ThreadPoolExecutor(max_workers=8) as pool:

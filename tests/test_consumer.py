@@ -35,18 +35,30 @@ async def until(probe: asyncio.Future[None] | asyncio.Event, timeout_s: float = 
 
 
 async def ack_pending(js: JetStreamContext) -> int:
-    return (await js.consumer_info(DURABLE.stream, DURABLE.name)).num_ack_pending
+    info = await js.consumer_info(DURABLE.stream, DURABLE.name)
+    return int(info.num_ack_pending or 0)
+
+
+async def all_acked(js: JetStreamContext) -> None:
+    """Poll the consumer's state (the server has no event for it) until nothing is unacked."""
+    async with asyncio.timeout(10):
+        while True:
+            if not await ack_pending(js):
+                return
+            await asyncio.sleep(0.01)
 
 
 class Gate:
     """A handler that records what it started and holds it until opened."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, total: int) -> None:
         self.started: list[bytes] = []
         self.finished: list[bytes] = []
         self.open = asyncio.Event()
         self.all_started = asyncio.Event()
+        self.all_finished = asyncio.Event()
         self.expected = expected
+        self.total = total
 
     async def __call__(self, msg: Msg) -> None:
         self.started.append(msg.data)
@@ -54,11 +66,13 @@ class Gate:
             self.all_started.set()
         await self.open.wait()
         self.finished.append(msg.data)
+        if len(self.finished) == self.total:
+            self.all_finished.set()
 
 
 async def test_at_most_concurrency_messages_are_in_hand_and_all_are_acked(client: Client) -> None:
     js = client.jetstream()
-    gate = Gate(expected=3)
+    gate = Gate(expected=3, total=10)
     consumer = WorkConsumer(client, DURABLE, gate, concurrency=3)
     await consumer.start()
     try:
@@ -68,9 +82,8 @@ async def test_at_most_concurrency_messages_are_in_hand_and_all_are_acked(client
         assert await ack_pending(js) == 3
         assert len(gate.started) == 3
         gate.open.set()
-        async with asyncio.timeout(10):
-            while len(gate.finished) < 10 or await ack_pending(js):
-                await asyncio.sleep(0.01)
+        await until(gate.all_finished)
+        await all_acked(js)
     finally:
         await consumer.stop()
     assert sorted(gate.finished, key=int) == [str(n).encode() for n in range(10)]
@@ -111,7 +124,7 @@ async def test_over_its_memory_budget_a_consumer_takes_nothing_until_memory_free
 
 async def test_stopping_lets_the_messages_in_hand_finish_and_acks_them(client: Client) -> None:
     js = client.jetstream()
-    gate = Gate(expected=2)
+    gate = Gate(expected=2, total=2)
     consumer = WorkConsumer(client, DURABLE, gate, concurrency=2)
     await consumer.start()
     await publish(js, 2)
@@ -142,9 +155,7 @@ async def test_a_batch_consumer_handles_what_arrived_together_in_one_call(client
     await consumer.start()
     try:
         await until(all_seen)
-        async with asyncio.timeout(10):
-            while await ack_pending(js):
-                await asyncio.sleep(0.01)
+        await all_acked(js)
     finally:
         await consumer.stop()
     assert sum(batches) == 50

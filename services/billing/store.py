@@ -8,7 +8,6 @@ billing replicas never count a call twice.
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -150,18 +149,19 @@ class UsageStore:
 
         A ``call_id`` stored before (or twice in ``usages``) is kept as first stored.
         """
-        statement = self._insert_once(UsageRow, "call_id", [u.model_dump() for u in usages])
-        # Rows come back only for what was inserted (rowcount is not reliable
-        # across drivers once RETURNING is involved).
+        # One statement for any number of rows (compiled once, then cached), which
+        # SQLAlchemy sends as multi-row INSERTs; rows come back only for what was
+        # inserted (rowcount is not reliable across drivers with RETURNING).
+        statement = self._insert_once(UsageRow, "call_id").returning(col(UsageRow.call_id))
         with self._transaction() as connection:
-            inserted = connection.execute(statement.returning(col(UsageRow.call_id))).all()
+            inserted = connection.execute(statement, [u.model_dump() for u in usages]).all()
         return len(inserted)
 
     def end_conversation(self, conversation_id: str, at: datetime) -> None:
         """Mark a conversation ended; the first end heard is the one kept."""
         values = {"conversation_id": conversation_id, "ended": True, "ended_at": at}
         with self._transaction() as connection:
-            connection.execute(self._insert_once(ConversationRow, "conversation_id", values))
+            connection.execute(self._insert_once(ConversationRow, "conversation_id"), values)
 
     def account_totals(
         self, account_id: str, since: datetime | None = None, until: datetime | None = None
@@ -198,16 +198,12 @@ class UsageStore:
             ended=bool(ended_flag),
         )
 
-    def _insert_once(
-        self, table: type[SQLModel], key: str, values: dict[str, Any] | list[dict[str, Any]]
-    ) -> Insert:
+    def _insert_once(self, table: type[SQLModel], key: str) -> Insert:
         # ON CONFLICT DO NOTHING leaves the decision to the unique constraint, so
         # concurrent writers (threads or replicas) cannot both insert.
         if self._engine.dialect.name == "postgresql":
-            return (
-                postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
-            )
-        return sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:

@@ -13,6 +13,7 @@ from shared import subjects
 from shared.consumer import Durable
 from shared.events import MAX_DEADLINE_MS, ConversationEnded, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
+from shared.tools import DECLARED_BEFORE
 from shared.tracing import tracer
 
 log = logging.getLogger("midcall.http_executor")
@@ -34,7 +35,7 @@ class ExecutorApp:
 
     async def handle(self, message: Msg) -> None:
         try:
-            work = decode(ExecuteRequest, message.data)
+            work = decode(ExecuteRequest, message.data, DECLARED_BEFORE)
         except Undecodable as exc:
             await self.dead_letters.put(message, str(exc))
             return

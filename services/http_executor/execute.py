@@ -10,6 +10,7 @@ import random
 import time
 from dataclasses import replace
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry import propagate
@@ -72,11 +73,12 @@ class Executor:
     async def _attempt(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
         budget = _remaining(work.deadline_at)
         with tracer().start_as_current_span(f"HTTP {request.method}", kind=SpanKind.CLIENT) as span:
+            url = urlsplit(request.url)
             span.set_attributes(
                 {
                     "http.request.method": request.method,
-                    "server.address": httpx.URL(request.url).host,
-                    "url.path": httpx.URL(request.url).path,
+                    "server.address": url.hostname or "",
+                    "url.path": url.path,
                 }
             )
             headers = {**request.headers, **self._signature(work, request)}

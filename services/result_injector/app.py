@@ -11,6 +11,7 @@ from shared.conversations import ConversationVariables
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode
 from shared.metering import PriceBook, count_json_tokens
+from shared.tools import DECLARED_BEFORE
 from shared.tracing import current_trace_id, tracer
 
 DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXECUTED, "midcall-result-injector")
@@ -27,7 +28,7 @@ class Injector:
 
     async def handle(self, message: Msg) -> None:
         try:
-            outcome = decode(ExecutionOutcome, message.data)
+            outcome = decode(ExecutionOutcome, message.data, DECLARED_BEFORE)
         except Undecodable as exc:
             await self.dead_letters.put(message, str(exc))
             return
