@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.http_executor.client import Sender, build_client
+from services.http_executor.client import Sender
 from services.http_executor.destinations import (
     BlockedDestination,
     DestinationPolicy,
@@ -64,7 +64,7 @@ async def test_allowed_names_resolve_unfiltered() -> None:
 
 async def test_a_blocked_name_fails_the_call_before_any_connection() -> None:
     policy = DestinationPolicy("")
-    run = Executor(Sender(build_client(4, policy), 1024), policy, {})
+    run = Executor(Sender(4, policy, 1024), policy, {})
 
     outcome = await run.run(work_item({"url": "http://localhost:9/book"}))
 

@@ -2,27 +2,32 @@
 
 from datetime import timedelta
 
-import httpx
-
 from services.http_executor.client import Sender
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
-from shared.events import utcnow
+from services.http_executor.render import RenderedRequest
+from shared.events import HttpResponse, utcnow
 from tests.factories import work_item
 
 URL = "https://api.example.com/book"
 
 
-def executor(*statuses: int) -> tuple[Executor, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-    answers = iter(statuses)
+class ScriptedApi(Sender):
+    """A sender that answers from a script and keeps what it was asked to send."""
 
-    def api(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(next(answers), json={})
+    def __init__(self, statuses: tuple[int, ...]) -> None:
+        super().__init__(1, DestinationPolicy(), 1024)
+        self.answers = iter(statuses)
+        self.seen: list[RenderedRequest] = []
 
-    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(api)), 1024)
-    return Executor(sender, DestinationPolicy("api.example.com"), {}), seen
+    async def send(self, request: RenderedRequest, timeout_s: float) -> HttpResponse:
+        self.seen.append(request)
+        return HttpResponse(status=next(self.answers), body="{}")
+
+
+def executor(*statuses: int) -> tuple[Executor, list[RenderedRequest]]:
+    api = ScriptedApi(statuses)
+    return Executor(api, DestinationPolicy("api.example.com"), {}), api.seen
 
 
 async def test_5xx_is_retried_when_the_policy_says_so() -> None:
@@ -62,4 +67,4 @@ async def test_every_attempt_carries_the_same_idempotency_key() -> None:
 
     await run.run(work)
 
-    assert [r.headers["idempotency-key"] for r in seen] == ["call-1", "call-1"]
+    assert [r.headers["Idempotency-Key"] for r in seen] == ["call-1", "call-1"]

@@ -2,13 +2,15 @@
 
 import json
 
-import httpx
 import pytest
+from aiohttp import web
 
 from services.http_executor.client import Sender
+from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.render import render_request
 from shared.errors import CallRejected, ErrorCode
 from tests.factories import work_item
+from tests.support.api import RecordingApi
 
 ARGS = {
     "date": "2024-04-20",
@@ -149,39 +151,58 @@ def test_a_missing_secret_fails_the_call_without_naming_any_value() -> None:
     assert "hunter2" not in rejected.value.message
 
 
-async def test_the_sender_puts_exactly_the_rendered_request_on_the_wire() -> None:
-    seen: list[httpx.Request] = []
-
-    def api(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(201, json={"ok": True})
-
+async def test_the_sender_puts_exactly_the_rendered_request_on_the_wire(
+    api: RecordingApi,
+) -> None:
+    api.reply("POST", "/book", status=201, json={"ok": True})
     work = work_item(
         {
-            "url": "https://api.example.com/book?src=1",
-            "query": {"a": "{{input.date}}"},
+            "url": f"{api.url}/book?src=1",
+            "query": {"a": "{{input.date}}", "vip": "{{input.vip}}"},
             "headers": {"Authorization": "Bearer {{secrets.KEY}}"},
         },
         ARGS,
     )
-    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(api)), 1024)
+    sender = Sender(4, DestinationPolicy("127.0.0.1"), 1024)
 
     response = await sender.send(render_request(work, {"KEY": "k"}), 5.0)
+    await sender.close()
 
-    [request] = seen
-    assert str(request.url) == "https://api.example.com/book?src=1&a=2024-04-20"
-    assert request.headers["authorization"] == "Bearer k"
-    assert request.content == json.dumps(ARGS, separators=(",", ":")).encode()
-    assert (response.status, response.body, response.truncated) == (201, '{"ok":true}', False)
+    [request] = api.received
+    assert request.query == [("src", "1"), ("a", "2024-04-20"), ("vip", "true")]
+    assert request.header("Authorization") == "Bearer k"
+    assert request.header("Content-Type") == "application/json"
+    assert request.header("Cookie") is None
+    assert request.body == json.dumps(ARGS, separators=(",", ":")).encode()
+    assert (response.status, response.body, response.truncated) == (201, '{"ok": true}', False)
+    assert response.content_type == "application/json; charset=utf-8"
 
 
-async def test_the_sender_stops_reading_past_the_response_cap() -> None:
-    client = httpx.AsyncClient(
-        transport=httpx.MockTransport(lambda _: httpx.Response(200, content=b"x" * 5000))
-    )
-    sender = Sender(client, 4096)
+async def test_the_sender_keeps_no_cookie_between_calls(api: RecordingApi) -> None:
+    async def set_cookie(_: web.Request) -> web.StreamResponse:
+        response = web.json_response({})
+        response.set_cookie("session", "customer-a")
+        return response
 
-    response = await sender.send(render_request(work_item({"url": "https://a.example/"}), {}), 5)
+    api.route("GET", "/a", set_cookie)
+    api.reply("GET", "/b", json={})
+    sender = Sender(4, DestinationPolicy("127.0.0.1"), 1024)
+
+    for path in ("/a", "/b"):
+        request = render_request(work_item({"url": f"{api.url}{path}", "method": "GET"}), {})
+        await sender.send(request, 5.0)
+    await sender.close()
+
+    assert [r.header("Cookie") for r in api.received] == [None, None]
+
+
+async def test_the_sender_stops_reading_past_the_response_cap(api: RecordingApi) -> None:
+    api.reply("GET", "/big", text="x" * 5000)
+    sender = Sender(4, DestinationPolicy("127.0.0.1"), 4096)
+    request = render_request(work_item({"url": f"{api.url}/big", "method": "GET"}), {})
+
+    response = await sender.send(request, 5)
+    await sender.close()
 
     assert (response.body, response.truncated) == ("", True)
 

@@ -1,17 +1,17 @@
 """The one outbound HTTP client per process, and a send that honours our limits.
 
-httpx's own transport degrades badly with many requests in flight (see
-bench/http_transport.py), so requests go through aiohttp's connection pool
-behind httpx's API. Redirects are not followed: a redirect could lead to an
-address the destination policy would refuse.
+Requests go out through aiohttp directly: under load the executor's HTTP
+client was its biggest cost, and httpx on top of aiohttp's pool (see
+bench/http_transport.py) roughly doubled it. Redirects are not followed (a
+redirect could lead to an address the destination policy would refuse), and
+no cookie is kept: one session serves every customer's tools.
 """
 
 import asyncio
 import resource
 
 import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport
+from yarl import URL
 
 from services.http_executor.destinations import DestinationPolicy, GuardedResolver
 from services.http_executor.render import RenderedRequest
@@ -19,6 +19,9 @@ from shared.events import HttpResponse
 
 # File descriptors kept for everything but outbound connections (NATS, logs, the loop).
 RESERVED_FDS = 256
+READ_CHUNK = 64 * 1024
+# Connection failures, as aiohttp reports them (a refused, reset or unresolvable host).
+TransportError = aiohttp.ClientError
 
 
 def connection_limit(configured: int) -> int:
@@ -36,58 +39,74 @@ def connection_limit(configured: int) -> int:
     return min(configured, available) if configured else available
 
 
-def build_client(max_connections: int, policy: DestinationPolicy) -> httpx.AsyncClient:
-    def session() -> aiohttp.ClientSession:
-        # Built on first use, inside the running loop, as aiohttp requires.
-        connector = aiohttp.TCPConnector(
-            limit=max_connections, limit_per_host=0, resolver=GuardedResolver(policy)
-        )
-        return aiohttp.ClientSession(connector=connector)
-
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(client=session), follow_redirects=False, timeout=None
-    )
-
-
-def full_url(request: RenderedRequest) -> httpx.URL:
-    """The URL with the rendered query appended to any it already has.
-
-    (httpx's ``params=`` would replace the URL's own query string.)
-    """
-    url = httpx.URL(request.url)
+def full_url(request: RenderedRequest) -> URL:
+    """The URL with the rendered query appended to any it already has."""
+    url = URL(request.url)
     if not request.params:
         return url
-    merged = httpx.QueryParams([*url.params.multi_items(), *request.params])
-    return url.copy_with(query=str(merged).encode())
+    return url.extend_query([(k, _query_value(v)) for k, v in request.params])
+
+
+def _query_value(value: str | int | float | bool | None) -> str:
+    # As a query string carries them: JSON's spelling for booleans and null.
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class Sender:
     """Sends one rendered request; the caller's ``asyncio.timeout`` bounds it as a whole."""
 
-    def __init__(self, client: httpx.AsyncClient, max_response_bytes: int) -> None:
-        self.client = client
+    def __init__(
+        self, max_connections: int, policy: DestinationPolicy, max_response_bytes: int
+    ) -> None:
+        self.max_connections = max_connections
+        self.policy = policy
         self.max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Built on first use, inside the running loop, as aiohttp requires.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections,
+                limit_per_host=0,
+                resolver=GuardedResolver(self.policy),
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=True,
+            )
+        return self._session
 
     async def send(self, request: RenderedRequest, timeout_s: float) -> HttpResponse:
         async with (
             asyncio.timeout(timeout_s),
-            self.client.stream(
-                request.method, full_url(request), headers=request.headers, content=request.body
+            self._client().request(
+                request.method,
+                full_url(request),
+                headers=request.headers,
+                data=request.body,
+                allow_redirects=False,
             ) as response,
         ):
             body, truncated = await self._read_capped(response)
         return HttpResponse(
-            status=response.status_code,
+            status=response.status,
             body=body,
             truncated=truncated,
-            content_type=response.headers.get("content-type"),
+            content_type=response.headers.get("Content-Type"),
         )
 
-    async def _read_capped(self, response: httpx.Response) -> tuple[str, bool]:
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[str, bool]:
         # Never hold more than the cap in memory, whatever the API sends.
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
             chunks.append(chunk)
             size += len(chunk)
             if size > self.max_response_bytes:
@@ -95,4 +114,5 @@ class Sender:
         return b"".join(chunks).decode("utf-8", errors="replace"), False
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()

@@ -12,11 +12,10 @@ from dataclasses import replace
 from datetime import datetime
 from urllib.parse import urlsplit
 
-import httpx
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from services.http_executor.client import Sender
+from services.http_executor.client import Sender, TransportError
 from services.http_executor.destinations import DestinationPolicy, blocked, blocked_cause
 from services.http_executor.render import RenderedRequest, render_request
 from services.http_executor.signing import signature_headers
@@ -88,10 +87,9 @@ class Executor:
             except TimeoutError as exc:
                 span.set_status(Status(StatusCode.ERROR, "timeout"))
                 raise _timeout(work) from exc
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 # The deadline is ours (asyncio.timeout), the transport has none, so
-                # any httpx error is a connection failure; httpx-aiohttp 0.2 even
-                # reports a refused connection as ConnectTimeout.
+                # any client error is a connection failure.
                 refused = blocked_cause(exc)
                 if refused is not None:
                     raise blocked(refused.host, refused.address) from exc

@@ -1,7 +1,7 @@
 """Composition root of the HTTP executor."""
 
 from services.http_executor.app import DURABLE, ExecutorApp, register
-from services.http_executor.client import Sender, build_client, connection_limit
+from services.http_executor.client import Sender, connection_limit
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
 from shared.broker import build_broker, connect
@@ -34,7 +34,7 @@ class HttpExecutorService:
         cap = min(self.settings.max_response_bytes, client.max_payload - 64 * 1024)
         policy = DestinationPolicy(self.settings.allow_destinations)
         connections = connection_limit(self.settings.max_connections)
-        self.sender = Sender(build_client(connections, policy), cap)
+        self.sender = Sender(connections, policy, cap)
         app = ExecutorApp(Publisher(js), Executor(self.sender, policy, self.secrets))
         register(self.broker, app)
         await self.broker.start()
