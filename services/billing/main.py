@@ -9,7 +9,7 @@ from services.billing.app import consumers
 from services.billing.store import UsageStore
 from shared.broker import build_broker, connect
 from shared.consumer import BatchConsumer, WorkConsumer
-from shared.service import HttpServer
+from shared.http_server import HttpServer
 from shared.settings import Settings
 from shared.storage import build_engine
 

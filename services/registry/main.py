@@ -12,7 +12,7 @@ from shared import subjects
 from shared.broker import build_broker, connect
 from shared.catalog import AgentEntry
 from shared.conversations import ConversationVariables
-from shared.service import HttpServer
+from shared.http_server import HttpServer
 from shared.settings import Settings
 from shared.storage import build_engine
 from shared.tools import Tool
