@@ -21,7 +21,8 @@ def _encoding() -> Any:
 
 
 def count_tokens(text: str) -> int:
-    return len(_encoding().encode(text))
+    # Ordinary text throughout: a caller who says "<|endoftext|>" is counted, not refused.
+    return len(_encoding().encode_ordinary(text))
 
 
 def count_json_tokens(value: Any) -> int:

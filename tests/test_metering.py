@@ -88,6 +88,14 @@ def test_json_keeps_utf8_instead_of_escapes() -> None:
     assert count_json_tokens(value) < count_tokens(json.dumps(value, separators=(",", ":")))
 
 
+def test_special_token_text_is_counted_as_ordinary_text() -> None:
+    # A caller may say anything; what looks like a control token is just text to bill.
+    assert count_tokens("hi <|endoftext|> there") == len(
+        _encoding().encode("hi <|endoftext|> there", disallowed_special=())
+    )
+    assert count_json_tokens({"note": "<|endoftext|>"}) > 0
+
+
 def test_nothing_costs_no_tokens() -> None:
     assert count_json_tokens(None) == 0
     assert count_json_tokens("") == 1  # the two quotes of an empty JSON string
