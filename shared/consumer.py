@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import BadRequestError
 from opentelemetry import context, propagate
@@ -146,11 +147,14 @@ class PullFlow:
         self._wake.set()
 
     async def stop(self) -> None:
+        """Ask for nothing more, and hand over what already arrived (drained, not dropped)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._sub is not None:
-            await self._sub.unsubscribe()
+            # Nothing to hand over once the connection is gone: the ack wait returns them.
+            with contextlib.suppress(ConnectionClosedError):
+                await self._sub.drain()  # type: ignore[no-untyped-call]
 
     async def _received(self, msg: Msg) -> None:
         self._heard_at = time.monotonic()
@@ -161,6 +165,11 @@ class PullFlow:
         elif status != "100":  # not a heartbeat: a request ended (expired, or refused)
             left = msg.headers.get(PENDING_HEADER) if msg.headers else None
             self._requested = max(0, self._requested - int(left)) if left else 0
+            if status != "408":
+                # Refused (a leader change, too many waiting requests...): ask again on
+                # the next tick, never in a tight loop against a server saying no.
+                log.warning("pull on %s refused: %s", self._durable.name, msg.headers)
+                return
         self._wake.set()
 
     async def _keep_pulling(self, inbox: str) -> None:
@@ -245,13 +254,17 @@ class WorkConsumer:
         self._flow.wake()
 
     async def stop(self, grace_s: float = 30.0) -> None:
-        """Take nothing new; let the messages in hand finish (within ``grace_s``)."""
+        """Take nothing new; let the messages in hand finish (within ``grace_s``).
+
+        Messages that arrive while stopping are nacked at once, so another
+        replica takes them now rather than after the ack wait.
+        """
         self._stopping = True
+        await self._flow.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace_s)
         for task in set(self._tasks):
             task.cancel()  # not acked: JetStream delivers it again
-        await self._flow.stop()
 
 
 class BatchConsumer:
@@ -300,9 +313,9 @@ class BatchConsumer:
 
     async def stop(self) -> None:
         """Finish the batch being written; what waits unwritten comes back to another replica."""
+        await self._flow.stop()
         if self._task is not None:
             async with self._writing:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._flow.stop()
         await asyncio.gather(*(msg.nak() for msg in self._waiting), return_exceptions=True)
