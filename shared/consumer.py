@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -79,14 +79,19 @@ async def settle(msgs: list[Msg], work: Awaitable[None]) -> None:
         await work
     except Retry as retry:
         log.warning("%s comes back in %.1f s: %s", msgs[0].subject, retry.delay_s, retry)
-        await asyncio.gather(*(msg.nak(delay=retry.delay_s) for msg in msgs))
+        await _answer(msg.nak(delay=retry.delay_s) for msg in msgs)
     except Exception:
         log.exception("handler failed on %s (%d messages)", msgs[0].subject, len(msgs))
-        await asyncio.gather(
-            *(msg.nak(delay=backoff_s(msg.metadata.num_delivered or 1)) for msg in msgs)
-        )
+        await _answer(msg.nak(delay=backoff_s(msg.metadata.num_delivered or 1)) for msg in msgs)
     else:
-        await asyncio.gather(*(msg.ack() for msg in msgs))
+        await _answer(msg.ack() for msg in msgs)
+
+
+async def _answer(replies: Iterable[Awaitable[None]]) -> None:
+    """Send acks or nacks; one that cannot be sent (connection lost) is left to the ack wait."""
+    for outcome in await asyncio.gather(*replies, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            log.warning("ack not sent, the message comes back after its ack wait: %r", outcome)
 
 
 class PullFlow:
@@ -237,7 +242,7 @@ class WorkConsumer:
     def _start_one(self, msg: Msg) -> None:
         if self._stopping:
             # Let another replica have it now rather than after the ack wait.
-            task = asyncio.create_task(msg.nak())
+            task = asyncio.create_task(_answer([msg.nak()]))
         else:
             task = asyncio.create_task(settle([msg], self._traced(msg)))
         self._tasks.add(task)
@@ -318,4 +323,4 @@ class BatchConsumer:
             async with self._writing:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*(msg.nak() for msg in self._waiting), return_exceptions=True)
+        await _answer(msg.nak() for msg in self._waiting)
