@@ -83,7 +83,23 @@ class Fabric:
             ready = await client.subscribe(subjects.ready("*"), max_msgs=len(self.instances))
             for key, name in self.instances.items():
                 self.children[key] = self._spawn(name)
-            await self._await_ready(ready)
+            # Replicas announce under their service's name: count them, not just names.
+            await self._await_ready(ready, Counter(self.instances.values()))
+        finally:
+            await client.close()
+        log.info("all services ready")
+
+    async def restart(self, key: str, how: signal.Signals = signal.SIGKILL) -> None:
+        """Stop one process (by default as a crash would) and start it again, until it serves."""
+        child = self.children[key]
+        child.send_signal(how)
+        await asyncio.to_thread(child.wait)
+        name = self.instances[key]
+        client = await nats.connect(self.nats_url)
+        try:
+            ready = await client.subscribe(subjects.ready(name), max_msgs=1)
+            self.children[key] = self._spawn(name)
+            await self._await_ready(ready, Counter([name]))
         finally:
             await client.close()
 
@@ -100,9 +116,7 @@ class Fabric:
             preexec_fn=die_with_parent,
         )
 
-    async def _await_ready(self, ready: Subscription) -> None:
-        # Replicas announce under their service's name: count them, not just names.
-        waiting = Counter(self.instances.values())
+    async def _await_ready(self, ready: Subscription, waiting: Counter[str]) -> None:
         async with asyncio.timeout(READY_TIMEOUT_S):
             while any(count > 0 for count in waiting.values()):
                 try:
@@ -111,7 +125,6 @@ class Fabric:
                     self.check_children()
                     continue
                 waiting[msg.data.decode()] -= 1
-        log.info("all services ready")
 
     def check_children(self) -> None:
         for name, child in self.children.items():

@@ -66,7 +66,9 @@ class Durable:
     stream: str
     subject: str
     name: str
-    ack_wait_s: float = 30.0
+    # Work in hand is heartbeated, so this expires only for a process that died
+    # or froze: then its messages go to another replica within this time.
+    ack_wait_s: float = 5.0
 
 
 def backoff_s(deliveries: int) -> float:
@@ -92,6 +94,42 @@ async def _answer(replies: Iterable[Awaitable[None]]) -> None:
     for outcome in await asyncio.gather(*replies, return_exceptions=True):
         if isinstance(outcome, Exception):
             log.warning("ack not sent, the message comes back after its ack wait: %r", outcome)
+
+
+class Heartbeat:
+    """Tells JetStream, for each message in hand, that it is still being worked on.
+
+    Ack waits can then be short (a dead process's work moves on in seconds)
+    while a call may wait on its API for up to a minute.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._in_hand: dict[int, tuple[Msg, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._beat())
+
+    def hold(self, msg: Msg) -> None:
+        self._in_hand[id(msg)] = (msg, time.monotonic())
+
+    def release(self, msg: Msg) -> None:
+        self._in_hand.pop(id(msg), None)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            due = time.monotonic() - self._interval_s
+            held = [msg for msg, since in self._in_hand.values() if since <= due]
+            for msg in held:
+                self._in_hand[id(msg)] = (msg, time.monotonic())
+            await _answer(msg.in_progress() for msg in held)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class PullFlow:
@@ -227,9 +265,11 @@ class WorkConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._flow = PullFlow(client, durable, self._start_one, self._capacity, batch)
+        self._heartbeat = Heartbeat(durable.ack_wait_s / 3)
 
     async def start(self) -> None:
         await self._flow.start(max_ack_pending=self._concurrency)
+        self._heartbeat.start()
 
     def repull(self) -> None:
         self._flow.repull()
@@ -252,7 +292,11 @@ class WorkConsumer:
         # Each task has its own context: the handler's spans continue the caller's trace.
         if msg.headers:
             context.attach(propagate.extract(msg.headers))
-        await self._handler(msg)
+        self._heartbeat.hold(msg)
+        try:
+            await self._handler(msg)
+        finally:
+            self._heartbeat.release(msg)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -270,6 +314,7 @@ class WorkConsumer:
             await asyncio.wait(set(self._tasks), timeout=grace_s)
         for task in set(self._tasks):
             task.cancel()  # not acked: JetStream delivers it again
+        await self._heartbeat.stop()
 
 
 class BatchConsumer:
@@ -288,10 +333,12 @@ class BatchConsumer:
         self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._flow = PullFlow(client, durable, self._queue, self._capacity, batch)
+        self._heartbeat = Heartbeat(durable.ack_wait_s / 3)
 
     async def start(self) -> None:
         await self._flow.start(max_ack_pending=2 * self._batch)
         self._task = asyncio.create_task(self._write_batches())
+        self._heartbeat.start()
 
     def repull(self) -> None:
         self._flow.repull()
@@ -300,6 +347,8 @@ class BatchConsumer:
         return 2 * self._batch - len(self._waiting) - self._in_hand
 
     def _queue(self, msg: Msg) -> None:
+        # Held from arrival: a slow database must not let the ack wait run out.
+        self._heartbeat.hold(msg)
         self._waiting.append(msg)
         self._arrived.set()
 
@@ -313,6 +362,8 @@ class BatchConsumer:
                     del self._waiting[: self._batch]
                     self._in_hand = len(batch)
                     await settle(batch, self._handler(batch))
+                    for msg in batch:
+                        self._heartbeat.release(msg)
                     self._in_hand = 0
                 self._flow.wake()
 
@@ -324,3 +375,4 @@ class BatchConsumer:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await _answer(msg.nak() for msg in self._waiting)
+        await self._heartbeat.stop()

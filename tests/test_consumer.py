@@ -160,3 +160,53 @@ async def test_a_batch_consumer_handles_what_arrived_together_in_one_call(client
         await consumer.stop()
     assert sum(batches) == 50
     assert len(batches) < 10  # a few transactions, not one per message
+
+
+SHORT = Durable(DURABLE.stream, DURABLE.subject, DURABLE.name, ack_wait_s=1.0)
+
+
+async def test_work_in_hand_past_its_ack_wait_is_not_redelivered(client: Client) -> None:
+    js = client.jetstream()
+    gate = Gate(expected=1, total=1)
+    consumer = WorkConsumer(client, SHORT, gate, concurrency=4)
+    await consumer.start()
+    try:
+        await publish(js, 1)
+        await until(gate.all_started)
+        # Three ack waits with the call in hand: heartbeats keep it ours.
+        await asyncio.sleep(3 * SHORT.ack_wait_s)
+        info = await js.consumer_info(SHORT.stream, SHORT.name)
+        assert (info.num_redelivered, info.num_ack_pending) == (0, 1)
+        gate.open.set()
+        await until(gate.all_finished)
+        await all_acked(js)
+    finally:
+        await consumer.stop()
+    assert gate.started == [b"0"]
+
+
+async def test_a_dead_consumers_work_goes_to_another_within_the_ack_wait(
+    client: Client, nats_url: str
+) -> None:
+    dying = await nats.connect(nats_url)
+    stuck = Gate(expected=1, total=1)
+    first = WorkConsumer(dying, SHORT, stuck, concurrency=4)
+    await first.start()
+    await publish(client.jetstream(), 1)
+    await until(stuck.all_started)
+    await dying.close()  # no ack, no more heartbeats: as if the process were killed
+
+    taken_over: asyncio.Future[tuple[bytes, int]] = asyncio.get_running_loop().create_future()
+
+    async def survivor(msg: Msg) -> None:
+        taken_over.set_result((msg.data, msg.metadata.num_delivered or 0))
+
+    second = WorkConsumer(client, SHORT, survivor, concurrency=4)
+    await second.start()
+    try:
+        async with asyncio.timeout(SHORT.ack_wait_s + 3):
+            assert await taken_over == (b"0", 2)
+    finally:
+        await second.stop()
+        stuck.open.set()  # its ack goes nowhere: the connection is closed
+        await first.stop()

@@ -11,19 +11,15 @@ from nats.errors import MaxPayloadError
 from services.http_executor.execute import Executor, cancelled, too_large
 from shared import subjects
 from shared.consumer import Durable
-from shared.events import MAX_DEADLINE_MS, ConversationEnded, ExecuteRequest, ExecutionOutcome
+from shared.events import ConversationEnded, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
 from shared.tools import DECLARED_BEFORE
 from shared.tracing import tracer
 
 log = logging.getLogger("midcall.http_executor")
-# A call may run up to its 60 s deadline; JetStream must not redeliver it meanwhile.
-DURABLE = Durable(
-    subjects.WORK_STREAM,
-    subjects.ALL_EXEC,
-    "midcall-http-executor",
-    ack_wait_s=2 * MAX_DEADLINE_MS / 1000,
-)
+# A call may wait up to its 60 s deadline on the API: its heartbeats keep it from
+# being redelivered meanwhile, while an executor that dies gives it up in seconds.
+DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXEC, "midcall-http-executor")
 
 
 class ExecutorApp:
