@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -39,6 +41,24 @@ log = logging.getLogger("midcall.consumer")
 
 Handler = Callable[[Msg], Awaitable[None]]
 BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+# What a service does with a message no retry will fix: end its call with an
+# error result, or set it aside as a dead letter.
+GiveUp = Callable[[Msg, Exception], Awaitable[None]]
+
+# Failures worth trying again: NATS or JetStream being away or slow. Anything
+# else (a bug, an input the code cannot take) would fail the same way forever.
+TRANSIENT: tuple[type[Exception], ...] = (
+    TimeoutError,
+    ConnectionError,
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 # An unexpected failure is retried after 0.5 s, 1 s, 2 s ... at most every 30 s.
 FIRST_RETRY_S = 0.5
@@ -75,18 +95,37 @@ def backoff_s(deliveries: int) -> float:
     return float(min(LAST_RETRY_S, FIRST_RETRY_S * 2 ** (max(deliveries, 1) - 1)))
 
 
-async def settle(msgs: list[Msg], work: Awaitable[None]) -> None:
-    """Run ``work`` for ``msgs``; ack them when it succeeds, nack with a delay when it fails."""
+async def settle(msgs: list[Msg], work: Awaitable[None], give_up: GiveUp | None = None) -> None:
+    """Run ``work`` for ``msgs``; ack them when it succeeds, nack with a delay when it may
+    succeed later, and hand a message to ``give_up`` when it never will."""
     try:
         await work
     except Retry as retry:
         log.warning("%s comes back in %.1f s: %s", msgs[0].subject, retry.delay_s, retry)
         await _answer(msg.nak(delay=retry.delay_s) for msg in msgs)
-    except Exception:
-        log.exception("handler failed on %s (%d messages)", msgs[0].subject, len(msgs))
-        await _answer(msg.nak(delay=backoff_s(msg.metadata.num_delivered or 1)) for msg in msgs)
+    except Exception as failure:
+        if (
+            give_up is None
+            or isinstance(failure, TRANSIENT)
+            or not await _gave_up(give_up, msgs, failure)
+        ):
+            log.exception("handler failed on %s (%d messages)", msgs[0].subject, len(msgs))
+            await _answer(msg.nak(delay=backoff_s(msg.metadata.num_delivered or 1)) for msg in msgs)
+        else:
+            await _answer(msg.ack() for msg in msgs)
     else:
         await _answer(msg.ack() for msg in msgs)
+
+
+async def _gave_up(give_up: GiveUp, msgs: list[Msg], failure: Exception) -> bool:
+    log.error("giving up on %s: %r", msgs[0].subject, failure, exc_info=failure)
+    try:
+        for msg in msgs:
+            await give_up(msg, failure)
+    except Exception:
+        log.exception("could not give up on %s; it comes back later", msgs[0].subject)
+        return False
+    return True
 
 
 async def _answer(replies: Iterable[Awaitable[None]]) -> None:
@@ -163,6 +202,7 @@ class PullFlow:
         await self._ensure(max_ack_pending)
         inbox = self._client.new_inbox()
         self._sub = await self._client.subscribe(inbox, cb=self._received)
+        self._wake.set()  # the first pull goes out now, not a heartbeat later
         self._task = asyncio.create_task(self._keep_pulling(inbox))
 
     async def _ensure(self, max_ack_pending: int) -> None:
@@ -258,8 +298,10 @@ class WorkConsumer:
         concurrency: int,
         batch: int = 64,
         memory: MemoryBudget | None = None,
+        give_up: GiveUp | None = None,
     ) -> None:
         self._handler = handler
+        self._give_up = give_up
         self._concurrency = concurrency
         self._memory = memory
         self._tasks: set[asyncio.Task[None]] = set()
@@ -284,7 +326,7 @@ class WorkConsumer:
             # Let another replica have it now rather than after the ack wait.
             task = asyncio.create_task(_answer([msg.nak()]))
         else:
-            task = asyncio.create_task(settle([msg], self._traced(msg)))
+            task = asyncio.create_task(settle([msg], self._traced(msg), self._give_up))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 

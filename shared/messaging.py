@@ -51,9 +51,18 @@ def loose_fields(body: bytes) -> dict[str, Any]:
     """Whatever top-level fields a broken message still has, to address an error reply."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what can be read
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def well_formed(text: str) -> str:
+    """``text`` with lone surrogates (which JSON escapes can carry) replaced by U+FFFD.
+
+    Such a string cannot be encoded as UTF-8, so an event naming it could
+    never be published.
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def msg_id(conversation_id: str, call_id: str, kind: str) -> str:

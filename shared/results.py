@@ -1,6 +1,6 @@
 """Building the ToolCallResult of a failed call: one place for every service that fails one."""
 
-from shared.errors import CallRejected
+from shared.errors import CallRejected, ErrorCode
 from shared.events import ErrorInfo, ToolCallResult
 from shared.tools import Tool
 
@@ -17,3 +17,13 @@ def failed(result: ToolCallResult, failure: CallRejected, tool: Tool | None) -> 
     )
     result.end_conversation = bool(policy and policy.ends_conversation(code))
     return result
+
+
+def internal_failure(tool_name: str, failure: Exception) -> CallRejected:
+    """A call that broke our code in a way no retry fixes: it ends now, in words to say."""
+    return CallRejected(
+        ErrorCode.INTERNAL,
+        f"Something went wrong on our side while running {tool_name or 'that action'}. "
+        "Apologize and offer to try again later.",
+        {"failure": type(failure).__name__},
+    )

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import nats
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -14,6 +15,7 @@ from shared.consumer import BatchConsumer, Durable, WorkConsumer
 from shared.memory import MemoryBudget
 
 DURABLE = Durable(subjects.WORK_STREAM, subjects.execute("c-1"), "test-consumer")
+ONE_SECOND_S = 1.0
 
 
 @pytest.fixture
@@ -210,3 +212,51 @@ async def test_a_dead_consumers_work_goes_to_another_within_the_ack_wait(
         await second.stop()
         stuck.open.set()  # its ack goes nowhere: the connection is closed
         await first.stop()
+
+
+async def test_a_failure_no_retry_fixes_is_given_up_at_once_and_acked(client: Client) -> None:
+    js = client.jetstream()
+    given_up: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    async def broken(msg: Msg) -> None:
+        raise ValueError("cannot take this input")
+
+    async def give_up(msg: Msg, failure: Exception) -> None:
+        given_up.set_result((msg.metadata.num_delivered or 0, str(failure)))
+
+    consumer = WorkConsumer(client, DURABLE, broken, concurrency=4, give_up=give_up)
+    await consumer.start()
+    try:
+        await publish(js, 1)
+        async with asyncio.timeout(ONE_SECOND_S):
+            assert await given_up == (1, "cannot take this input")
+        await all_acked(js)
+        info = await js.consumer_info(DURABLE.stream, DURABLE.name)
+        assert (info.num_redelivered, info.num_pending) == (0, 0)
+    finally:
+        await consumer.stop()
+
+
+async def test_a_nats_outage_is_retried_not_given_up(client: Client) -> None:
+    js = client.jetstream()
+    deliveries: list[int] = []
+    done = asyncio.Event()
+
+    async def flaky(msg: Msg) -> None:
+        deliveries.append(msg.metadata.num_delivered or 0)
+        if len(deliveries) == 1:
+            raise nats.errors.TimeoutError
+        done.set()
+
+    async def give_up(msg: Msg, failure: Exception) -> None:
+        raise AssertionError(f"gave up on a transient failure: {failure!r}")
+
+    consumer = WorkConsumer(client, DURABLE, flaky, concurrency=4, give_up=give_up)
+    await consumer.start()
+    try:
+        await publish(js, 1)
+        await until(done)
+        await all_acked(js)
+    finally:
+        await consumer.stop()
+    assert deliveries == [1, 2]

@@ -133,7 +133,9 @@ def test_a_header_value_cannot_smuggle_line_breaks() -> None:
     with pytest.raises(CallRejected) as rejected:
         render_request(work, {})
     assert rejected.value.code == ErrorCode.INVALID_ARGUMENTS
-    assert rejected.value.message == "The value for the 'X-Name' header cannot contain line breaks."
+    assert rejected.value.message == (
+        "The value for the 'X-Name' header cannot contain line breaks or other control characters."
+    )
 
 
 def test_a_missing_secret_fails_the_call_without_naming_any_value() -> None:

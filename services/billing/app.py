@@ -55,6 +55,10 @@ class BillingHandlers:
         for message, record in valid:
             self._trace_bill(message, record)
 
+    async def set_aside(self, message: Msg, failure: Exception) -> None:
+        """A conversation end that broke billing in a way no retry fixes, kept for ops."""
+        await self._dead_letters.put(message, f"{type(failure).__name__}: {failure}")
+
     async def close_conversation(self, message: Msg) -> None:
         """Mark a conversation's summary as ended."""
         with tracer().start_as_current_span("close_conversation") as span:
@@ -93,5 +97,11 @@ def consumers(
     handlers = BillingHandlers(store, DeadLetters(publisher, "billing"), retry_delay_s)
     return (
         BatchConsumer(client, USAGE, handlers.bill, BATCH),
-        WorkConsumer(client, ENDED, handlers.close_conversation, concurrency=CONCURRENCY),
+        WorkConsumer(
+            client,
+            ENDED,
+            handlers.close_conversation,
+            concurrency=CONCURRENCY,
+            give_up=handlers.set_aside,
+        ),
     )

@@ -20,8 +20,9 @@ from shared.messaging import (
     decode,
     loose_fields,
     msg_id,
+    well_formed,
 )
-from shared.results import failed
+from shared.results import failed, internal_failure
 from shared.tools import Tool
 from shared.tracing import current_trace_id, tracer
 
@@ -31,10 +32,14 @@ DURABLE = Durable(subjects.CALLS_STREAM, subjects.ALL_CALLS, "midcall-dispatcher
 
 
 class Dispatcher:
-    def __init__(self, publisher: Publisher, directory: Directory, claims: Claims) -> None:
+    def __init__(
+        self, publisher: Publisher, directory: Directory, claims: Claims, max_work_bytes: int
+    ) -> None:
         self.publisher = publisher
         self.directory = directory
         self.claims = claims
+        # A work item must fit in one NATS message, and later in an outcome with the response.
+        self.max_work_bytes = max_work_bytes
         self.dead_letters = DeadLetters(publisher, "calls")
 
     async def handle(self, message: Msg) -> None:
@@ -94,28 +99,41 @@ class Dispatcher:
             accepted_at=accepted,
             account_id=call.account_id or agent.account_id,
             deadline_at=accepted + timedelta(seconds=deadline_s),
-        )
+        ).model_dump_json()
+        if len(work) > self.max_work_bytes:  # checked before anything is said to the runtime
+            await self._reject(call.call_id, call.conversation_id, call.tool, _too_large(call))
+            return
         # Both go out at once, pending first on the wire, so it reaches the runtime first.
         await asyncio.gather(
             self.publisher.pending(pending_for(call, entry.tool)),
-            self.publisher.event(
-                work,
+            self.publisher.raw(
+                work.encode(),
                 subjects.execute(call.conversation_id),
                 subjects.WORK_STREAM,
-                msg_id(call.conversation_id, call.call_id, "exec"),
+                {"Nats-Msg-Id": msg_id(call.conversation_id, call.call_id, "exec")},
             ),
         )
 
-    async def _reject_undecodable(self, message: Msg, rejected: CallRejected) -> None:
+    async def give_up(self, message: Msg, failure: Exception) -> None:
+        """A call that failed in a way no retry fixes ends now, with an error result."""
+        tool = loose_fields(message.data).get("tool")
+        rejected = internal_failure(tool if isinstance(tool, str) else "", failure)
+        await self._reject_undecodable(message, rejected, f"{type(failure).__name__}: {failure}")
+
+    async def _reject_undecodable(
+        self, message: Msg, rejected: CallRejected, reason: str | None = None
+    ) -> None:
         """Answer a broken call if it can be addressed at all; otherwise set it aside."""
         fields = loose_fields(message.data)
         call_id = fields.get("call_id")
         conversation_id = subjects.token_at(message.subject, 2)
         if not isinstance(call_id, str) or not call_id or not conversation_id:
-            await self.dead_letters.put(message, rejected.message)
+            await self.dead_letters.put(message, reason or rejected.message)
             return
         tool = fields.get("tool") if isinstance(fields.get("tool"), str) else ""
-        await self._reject(call_id, conversation_id, str(tool), rejected)
+        await self._reject(
+            well_formed(call_id), well_formed(conversation_id), well_formed(str(tool)), rejected
+        )
 
     async def _reject(
         self,
@@ -134,3 +152,11 @@ class Dispatcher:
             trace_id=current_trace_id(),
         )
         await self.publisher.result(failed(result, rejected, tool))
+
+
+def _too_large(call: ToolCall) -> CallRejected:
+    return CallRejected(
+        ErrorCode.INVALID_ARGUMENTS,
+        f"The {call.tool} call is too large to run: its arguments take more room than "
+        "a message can carry. Ask the caller for less.",
+    )

@@ -33,7 +33,7 @@ class DispatcherService:
             await js.key_value(subjects.CATALOG_BUCKET), catalog.state.last_seq
         )
         claims = Claims(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
-        dispatcher = Dispatcher(Publisher(js), self.directory, claims)
+        dispatcher = Dispatcher(Publisher(js), self.directory, claims, client.max_payload // 2)
         await self.broker.start()
         self.consumer = WorkConsumer(
             client,
@@ -41,6 +41,7 @@ class DispatcherService:
             dispatcher.handle,
             concurrency=self.settings.dispatcher_concurrency,
             memory=MemoryBudget(self.settings.memory_budget_bytes()),
+            give_up=dispatcher.give_up,
         )
         await self.consumer.start()
 

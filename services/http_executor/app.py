@@ -11,8 +11,9 @@ from nats.errors import MaxPayloadError
 from services.http_executor.execute import Executor, cancelled, too_large
 from shared import subjects
 from shared.consumer import Durable
-from shared.events import ConversationEnded, ExecuteRequest, ExecutionOutcome
+from shared.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
+from shared.results import internal_failure
 from shared.tools import DECLARED_BEFORE
 from shared.tracing import tracer
 
@@ -45,6 +46,17 @@ class ExecutorApp:
             except MaxPayloadError:
                 # JSON escaping can grow a body past what fits; report it, never loop on it.
                 await self._publish(too_large(outcome))
+
+    async def give_up(self, message: Msg, failure: Exception) -> None:
+        """A call that broke the executor in a way no retry fixes is reported as failed."""
+        try:
+            work = decode(ExecuteRequest, message.data, DECLARED_BEFORE)
+        except Undecodable as exc:
+            await self.dead_letters.put(message, str(exc))
+            return
+        rejected = internal_failure(work.tool.name, failure)
+        error = ErrorInfo(code=rejected.code, message=rejected.message, details=rejected.details)
+        await self._publish(ExecutionOutcome(request=work, failure=error))
 
     async def _publish(self, outcome: ExecutionOutcome) -> None:
         call = outcome.request.call

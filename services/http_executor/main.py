@@ -45,6 +45,7 @@ class HttpExecutorService:
             concurrency=self.settings.executor_concurrency,
             batch=PULL_BATCH,
             memory=MemoryBudget(self.settings.memory_budget_bytes()),
+            give_up=app.give_up,
         )
         await self.consumer.start()
 

@@ -8,6 +8,7 @@ JSON body when the tool declares no body.
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +39,11 @@ def scope_for(work: ExecuteRequest, secrets: dict[str, str]) -> dict[str, Any]:
         "call": {"id": work.call.call_id},
         "conversation": {"id": work.call.conversation_id},
     }
+
+
+# RFC 9110: a field name is a token; a value may hold tabs but no other control character.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedRequest:
@@ -95,10 +101,16 @@ def _headers(work: ExecuteRequest, scope: dict[str, Any], has_body: bool) -> dic
     headers = {k: v for k, v in headers.items() if k.lower() not in lowered}
     for name, value in rendered.items():
         text = as_text(value)
-        if "\r" in text or "\n" in text:
+        if not HEADER_NAME.fullmatch(name):
             raise CallRejected(
                 ErrorCode.INVALID_ARGUMENTS,
-                f"The value for the '{name}' header cannot contain line breaks.",
+                f"The header name {name!r} is not one HTTP allows.",
+            )
+        if FORBIDDEN_IN_HEADER_VALUE.search(text):
+            raise CallRejected(
+                ErrorCode.INVALID_ARGUMENTS,
+                f"The value for the '{name}' header cannot contain line breaks "
+                "or other control characters.",
             )
         headers[name] = text
     return headers

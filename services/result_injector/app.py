@@ -11,6 +11,7 @@ from shared.conversations import ConversationVariables
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode
 from shared.metering import PriceBook, count_json_tokens
+from shared.results import failed, internal_failure
 from shared.tools import DECLARED_BEFORE
 from shared.tracing import current_trace_id, tracer
 
@@ -42,6 +43,28 @@ class Injector:
             await asyncio.gather(
                 self.publisher.result(result), self.publisher.usage(self.meter(outcome, result))
             )
+
+    async def give_up(self, message: Msg, failure: Exception) -> None:
+        """An outcome that broke the injector in a way no retry fixes ends as an error result."""
+        try:
+            outcome = decode(ExecutionOutcome, message.data, DECLARED_BEFORE)
+        except Undecodable as exc:
+            await self.dead_letters.put(message, str(exc))
+            return
+        call, tool = outcome.request.call, outcome.request.tool
+        result = ToolCallResult(
+            call_id=call.call_id,
+            conversation_id=call.conversation_id,
+            tool=call.tool,
+            status="error",
+            attempts=outcome.attempts,
+            duration_ms=outcome.duration_ms,
+            trace_id=current_trace_id(),
+        )
+        result = failed(result, internal_failure(tool.name, failure), tool)
+        await asyncio.gather(
+            self.publisher.result(result), self.publisher.usage(self.meter(outcome, result))
+        )
 
     def meter(self, outcome: ExecutionOutcome, result: ToolCallResult) -> UsageRecord:
         work = outcome.request

@@ -45,6 +45,7 @@ class ResultInjectorService:
             injector.handle,
             concurrency=self.settings.injector_concurrency,
             memory=MemoryBudget(self.settings.memory_budget_bytes()),
+            give_up=injector.give_up,
         )
         await self.consumer.start()
 
