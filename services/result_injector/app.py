@@ -4,7 +4,7 @@ import asyncio
 
 from nats.aio.msg import Msg
 
-from services.result_injector.mapping import map_outcome
+from services.result_injector.mapping import map_outcome, result_of
 from shared import subjects
 from shared.consumer import Durable
 from shared.conversations import ConversationVariables
@@ -39,10 +39,7 @@ class Injector:
             if result.variables:
                 # Stored before the result goes out: a runtime may render its prompt at once.
                 await self.variables.merge(result.conversation_id, result.variables)
-            # Both at once; the result is first on the wire, as the caller is waiting.
-            await asyncio.gather(
-                self.publisher.result(result), self.publisher.usage(self.meter(outcome, result))
-            )
+            await self._publish(result, outcome)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """An outcome that broke the injector in a way no retry fixes ends as an error result."""
@@ -51,17 +48,14 @@ class Injector:
         except Undecodable as exc:
             await self.dead_letters.put(message, str(exc))
             return
-        call, tool = outcome.request.call, outcome.request.tool
-        result = ToolCallResult(
-            call_id=call.call_id,
-            conversation_id=call.conversation_id,
-            tool=call.tool,
-            status="error",
-            attempts=outcome.attempts,
-            duration_ms=outcome.duration_ms,
-            trace_id=current_trace_id(),
+        tool = outcome.request.tool
+        result = failed(
+            result_of(outcome, current_trace_id()), internal_failure(tool.name, failure), tool
         )
-        result = failed(result, internal_failure(tool.name, failure), tool)
+        await self._publish(result, outcome)
+
+    async def _publish(self, result: ToolCallResult, outcome: ExecutionOutcome) -> None:
+        # Both at once; the result is first on the wire, as the caller is waiting.
         await asyncio.gather(
             self.publisher.result(result), self.publisher.usage(self.meter(outcome, result))
         )

@@ -16,9 +16,10 @@ from shared.tools import Tool, ToolErrorRule, compile_jsonpath
 MAX_ERROR_BODY_CHARS = 2000
 
 
-def map_outcome(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolCallResult:
+def result_of(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolCallResult:
+    """The call's result as far as the outcome alone says: addressed, timed, not yet mapped."""
     call, tool = outcome.request.call, outcome.request.tool
-    result = ToolCallResult(
+    return ToolCallResult(
         call_id=call.call_id,
         conversation_id=call.conversation_id,
         tool=call.tool,
@@ -28,6 +29,11 @@ def map_outcome(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolC
         duration_ms=outcome.duration_ms,
         trace_id=trace_id,
     )
+
+
+def map_outcome(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolCallResult:
+    tool = outcome.request.tool
+    result = result_of(outcome, trace_id)
     if outcome.response is not None:
         result.http_status = outcome.response.status
     try:
