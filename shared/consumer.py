@@ -91,6 +91,11 @@ class Durable:
     ack_wait_s: float = 5.0
 
 
+def redelivered(msg: Msg) -> bool:
+    """Whether JetStream has delivered this message before (to us or to a replica that died)."""
+    return (msg.metadata.num_delivered or 1) > 1
+
+
 def backoff_s(deliveries: int) -> float:
     return float(min(LAST_RETRY_S, FIRST_RETRY_S * 2 ** (max(deliveries, 1) - 1)))
 

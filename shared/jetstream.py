@@ -63,7 +63,7 @@ STREAMS = (
 BUCKETS = (
     # Tool definitions and agents, written by the registry, watched by dispatchers.
     KeyValueConfig(bucket=subjects.CATALOG_BUCKET, history=1, storage=StorageType.FILE),
-    # One key per accepted call id: the dispatcher's idempotency record.
+    # How far each call got (claimed, executed, answered): see shared.call_marks.
     KeyValueConfig(
         bucket=subjects.CALL_CLAIMS_BUCKET, history=1, ttl=DAY, storage=StorageType.FILE
     ),

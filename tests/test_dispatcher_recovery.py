@@ -1,9 +1,9 @@
 """A dispatcher that dies after claiming a call: the redelivery finishes the call, once."""
 
 from services.dispatcher.app import DURABLE
-from services.dispatcher.claims import Claims
 from services.dispatcher.main import DispatcherService
 from shared import subjects
+from shared.call_marks import CallMarks
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_spine import AGENT, booking_tool, events_of, new_call
@@ -20,7 +20,7 @@ async def test_a_call_claimed_by_a_dead_dispatcher_is_finished_by_the_next_one(
     js = fabric.nc.jetstream()
 
     # What the dead dispatcher did: claimed the call, took the message, never acked it.
-    claims = Claims(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+    claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
     assert await claims.claim(call["conversation_id"], call["call_id"]) is True
     await fabric.runtime.listen(call["conversation_id"])
     await fabric.runtime.call(call)

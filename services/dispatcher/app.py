@@ -7,10 +7,10 @@ from datetime import timedelta
 from nats.aio.msg import Msg
 
 from services.dispatcher.binding import bind, check_arguments, pending_for
-from services.dispatcher.claims import Claims
 from services.dispatcher.directory import Directory
 from shared import subjects
-from shared.consumer import Durable
+from shared.call_marks import CallMarks
+from shared.consumer import Durable, redelivered
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest, ToolCall, ToolCallResult, utcnow
 from shared.messaging import (
@@ -33,7 +33,7 @@ DURABLE = Durable(subjects.CALLS_STREAM, subjects.ALL_CALLS, "midcall-dispatcher
 
 class Dispatcher:
     def __init__(
-        self, publisher: Publisher, directory: Directory, claims: Claims, max_work_bytes: int
+        self, publisher: Publisher, directory: Directory, claims: CallMarks, max_work_bytes: int
     ) -> None:
         self.publisher = publisher
         self.directory = directory
@@ -58,7 +58,7 @@ class Dispatcher:
             )
             first = await self.claims.claim(call.conversation_id, call.call_id)
             # A redelivery is our own earlier attempt, which died before its ack: finish it.
-            if first or (message.metadata.num_delivered or 1) > 1:
+            if first or redelivered(message):
                 await self._dispatch(call)
             else:
                 log.info("duplicate call %s ignored", call.call_id)

@@ -1,10 +1,10 @@
 """Composition root of the dispatcher."""
 
 from services.dispatcher.app import DURABLE, Dispatcher
-from services.dispatcher.claims import Claims
 from services.dispatcher.directory import Directory
 from shared import subjects
 from shared.broker import build_broker, connect
+from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
 from shared.memory import MemoryBudget
 from shared.messaging import Publisher
@@ -32,7 +32,7 @@ class DispatcherService:
         await self.directory.follow(
             await js.key_value(subjects.CATALOG_BUCKET), catalog.state.last_seq
         )
-        claims = Claims(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+        claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
         dispatcher = Dispatcher(Publisher(js), self.directory, claims, client.max_payload // 2)
         await self.broker.start()
         self.consumer = WorkConsumer(

@@ -10,7 +10,8 @@ from nats.errors import MaxPayloadError
 
 from services.http_executor.execute import Executor, cancelled, too_large
 from shared import subjects
-from shared.consumer import Durable
+from shared.call_marks import CallMarks, Mark
+from shared.consumer import Durable, redelivered
 from shared.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
 from shared.results import internal_failure
@@ -24,9 +25,10 @@ DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXEC, "midcall-http-executo
 
 
 class ExecutorApp:
-    def __init__(self, publisher: Publisher, executor: Executor) -> None:
+    def __init__(self, publisher: Publisher, executor: Executor, marks: CallMarks) -> None:
         self.publisher = publisher
         self.executor = executor
+        self.marks = marks
         self.dead_letters = DeadLetters(publisher, "exec")
         self.inflight: dict[str, set[asyncio.Task[ExecutionOutcome]]] = defaultdict(set)
 
@@ -36,16 +38,21 @@ class ExecutorApp:
         except Undecodable as exc:
             await self.dead_letters.put(message, str(exc))
             return
+        call = work.call
+        if redelivered(message) and await self.marks.has(
+            call.conversation_id, call.call_id, Mark.EXECUTED
+        ):
+            log.info("call %s was executed before its ack was lost: not sent again", call.call_id)
+            return
         with tracer().start_as_current_span("execute") as span:
-            span.set_attributes(
-                {"midcall.call_id": work.call.call_id, "midcall.tool": work.tool.name}
-            )
+            span.set_attributes({"midcall.call_id": call.call_id, "midcall.tool": work.tool.name})
             outcome = await self._run_cancellable(work)
             try:
                 await self._publish(outcome)
             except MaxPayloadError:
                 # JSON escaping can grow a body past what fits; report it, never loop on it.
                 await self._publish(too_large(outcome))
+            await self.marks.mark(call.conversation_id, call.call_id, Mark.EXECUTED)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that broke the executor in a way no retry fixes is reported as failed."""

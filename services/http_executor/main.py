@@ -4,7 +4,9 @@ from services.http_executor.app import DURABLE, ExecutorApp, register
 from services.http_executor.client import Sender, connection_limit
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
+from shared import subjects
 from shared.broker import build_broker, connect
+from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
 from shared.memory import MemoryBudget
 from shared.messaging import Publisher
@@ -35,7 +37,8 @@ class HttpExecutorService:
         policy = DestinationPolicy(self.settings.allow_destinations)
         connections = connection_limit(self.settings.max_connections)
         self.sender = Sender(connections, policy, cap)
-        app = ExecutorApp(Publisher(js), Executor(self.sender, policy, self.secrets))
+        marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+        app = ExecutorApp(Publisher(js), Executor(self.sender, policy, self.secrets), marks)
         register(self.broker, app)
         await self.broker.start()
         self.consumer = WorkConsumer(

@@ -6,7 +6,8 @@ from nats.aio.msg import Msg
 
 from services.result_injector.mapping import map_outcome, result_of
 from shared import subjects
-from shared.consumer import Durable
+from shared.call_marks import CallMarks, Mark
+from shared.consumer import Durable, redelivered
 from shared.conversations import ConversationVariables
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode
@@ -20,9 +21,14 @@ DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXECUTED, "midcall-result-i
 
 class Injector:
     def __init__(
-        self, publisher: Publisher, prices: PriceBook, variables: ConversationVariables
+        self,
+        publisher: Publisher,
+        prices: PriceBook,
+        variables: ConversationVariables,
+        marks: CallMarks,
     ) -> None:
         self.publisher = publisher
+        self.marks = marks
         self.prices = prices
         self.variables = variables
         self.dead_letters = DeadLetters(publisher, "executed")
@@ -33,13 +39,19 @@ class Injector:
         except Undecodable as exc:
             await self.dead_letters.put(message, str(exc))
             return
+        call = outcome.request.call
+        if redelivered(message) and await self.marks.has(
+            call.conversation_id, call.call_id, Mark.ANSWERED
+        ):
+            return  # answered before the ack was lost: the runtime has its one result
         with tracer().start_as_current_span("inject") as span:
-            span.set_attribute("midcall.call_id", outcome.request.call.call_id)
+            span.set_attribute("midcall.call_id", call.call_id)
             result = map_outcome(outcome, current_trace_id())
             if result.variables:
                 # Stored before the result goes out: a runtime may render its prompt at once.
                 await self.variables.merge(result.conversation_id, result.variables)
             await self._publish(result, outcome)
+            await self.marks.mark(call.conversation_id, call.call_id, Mark.ANSWERED)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """An outcome that broke the injector in a way no retry fixes ends as an error result."""

@@ -3,6 +3,7 @@
 from services.result_injector.app import DURABLE, Injector
 from shared import subjects
 from shared.broker import build_broker, connect
+from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
 from shared.conversations import ConversationVariables
 from shared.memory import MemoryBudget
@@ -37,7 +38,8 @@ class ResultInjectorService:
         count_tokens("warm")  # loads the vocabulary now, not during the first call
         client, js = await connect(self.broker)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
-        injector = Injector(Publisher(js), price_book(self.settings), variables)
+        marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+        injector = Injector(Publisher(js), price_book(self.settings), variables, marks)
         await self.broker.start()
         self.consumer = WorkConsumer(
             client,

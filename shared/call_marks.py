@@ -1,0 +1,58 @@
+"""How far each call got, in one KV bucket every replica shares, so nothing is done twice.
+
+- **claimed** (dispatcher): JetStream's ``Nats-Msg-Id`` window catches a
+  runtime's quick re-publish; the claim catches a call published again
+  later (a runtime retrying after its own restart). It is made before
+  anything is published, and a *redelivery* of the claimed message (a
+  dispatcher died before acking it) resumes the call, whose publishes
+  JetStream de-duplicates.
+- **executed** (executor): written once the outcome's publish is confirmed.
+  A redelivered work item whose call is executed is not sent to the API
+  again.
+- **answered** (injector): written once the result's publish is confirmed.
+  A redelivered outcome whose call is answered publishes nothing again, so
+  core subscribers hear one result.
+
+A process that dies between its publish and its mark leaves the narrow
+window where a redelivery repeats the effect; JetStream still keeps one
+copy of each event in the stream.
+"""
+
+import hashlib
+from enum import StrEnum
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+
+class Mark(StrEnum):
+    EXECUTED = "executed"
+    ANSWERED = "answered"
+
+
+def call_key(conversation_id: str, call_id: str) -> str:
+    # Call ids are the runtime's free text; KV keys are not.
+    return hashlib.sha256(f"{conversation_id}\0{call_id}".encode()).hexdigest()
+
+
+class CallMarks:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def claim(self, conversation_id: str, call_id: str) -> bool:
+        """True for the first sighting of this call; False when it was claimed before."""
+        try:
+            await self._kv.create(call_key(conversation_id, call_id), b"accepted")
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def mark(self, conversation_id: str, call_id: str, mark: Mark) -> None:
+        await self._kv.put(f"{call_key(conversation_id, call_id)}.{mark}", b"")
+
+    async def has(self, conversation_id: str, call_id: str, mark: Mark) -> bool:
+        try:
+            await self._kv.get(f"{call_key(conversation_id, call_id)}.{mark}")
+        except KeyNotFoundError:
+            return False
+        return True
