@@ -7,6 +7,7 @@ stored every usage record, so its calls/s is what the whole fabric sustains.
 """
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from bench import load
 from bench.fabric import BenchFabric, usage_seq, wait_billed
 from bench.figures import Burst, Loop, Losses, Midcall, Process
-from bench.plan import ARGUMENTS, DELAYED_TOOL, FAST_TOOL, Plan
+from bench.plan import DELAYED_TOOL, FAST_TOOL, Plan, arguments
 from bench.procstats import CpuSnapshot, peak_rss_mb
 from bench.runtime import BenchRuntime, Outcome
 from bench.stats import latency
@@ -46,11 +47,13 @@ class Driver:
         self.js = runtime.client.jetstream()
         self.losses = Losses()
         self.pids = {**fabric.pids(), "api": api_pid, "runtime": os.getpid()}
+        self.turns = itertools.count()
 
     def caller(self, tool: str, timeout_s: float) -> load.Call[Outcome]:
         async def call(index: int) -> Outcome:
             conversation = f"bench-{index % self.plan.conversations}"
-            return await self.runtime.call(tool, conversation, ARGUMENTS, timeout_s)
+            turn = next(self.turns)  # unique across phases: no call is ever repeated
+            return await self.runtime.call(tool, conversation, arguments(turn), timeout_s)
 
         return call
 

@@ -23,6 +23,12 @@ ARGUMENTS: dict[str, Any] = {
 BODY = json.dumps(ARGUMENTS).encode()
 
 
+def arguments(index: int) -> dict[str, Any]:
+    """The arguments of call ``index``: each call in a conversation differs, as real ones do
+    (the same call repeated more than 5 times a minute is refused as an LLM loop)."""
+    return {**ARGUMENTS, "turn": index}
+
+
 @dataclass(frozen=True)
 class Plan:
     """Calls per phase; ``QUICK`` is the same shape in about 30 seconds."""

@@ -16,6 +16,8 @@ class ErrorCode(StrEnum):
     TOOL_ERROR = "tool_error"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
+    # The same tool with the same arguments too often in one conversation (an LLM loop).
+    REPEATED_CALL = "repeated_call"
 
 
 class CallRejected(Exception):

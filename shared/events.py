@@ -119,6 +119,7 @@ class HttpResponse(Event):
     content_type: str | None = None
     body: str = ""
     truncated: bool = False
+    retry_after: str | None = None  # the response's Retry-After header, as sent
 
 
 class ExecutionOutcome(Event):

@@ -79,7 +79,8 @@ class ContextParameter(Strict):
     description: str | None = None
 
 
-RetryOn = Literal["connection_error", "timeout", "http_5xx"]
+# http_5xx: 502, 503 or 504 (a gateway or an overloaded API); http_429: told to slow down.
+RetryOn = Literal["connection_error", "timeout", "http_5xx", "http_429"]
 
 
 def _connection_errors_only() -> list[RetryOn]:
@@ -92,6 +93,9 @@ class RetryPolicy(Strict):
     attempts: int = Field(default=1, ge=1, le=5)
     on: list[RetryOn] = Field(default_factory=_connection_errors_only)
     backoff_s: float = Field(default=0.2, ge=0, le=5)
+    # Repeat a POST or PATCH that may have reached the API (only safe if it honours
+    # the Idempotency-Key header every request carries).
+    non_idempotent: bool = False
 
 
 class Signing(Strict):

@@ -32,7 +32,8 @@ def executor(*statuses: int) -> tuple[Executor, list[RenderedRequest]]:
 
 async def test_5xx_is_retried_when_the_policy_says_so() -> None:
     run, seen = executor(503, 502, 200)
-    work = work_item({"url": URL, "retry": {"attempts": 3, "on": ["http_5xx"], "backoff_s": 0.001}})
+    retry = {"attempts": 3, "on": ["http_5xx"], "backoff_s": 0.001}
+    work = work_item({"url": URL, "method": "GET", "retry": retry})
 
     outcome = await run.run(work)
 
@@ -53,7 +54,8 @@ async def test_without_a_policy_nothing_is_retried() -> None:
 
 async def test_no_retry_is_started_that_the_deadline_cannot_hold() -> None:
     run, seen = executor(503, 200)
-    work = work_item({"url": URL, "retry": {"attempts": 3, "on": ["http_5xx"], "backoff_s": 5}})
+    retry = {"attempts": 3, "on": ["http_5xx"], "backoff_s": 5}
+    work = work_item({"url": URL, "method": "GET", "retry": retry})
     work.deadline_at = utcnow() + timedelta(seconds=1)
 
     outcome = await run.run(work)
@@ -63,7 +65,8 @@ async def test_no_retry_is_started_that_the_deadline_cannot_hold() -> None:
 
 async def test_every_attempt_carries_the_same_idempotency_key() -> None:
     run, seen = executor(503, 200)
-    work = work_item({"url": URL, "retry": {"attempts": 2, "on": ["http_5xx"], "backoff_s": 0.001}})
+    retry = {"attempts": 2, "on": ["http_5xx"], "backoff_s": 0.001}
+    work = work_item({"url": URL, "method": "PUT", "retry": retry})
 
     await run.run(work)
 

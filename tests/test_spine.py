@@ -306,7 +306,7 @@ async def test_connection_error(fabric: Fabric, api: RecordingApi) -> None:
         "connection_error",
         "The BookAppointment service could not be reached. Tell the "
         "caller there is a technical problem and offer to try again later.",
-        None,
+        {"request_sent": False},  # refused: the API never saw it, so it is safe to send again
         attempts=1,
     )
 

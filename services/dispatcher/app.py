@@ -8,6 +8,7 @@ from nats.aio.msg import Msg
 
 from services.dispatcher.binding import bind, check_arguments, pending_for
 from services.dispatcher.directory import Directory
+from services.dispatcher.loops import LoopBreaker
 from shared import subjects
 from shared.call_marks import CallMarks
 from shared.consumer import Durable, redelivered
@@ -33,9 +34,15 @@ DURABLE = Durable(subjects.CALLS_STREAM, subjects.ALL_CALLS, "midcall-dispatcher
 
 class Dispatcher:
     def __init__(
-        self, publisher: Publisher, directory: Directory, claims: CallMarks, max_work_bytes: int
+        self,
+        publisher: Publisher,
+        directory: Directory,
+        claims: CallMarks,
+        max_work_bytes: int,
+        loops: LoopBreaker | None = None,
     ) -> None:
         self.publisher = publisher
+        self.loops = loops or LoopBreaker()
         self.directory = directory
         self.claims = claims
         # A work item must fit in one NATS message, and later in an outcome with the response.
@@ -87,6 +94,8 @@ class Dispatcher:
         try:
             check_arguments(call, entry.validator)
             bound = bind(call, entry.tool)
+            if not self.loops.allow(call.conversation_id, call.tool, call.arguments):
+                raise _repeated(call, self.loops)
         except CallRejected as rejected:
             await self._reject(call.call_id, call.conversation_id, call.tool, rejected, entry.tool)
             return
@@ -159,4 +168,14 @@ def _too_large(call: ToolCall) -> CallRejected:
         ErrorCode.INVALID_ARGUMENTS,
         f"The {call.tool} call is too large to run: its arguments take more room than "
         "a message can carry. Ask the caller for less.",
+    )
+
+
+def _repeated(call: ToolCall, loops: LoopBreaker) -> CallRejected:
+    return CallRejected(
+        ErrorCode.REPEATED_CALL,
+        f"{call.tool} was already called {loops.limit} times in the last minute with "
+        "exactly these arguments, so it was not called again. Do not repeat it; tell "
+        "the caller what you already know, or ask them something new.",
+        {"limit": loops.limit, "window_s": loops.window_s},
     )

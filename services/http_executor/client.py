@@ -22,6 +22,8 @@ RESERVED_FDS = 256
 READ_CHUNK = 64 * 1024
 # Connection failures, as aiohttp reports them (a refused, reset or unresolvable host).
 TransportError = aiohttp.ClientError
+# The ones that happen before any byte of the request is sent: safe to send again.
+NotConnected = aiohttp.ClientConnectorError
 
 
 def connection_limit(configured: int) -> int:
@@ -100,6 +102,7 @@ class Sender:
             body=body,
             truncated=truncated,
             content_type=response.headers.get("Content-Type"),
+            retry_after=response.headers.get("Retry-After"),
         )
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[str, bool]:

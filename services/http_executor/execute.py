@@ -15,20 +15,36 @@ from urllib.parse import urlsplit
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from services.http_executor.client import Sender, TransportError
+from services.http_executor.breaker import Breakers
+from services.http_executor.client import NotConnected, Sender, TransportError
 from services.http_executor.destinations import DestinationPolicy, blocked, blocked_cause
 from services.http_executor.render import RenderedRequest, render_request
+from services.http_executor.retries import Attempt, retry_after_s, retry_delay, status_reason
 from services.http_executor.signing import signature_headers
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ErrorInfo, ExecuteRequest, ExecutionOutcome, HttpResponse, utcnow
 from shared.tracing import tracer
 
+# Failures the tool's retry policy may name (the rest are final).
+TRANSIENT_CODES = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT})
+# What counts against a host's circuit: it did not answer, or its gateway said it is down.
+BREAKING = frozenset({"connection_error", "timeout", "http_5xx"})
+# Details of a connection error that happened before any byte of the request was sent.
+NOT_SENT = {"request_sent": False}
+
 
 class Executor:
-    def __init__(self, sender: Sender, policy: DestinationPolicy, secrets: dict[str, str]) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        policy: DestinationPolicy,
+        secrets: dict[str, str],
+        breakers: Breakers | None = None,
+    ) -> None:
         self.sender = sender
         self.policy = policy
         self.secrets = secrets
+        self.breakers = breakers or Breakers()
 
     async def run(self, work: ExecuteRequest) -> ExecutionOutcome:
         started = time.perf_counter()
@@ -56,20 +72,46 @@ class Executor:
     async def _send_with_retries(
         self, work: ExecuteRequest, request: RenderedRequest
     ) -> tuple[int, HttpResponse | CallRejected]:
-        attempt = 0
+        host = urlsplit(request.url).netloc
+        number = 0
         while True:
-            attempt += 1
-            answer: HttpResponse | CallRejected
-            try:
-                answer = await self._attempt(work, request)
-            except CallRejected as failure:
-                answer = failure
-            delay = _retry_delay(work, attempt, _retry_reason(answer))
+            number += 1
+            if not self.breakers.allow(host):
+                return number - 1, _resting(work)
+            answer, attempt = await self._attempt(work, request, number)
+            self.breakers.record(host, healthy=attempt.reason not in BREAKING)
+            delay = retry_delay(
+                work.tool.request.retry,
+                request.method,
+                attempt,
+                _remaining(work.deadline_at),
+                random.uniform(0.5, 1.5),
+            )
             if delay is None:
-                return attempt, answer
+                return number, answer
             await asyncio.sleep(delay)
 
-    async def _attempt(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
+    async def _attempt(
+        self, work: ExecuteRequest, request: RenderedRequest, number: int
+    ) -> tuple[HttpResponse | CallRejected, Attempt]:
+        started = time.monotonic()
+        try:
+            response = await self._send(work, request)
+        except CallRejected as failure:
+            # A refused or unresolvable connection never reached the API.
+            sent = failure.code is not ErrorCode.CONNECTION_ERROR or failure.details != NOT_SENT
+            reason = failure.code.value if failure.code in TRANSIENT_CODES else None
+            return failure, Attempt(number, reason, sent, time.monotonic() - started)
+        attempt = Attempt(
+            number,
+            status_reason(response.status),
+            True,
+            time.monotonic() - started,
+            retry_after_s(response.retry_after, utcnow()),
+        )
+        return response, attempt
+
+    async def _send(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
         budget = _remaining(work.deadline_at)
         with tracer().start_as_current_span(f"HTTP {request.method}", kind=SpanKind.CLIENT) as span:
             url = urlsplit(request.url)
@@ -94,7 +136,7 @@ class Executor:
                 if refused is not None:
                     raise blocked(refused.host, refused.address) from exc
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise _unreachable(work) from exc
+                raise _unreachable(work, sent=not isinstance(exc, NotConnected)) from exc
             span.set_attribute("http.response.status_code", response.status)
             if response.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
@@ -111,28 +153,8 @@ class Executor:
         )
 
 
-def _retry_reason(answer: HttpResponse | CallRejected) -> str | None:
-    if isinstance(answer, CallRejected):
-        return answer.code.value
-    return "http_5xx" if answer.status >= 500 else None
-
-
-def _retry_delay(work: ExecuteRequest, attempt: int, reason: str | None) -> float | None:
-    """How long to wait before trying again, or None: by policy, and only within the deadline."""
-    retry = work.tool.request.retry
-    if reason not in retry.on or attempt >= retry.attempts:
-        return None
-    delay = _backoff(retry.backoff_s, attempt)
-    return delay if _remaining(work.deadline_at) > delay else None
-
-
 def _remaining(deadline_at: datetime) -> float:
     return max(0.0, (deadline_at - utcnow()).total_seconds())
-
-
-def _backoff(base: float, attempt: int) -> float:
-    # Exponential with jitter, so replicas retrying one API do not stampede it.
-    return float(base * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
 
 
 def _timeout(work: ExecuteRequest) -> CallRejected:
@@ -145,11 +167,22 @@ def _timeout(work: ExecuteRequest) -> CallRejected:
     )
 
 
-def _unreachable(work: ExecuteRequest) -> CallRejected:
+def _unreachable(work: ExecuteRequest, sent: bool) -> CallRejected:
     return CallRejected(
         ErrorCode.CONNECTION_ERROR,
         f"The {work.tool.name} service could not be reached. Tell the caller "
         "there is a technical problem and offer to try again later.",
+        None if sent else NOT_SENT,
+    )
+
+
+def _resting(work: ExecuteRequest) -> CallRejected:
+    return CallRejected(
+        ErrorCode.CONNECTION_ERROR,
+        f"The {work.tool.name} service has not been answering for a while, so it was "
+        "not tried just now. Tell the caller there is a technical problem and offer "
+        "to try again in a few minutes.",
+        {"circuit": "open"},
     )
 
 
