@@ -75,6 +75,21 @@ async def wait_billed(js: JetStreamContext, since_seq: int, records: int, timeou
     return False
 
 
+# Every durable the hot path reads, by stream.
+HOT_DURABLES = (
+    (subjects.CALLS_STREAM, "midcall-dispatcher"),
+    (subjects.WORK_STREAM, "midcall-http-executor"),
+    (subjects.WORK_STREAM, "midcall-result-injector"),
+    (subjects.USAGE_STREAM, USAGE.name),
+)
+
+
+async def redeliveries(js: JetStreamContext) -> int:
+    """Messages delivered more than once so far, over the hot path's durables."""
+    infos = [await js.consumer_info(stream, durable) for stream, durable in HOT_DURABLES]
+    return sum(info.num_redelivered or 0 for info in infos)
+
+
 def _nats_server_pid(data_dir: Path) -> int:
     # nats-server names its ports file <executable>_<pid>.ports.
     ports_files = list((data_dir / "run").glob("*.ports"))

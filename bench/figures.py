@@ -53,6 +53,8 @@ class Losses:
     not_success: int = 0  # a result whose status is not "success"
     no_pending: int = 0  # a result with no pending before it
     not_billed: int = 0  # accepted calls missing from billing's totals at the end
+    # Not a loss: messages JetStream delivered again (an ack wait ran out), all stages summed.
+    redelivered: int = 0
 
     @property
     def lost(self) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bench import load
-from bench.fabric import BenchFabric, usage_seq, wait_billed
+from bench.fabric import BenchFabric, redeliveries, usage_seq, wait_billed
 from bench.figures import Burst, Loop, Losses, Midcall, Process
 from bench.plan import DELAYED_TOOL, FAST_TOOL, Plan, arguments
 from bench.procstats import CpuSnapshot, peak_rss_mb
@@ -69,6 +69,7 @@ class Driver:
                 cpu = before.ms_per_call(CpuSnapshot.take(self.pids), self.plan.loop_calls)
         burst = await self._burst()
         self.losses.not_billed = max(0, self.runtime.accepted - await self.fabric.billed_calls())
+        self.losses.redelivered = await redeliveries(self.js)
         return Midcall(
             replicas=self.plan.replicas,
             pending=latency([o.pending_ms for o in one if o.pending_ms is not None]),

@@ -129,6 +129,7 @@ def _loss_rows(report: Report) -> list[Row]:
         ("  result status not success", "-", str(losses.not_success), ""),
         ("  result without a pending", "-", str(losses.no_pending), ""),
         ("  accepted but not billed", "-", str(losses.not_billed), ""),
+        ("  messages redelivered (not lost)", "-", str(losses.redelivered), ""),
     ]
 
 

@@ -331,6 +331,9 @@ class WorkConsumer:
             # Let another replica have it now rather than after the ack wait.
             task = asyncio.create_task(_answer([msg.nak()]))
         else:
+            # Held from arrival, not from when its task first runs: a burst may queue
+            # thousands behind a busy loop, and none may outlive its ack wait there.
+            self._heartbeat.hold(msg)
             task = asyncio.create_task(settle([msg], self._traced(msg), self._give_up))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
@@ -339,7 +342,6 @@ class WorkConsumer:
         # Each task has its own context: the handler's spans continue the caller's trace.
         if msg.headers:
             context.attach(propagate.extract(msg.headers))
-        self._heartbeat.hold(msg)
         try:
             await self._handler(msg)
         finally:

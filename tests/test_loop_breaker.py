@@ -43,3 +43,15 @@ def test_the_window_slides() -> None:
     assert later is True
     assert loops.allow("c", "T", {"a": 2}) is True
     assert loops.allow("other", "T", {"a": 1}) is True
+
+
+def test_calls_older_than_the_window_are_forgotten() -> None:
+    clock = [0.0]
+    loops = LoopBreaker(limit=2, window_s=60, clock=lambda: clock[0])
+    for n in range(100):
+        loops.allow("c", "T", {"n": n})
+
+    clock[0] = 61.0
+    loops.allow("c", "T", {"n": "new"})
+
+    assert len(loops._seen) == 1  # only the call of this window is kept

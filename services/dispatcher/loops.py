@@ -15,8 +15,6 @@ from typing import Any
 
 DEFAULT_LIMIT = 5
 WINDOW_S = 60.0
-# Counters are swept once there are this many, so memory stays bounded.
-SWEEP_AT = 10_000
 
 
 def call_shape(conversation_id: str, tool: str, arguments: dict[str, Any]) -> str:
@@ -35,6 +33,7 @@ class LoopBreaker:
         self.window_s = window_s
         self._clock = clock
         self._seen: dict[str, deque[float]] = {}
+        self._swept_at = clock()
 
     def allow(self, conversation_id: str, tool: str, arguments: dict[str, Any]) -> bool:
         """Count this call; False when it is one too many in the window."""
@@ -45,10 +44,12 @@ class LoopBreaker:
         if len(times) >= self.limit:
             return False
         times.append(now)
-        if len(self._seen) > SWEEP_AT:
+        if now - self._swept_at >= self.window_s:
             self._sweep(now)
         return True
 
     def _sweep(self, now: float) -> None:
+        # Once a window, so memory holds one window's calls and no call pays for all of them.
+        self._swept_at = now
         for shape in [s for s, times in self._seen.items() if times[-1] <= now - self.window_s]:
             del self._seen[shape]
