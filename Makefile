@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo up test lint bench bench-quick
+.PHONY: demo up test lint bench bench-quick fault
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,7 @@ bench: $(STAMP)
 # The same table with fewer calls, in about 30 seconds.
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# The fault test at full size: 2,000 calls at 50/s while every process is killed in turn.
+fault: $(STAMP)
+	$(BIN)/python -m bench.fault

@@ -3,15 +3,19 @@
 Its own process so that serving requests never shares an event loop (or a
 core's time slice accounting) with the client being measured. ``/slots``
 answers at once, like the salon's availability; ``/delayed?delay_s=2``
-answers the same after a pause, to hold thousands of calls in flight.
+answers the same after a pause, to hold thousands of calls in flight;
+``/jittered`` answers in 5-200 ms and ``/executions`` says when each call (by
+its ``Idempotency-Key``) reached it, for the fault test.
 Run by ``ApiProcess``; by hand: python -m bench.api PORT
 """
 
 import asyncio
+import random
 import socket
 import subprocess
 import sys
 import time
+from collections import defaultdict
 
 from aiohttp import web
 
@@ -42,6 +46,19 @@ def build_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/slots", _slots)
     app.router.add_post("/delayed", _delayed)
+    executions: defaultdict[str, list[float]] = defaultdict(list)
+
+    async def jittered(request: web.Request) -> web.Response:
+        # The fault test's API: 5-200 ms, noting when each call (by its key) reached it.
+        executions[request.headers.get("Idempotency-Key", "")].append(time.time())
+        await asyncio.sleep(random.uniform(0.005, 0.2))
+        return await _slots(request)
+
+    async def counted(_: web.Request) -> web.Response:
+        return web.json_response(dict(executions))
+
+    app.router.add_post("/jittered", jittered)
+    app.router.add_get("/executions", counted)
     return app
 
 

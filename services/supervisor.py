@@ -89,11 +89,14 @@ class Fabric:
             await client.close()
         log.info("all services ready")
 
-    async def restart(self, key: str, how: signal.Signals = signal.SIGKILL) -> None:
+    async def restart(
+        self, key: str, how: signal.Signals = signal.SIGKILL, down_s: float = 0.0
+    ) -> None:
         """Stop one process (by default as a crash would) and start it again, until it serves."""
         child = self.children[key]
         child.send_signal(how)
         await asyncio.to_thread(child.wait)
+        await asyncio.sleep(down_s)
         name = self.instances[key]
         client = await nats.connect(self.nats_url)
         try:
@@ -115,6 +118,20 @@ class Fabric:
             env=env,
             preexec_fn=die_with_parent,
         )
+
+    async def restart_nats(self, down_s: float = 0.0) -> None:
+        """SIGKILL the embedded nats-server and start it again on the same port and store."""
+        if self.nats is None:
+            raise RuntimeError("only an embedded nats-server can be restarted")
+        self.nats.kill()
+        await asyncio.sleep(down_s)
+        port = int(self.nats_url.rsplit(":", 1)[1])
+        self.nats = NatsServer(self.settings.data_dir, port=port)
+        await asyncio.to_thread(self.nats.start)
+
+    def pause(self, key: str, paused: bool) -> None:
+        """SIGSTOP (a process that freezes: a long GC, a starved VM) or SIGCONT one process."""
+        self.children[key].send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
     async def _await_ready(self, ready: Subscription, waiting: Counter[str]) -> None:
         async with asyncio.timeout(READY_TIMEOUT_S):

@@ -91,6 +91,26 @@ class Durable:
     ack_wait_s: float = 5.0
 
 
+async def patiently(attempt: Callable[[], Awaitable[None]], patience_s: float) -> None:
+    """Run ``attempt`` until it succeeds, through NATS outages of up to ``patience_s``.
+
+    For effects already paid for (an API answered): retrying the publish here
+    beats failing the message, whose redelivery would pay for them again.
+    """
+    give_up = time.monotonic() + patience_s
+    delay = 0.1
+    while True:
+        try:
+            await attempt()
+            return
+        except TRANSIENT:
+            if time.monotonic() + delay > give_up:
+                raise
+            log.warning("NATS unavailable; trying again in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+
 def redelivered(msg: Msg) -> bool:
     """Whether JetStream has delivered this message before (to us or to a replica that died)."""
     return (msg.metadata.num_delivered or 1) > 1

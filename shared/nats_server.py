@@ -98,5 +98,11 @@ class NatsServer:
             self._process.kill()
             self._process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)

@@ -11,7 +11,7 @@ from nats.errors import MaxPayloadError
 from services.http_executor.execute import Executor, cancelled, too_large
 from shared import subjects
 from shared.call_marks import CallMarks, Mark
-from shared.consumer import Durable, redelivered
+from shared.consumer import Durable, patiently, redelivered
 from shared.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
 from shared.results import internal_failure
@@ -22,6 +22,8 @@ log = logging.getLogger("midcall.http_executor")
 # A call may wait up to its 60 s deadline on the API: its heartbeats keep it from
 # being redelivered meanwhile, while an executor that dies gives it up in seconds.
 DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXEC, "midcall-http-executor")
+# How long an outcome in hand is kept while NATS is away (a restart, a fail-over).
+OUTCOME_PATIENCE_S = 30.0
 
 
 class ExecutorApp:
@@ -47,12 +49,18 @@ class ExecutorApp:
         with tracer().start_as_current_span("execute") as span:
             span.set_attributes({"midcall.call_id": call.call_id, "midcall.tool": work.tool.name})
             outcome = await self._run_cancellable(work)
-            try:
-                await self._publish(outcome)
-            except MaxPayloadError:
-                # JSON escaping can grow a body past what fits; report it, never loop on it.
-                await self._publish(too_large(outcome))
-            await self.marks.mark(call.conversation_id, call.call_id, Mark.EXECUTED)
+            # The API has answered: keep that answer through a NATS blip instead of
+            # failing the message and calling the API again on its redelivery.
+            await patiently(lambda: self._record(outcome), OUTCOME_PATIENCE_S)
+
+    async def _record(self, outcome: ExecutionOutcome) -> None:
+        call = outcome.request.call
+        try:
+            await self._publish(outcome)
+        except MaxPayloadError:
+            # JSON escaping can grow a body past what fits; report it, never loop on it.
+            await self._publish(too_large(outcome))
+        await self.marks.mark(call.conversation_id, call.call_id, Mark.EXECUTED)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that broke the executor in a way no retry fixes is reported as failed."""
