@@ -130,6 +130,16 @@ class DeadLetters:
         self.stage = stage
         self._publisher = publisher
 
+    async def read(
+        self, model: type[M], message: Msg, context: dict[str, Any] | None = None
+    ) -> M | None:
+        """The message as ``model``, or None once it has been set aside as unreadable."""
+        try:
+            return decode(model, message.data, context)
+        except Undecodable as exc:
+            await self.put(message, str(exc))
+            return None
+
     async def put(self, message: Msg, reason: str) -> None:
         log.warning("%s: message on %s set aside: %s", self.stage, message.subject, reason)
         headers = {

@@ -9,18 +9,17 @@ dead-letter subject for ops) instead of failing and being redelivered forever.
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from opentelemetry import propagate
-from pydantic import BaseModel
 
 from services.billing.store import StoreUnavailable, UsageStore
 from shared import subjects
 from shared.consumer import BatchConsumer, Durable, Retry, WorkConsumer
 from shared.events import ConversationEnded, UsageRecord
-from shared.messaging import DeadLetters, Publisher, Undecodable, decode
+from shared.messaging import DeadLetters, Publisher
 from shared.tracing import tracer
 
 USAGE = Durable(subjects.USAGE_STREAM, subjects.ALL_USAGE, "midcall-billing-usage")
@@ -34,7 +33,6 @@ CONCURRENCY = 16
 
 log = logging.getLogger("midcall.billing")
 
-Event = TypeVar("Event", bound=BaseModel)
 P = ParamSpec("P")
 
 
@@ -48,7 +46,9 @@ class BillingHandlers:
 
     async def bill(self, batch: list[Msg]) -> None:
         """Store priced calls; a redelivered or re-published call is counted once."""
-        parsed = [(message, await self._parse(UsageRecord, message)) for message in batch]
+        parsed = [
+            (message, await self._dead_letters.read(UsageRecord, message)) for message in batch
+        ]
         valid = [(message, record) for message, record in parsed if record is not None]
         if valid:
             await self._write(self._store.record_many, [record for _, record in valid])
@@ -62,7 +62,7 @@ class BillingHandlers:
     async def close_conversation(self, message: Msg) -> None:
         """Mark a conversation's summary as ended."""
         with tracer().start_as_current_span("close_conversation") as span:
-            ended = await self._parse(ConversationEnded, message)
+            ended = await self._dead_letters.read(ConversationEnded, message)
             if ended is not None:
                 span.set_attribute("midcall.conversation_id", ended.conversation_id)
                 await self._write(self._store.end_conversation, ended.conversation_id, ended.at)
@@ -73,13 +73,6 @@ class BillingHandlers:
         parent = propagate.extract(message.headers) if message.headers else None
         with tracer().start_as_current_span("bill", context=parent) as span:
             span.set_attribute("midcall.call_id", record.call_id)
-
-    async def _parse(self, model: type[Event], message: Msg) -> Event | None:
-        try:
-            return decode(model, message.data)
-        except Undecodable as exc:
-            await self._dead_letters.put(message, str(exc))
-            return None
 
     async def _write(self, write: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         try:

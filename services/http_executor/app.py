@@ -35,10 +35,8 @@ class ExecutorApp:
         self.inflight: dict[str, set[asyncio.Task[ExecutionOutcome]]] = defaultdict(set)
 
     async def handle(self, message: Msg) -> None:
-        try:
-            work = decode(ExecuteRequest, message.data, DECLARED_BEFORE)
-        except Undecodable as exc:
-            await self.dead_letters.put(message, str(exc))
+        work = await self.dead_letters.read(ExecuteRequest, message, DECLARED_BEFORE)
+        if work is None:
             return
         call = work.call
         if redelivered(message) and await self.marks.has(
@@ -64,10 +62,8 @@ class ExecutorApp:
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that broke the executor in a way no retry fixes is reported as failed."""
-        try:
-            work = decode(ExecuteRequest, message.data, DECLARED_BEFORE)
-        except Undecodable as exc:
-            await self.dead_letters.put(message, str(exc))
+        work = await self.dead_letters.read(ExecuteRequest, message, DECLARED_BEFORE)
+        if work is None:
             return
         rejected = internal_failure(work.tool.name, failure)
         error = ErrorInfo(code=rejected.code, message=rejected.message, details=rejected.details)

@@ -49,7 +49,3 @@ class Breakers:
         circuit.probing = False
         if circuit.failures >= self.threshold:
             circuit.open_until = self._clock() + self.cool_down_s
-
-    def is_open(self, host: str) -> bool:
-        circuit = self._circuits.get(host)
-        return circuit is not None and circuit.failures >= self.threshold

@@ -10,7 +10,7 @@ from shared.call_marks import CallMarks, Mark
 from shared.consumer import Durable, redelivered
 from shared.conversations import ConversationVariables
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
-from shared.messaging import DeadLetters, Publisher, Undecodable, decode
+from shared.messaging import DeadLetters, Publisher
 from shared.metering import PriceBook, count_json_tokens
 from shared.results import failed, internal_failure
 from shared.tools import DECLARED_BEFORE
@@ -34,10 +34,8 @@ class Injector:
         self.dead_letters = DeadLetters(publisher, "executed")
 
     async def handle(self, message: Msg) -> None:
-        try:
-            outcome = decode(ExecutionOutcome, message.data, DECLARED_BEFORE)
-        except Undecodable as exc:
-            await self.dead_letters.put(message, str(exc))
+        outcome = await self.dead_letters.read(ExecutionOutcome, message, DECLARED_BEFORE)
+        if outcome is None:
             return
         call = outcome.request.call
         if redelivered(message) and await self.marks.has(
@@ -55,10 +53,8 @@ class Injector:
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """An outcome that broke the injector in a way no retry fixes ends as an error result."""
-        try:
-            outcome = decode(ExecutionOutcome, message.data, DECLARED_BEFORE)
-        except Undecodable as exc:
-            await self.dead_letters.put(message, str(exc))
+        outcome = await self.dead_letters.read(ExecutionOutcome, message, DECLARED_BEFORE)
+        if outcome is None:
             return
         tool = outcome.request.tool
         result = failed(
