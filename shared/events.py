@@ -15,6 +15,8 @@ from shared.tools import Tool
 MAX_DEADLINE_MS = 60_000
 # Subject tokens may not contain these; ids end up as subject tokens and KV keys.
 ID_PATTERN = r"^[A-Za-z0-9_\-=]{1,128}$"
+# Free-text ids end up in headers, logs and databases (PostgreSQL holds no NUL).
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]+$"
 
 
 def utcnow() -> datetime:
@@ -28,10 +30,10 @@ class Event(BaseModel):
 class ToolCall(Event):
     """runtime -> fabric on ``midcall.calls.<conversation_id>``."""
 
-    call_id: str = Field(min_length=1, max_length=256)
+    call_id: str = Field(min_length=1, max_length=256, pattern=NO_CONTROL_CHARACTERS)
     conversation_id: str = Field(pattern=ID_PATTERN)
     agent_id: str = Field(pattern=ID_PATTERN)
-    tool: str = Field(min_length=1, max_length=128)
+    tool: str = Field(min_length=1, max_length=128, pattern=NO_CONTROL_CHARACTERS)
     arguments: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
     account_id: str | None = Field(default=None, pattern=ID_PATTERN)

@@ -358,3 +358,24 @@ async def test_a_database_failure_is_redelivered_after_a_delay(
         engine.dispose()
     assert len(store.attempts) == 2
     assert store.attempts[1] - store.attempts[0] >= 0.25
+
+
+async def test_a_record_the_database_cannot_hold_is_set_aside_and_the_rest_are_billed(
+    js: JetStreamContext, rest: httpx.AsyncClient, database_url: str
+) -> None:
+    # PostgreSQL keeps no NUL in text; SQLite does, and bills it like any other.
+    refuses_nul = database_url.startswith("postgresql")
+    dead = await js.pull_subscribe(subjects.dead("billing"), stream=subjects.DEAD_STREAM)
+    records = [usage("call-1"), usage("call-\x00-2"), usage("call-3")]
+    for record in records:
+        await publish_usage(js, record, record.call_id)
+
+    await eventually(lambda: billed_calls(rest, "acme", 2 if refuses_nul else 3))
+
+    if refuses_nul:
+        [letter] = await fetch_exactly(dead, 1)
+        assert letter.data == records[1].model_dump_json().encode()
+        assert "NUL" in (letter.headers or {})[REASON_HEADER]
+    await eventually(lambda: usage_consumer_idle(js))
+    info = await js.consumer_info(subjects.USAGE_STREAM, USAGE.name)
+    assert info.num_redelivered == 0  # set aside at once, not retried

@@ -116,3 +116,15 @@ async def test_requests_the_http_client_would_refuse_end_the_call_at_once(
     )
     assert (result["error"] or {}).get("code") == code, result
     await next_call_succeeds(fabric)
+
+
+async def test_a_control_character_in_a_call_id_gets_an_error_result(ready: Fabric) -> None:
+    call = new_call(call_id=f"call-{secrets.token_hex(2)}\u0000x")
+    await ready.runtime.listen(call["conversation_id"])
+
+    await publish_raw(ready, call["conversation_id"], json.dumps(call).encode())
+
+    result = await error_for(ready, call["conversation_id"], call["call_id"])
+    assert result["error"]["code"] == "invalid_arguments"
+    assert "call_id" in result["error"]["message"]
+    await next_call_succeeds(ready)

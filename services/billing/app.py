@@ -15,7 +15,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from opentelemetry import propagate
 
-from services.billing.store import StoreUnavailable, UsageStore
+from services.billing.store import RecordsRefused, StoreUnavailable, UsageStore
 from shared import subjects
 from shared.consumer import BatchConsumer, Durable, Retry, WorkConsumer
 from shared.events import ConversationEnded, UsageRecord
@@ -50,10 +50,21 @@ class BillingHandlers:
             (message, await self._dead_letters.read(UsageRecord, message)) for message in batch
         ]
         valid = [(message, record) for message, record in parsed if record is not None]
-        if valid:
-            await self._write(self._store.record_many, [record for _, record in valid])
+        try:
+            if valid:
+                await self._write(self._store.record_many, [record for _, record in valid])
+        except RecordsRefused:
+            # One record the database cannot hold must not hold up the others.
+            await self._one_by_one(valid)
         for message, record in valid:
             self._trace_bill(message, record)
+
+    async def _one_by_one(self, valid: list[tuple[Msg, UsageRecord]]) -> None:
+        for message, record in valid:
+            try:
+                await self._write(self._store.record_many, [record])
+            except RecordsRefused as refused:
+                await self._dead_letters.put(message, str(refused))
 
     async def set_aside(self, message: Msg, failure: Exception) -> None:
         """A conversation end that broke billing in a way no retry fixes, kept for ops."""

@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel, col
@@ -38,6 +38,10 @@ UNITS_DECIMALS = 6
 
 class StoreUnavailable(Exception):
     """The database failed; the operation may succeed if tried again later."""
+
+
+class RecordsRefused(Exception):
+    """The database refused these values as they are (one it cannot hold): no retry helps."""
 
 
 def as_utc(value: datetime) -> datetime:
@@ -210,6 +214,9 @@ class UsageStore:
         try:
             with self._engine.begin() as connection:
                 yield connection
+        except (DataError, IntegrityError) as exc:
+            # e.g. PostgreSQL holds no NUL in text: this record never fits, however often sent.
+            raise RecordsRefused(f"the database refused the record: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"usage storage failed: {exc}") from exc
 
