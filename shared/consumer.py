@@ -4,38 +4,31 @@ FastStream's per-message pipeline (middlewares, dependency resolution, a
 pull per message) cost most of every service's CPU, so the hot path uses
 nats-py directly, the way nats.go's ``Consume`` does:
 
-- pull requests are kept topped up (a batch at a time) on one inbox, so
-  messages are pushed as soon as they exist and many arrive per request;
+- messages arrive through a ``PullFlow`` (``shared.pull_flow``), as soon as
+  they exist and many per pull request;
 - each message runs as its own task, up to the consumer's concurrency and
-  while the process stays under its memory budget;
-- acks are plain publishes (no round trip each); a handler that fails is
-  nacked with a delay growing with its deliveries, never in a tight loop;
+  while the process stays under its memory budget, and is heartbeated while
+  in hand, so a short ack wait expires only for a process that died;
+- acks are plain publishes (no round trip each); a failure that may pass is
+  nacked with a delay growing with its deliveries, one that never will is
+  handed to the service's ``give_up``;
 - the runtime's W3C trace context travels in the headers: the handler's spans
   continue it, with no span per framework step.
-
-A pull request dies with its connection; ``repull`` (called on reconnect) and
-the server's idle heartbeats bring the flow back within a heartbeat or two.
 """
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.errors import ConnectionClosedError
-from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import BadRequestError
 from opentelemetry import context, propagate
 
 from shared.memory import MemoryBudget
+from shared.pull_flow import Durable, PullFlow
 
 log = logging.getLogger("midcall.consumer")
 
@@ -63,12 +56,6 @@ TRANSIENT: tuple[type[Exception], ...] = (
 # An unexpected failure is retried after 0.5 s, 1 s, 2 s ... at most every 30 s.
 FIRST_RETRY_S = 0.5
 LAST_RETRY_S = 30.0
-# The server says it is alive this often while a pull request waits.
-HEARTBEAT_S = 1.0
-# A pull request lives this long; a new one replaces it.
-PULL_EXPIRES_S = 10.0
-STATUS_HEADER = "Status"
-PENDING_HEADER = "Nats-Pending-Messages"
 
 
 class Retry(Exception):
@@ -77,18 +64,6 @@ class Retry(Exception):
     def __init__(self, delay_s: float, reason: str) -> None:
         super().__init__(reason)
         self.delay_s = delay_s
-
-
-@dataclass(frozen=True)
-class Durable:
-    """A durable pull consumer that several replicas share, splitting its messages."""
-
-    stream: str
-    subject: str
-    name: str
-    # Work in hand is heartbeated, so this expires only for a process that died
-    # or froze: then its messages go to another replica within this time.
-    ack_wait_s: float = 5.0
 
 
 async def patiently(attempt: Callable[[], Awaitable[None]], patience_s: float) -> None:
@@ -194,121 +169,6 @@ class Heartbeat:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-
-
-class PullFlow:
-    """Keeps a durable's pull requests topped up and hands each message over as it arrives.
-
-    ``capacity()`` says how many more messages the owner can take; the flow
-    never asks for more than that.
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        durable: Durable,
-        on_message: Callable[[Msg], None],
-        capacity: Callable[[], int],
-        batch: int,
-    ) -> None:
-        self._client = client
-        self._durable = durable
-        self._on_message = on_message
-        self._capacity = capacity
-        self._batch = batch
-        self._requested = 0  # asked for and not yet delivered or expired
-        self._heard_at = time.monotonic()
-        self._wake = asyncio.Event()
-        self._sub: Subscription | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{durable.stream}.{durable.name}"
-
-    async def start(self, max_ack_pending: int) -> None:
-        await self._ensure(max_ack_pending)
-        inbox = self._client.new_inbox()
-        self._sub = await self._client.subscribe(inbox, cb=self._received)
-        self._wake.set()  # the first pull goes out now, not a heartbeat later
-        self._task = asyncio.create_task(self._keep_pulling(inbox))
-
-    async def _ensure(self, max_ack_pending: int) -> None:
-        js = self._client.jetstream()
-        config = ConsumerConfig(
-            durable_name=self._durable.name,
-            filter_subject=self._durable.subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self._durable.ack_wait_s,
-            max_ack_pending=max_ack_pending,
-        )
-        try:
-            await js.add_consumer(self._durable.stream, config)
-        except BadRequestError as exc:
-            # A durable made by an older version with settings that cannot change
-            # in place: keep using it as it is rather than refuse to start.
-            log.warning("consumer %s kept as it was: %s", self._durable.name, exc.description)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def repull(self) -> None:
-        """Forget pull requests that may have died (a reconnect) and ask again."""
-        self._requested = 0
-        self._wake.set()
-
-    async def stop(self) -> None:
-        """Ask for nothing more, and hand over what already arrived (drained, not dropped)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._sub is not None:
-            # Nothing to hand over once the connection is gone: the ack wait returns them.
-            with contextlib.suppress(ConnectionClosedError):
-                await self._sub.drain()  # type: ignore[no-untyped-call]
-
-    async def _received(self, msg: Msg) -> None:
-        self._heard_at = time.monotonic()
-        status = msg.headers.get(STATUS_HEADER) if msg.headers else None
-        if status is None:
-            self._requested = max(0, self._requested - 1)
-            self._on_message(msg)
-        elif status != "100":  # not a heartbeat: a request ended (expired, or refused)
-            left = msg.headers.get(PENDING_HEADER) if msg.headers else None
-            self._requested = max(0, self._requested - int(left)) if left else 0
-            if status != "408":
-                # Refused (a leader change, too many waiting requests...): ask again on
-                # the next tick, never in a tight loop against a server saying no.
-                log.warning("pull on %s refused: %s", self._durable.name, msg.headers)
-                return
-        self._wake.set()
-
-    async def _keep_pulling(self, inbox: str) -> None:
-        while True:
-            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(HEARTBEAT_S):
-                    await self._wake.wait()
-            if self._requested and time.monotonic() - self._heard_at > 3 * HEARTBEAT_S:
-                self._requested = 0  # the server forgot our requests (it restarted)
-            self._wake.clear()
-            await self._top_up(inbox)
-
-    async def _top_up(self, inbox: str) -> None:
-        free = self._capacity() - self._requested
-        # Ask again once half a batch is used up, so a request is always waiting.
-        if free <= 0 or self._requested > self._batch // 2 or self._client.is_reconnecting:
-            return
-        wanted = min(self._batch, free)
-        request = {
-            "batch": wanted,
-            "expires": int(PULL_EXPIRES_S * 1e9),
-            "idle_heartbeat": int(HEARTBEAT_S * 1e9),
-        }
-        self._requested += wanted
-        self._heard_at = time.monotonic()
-        try:
-            await self._client.publish(self._next, json.dumps(request).encode(), reply=inbox)
-        except Exception:  # closed or reconnecting: the next wake tries again
-            self._requested -= wanted
-            log.debug("pull request not sent", exc_info=True)
 
 
 class WorkConsumer:

@@ -7,7 +7,8 @@ import nats
 from nats.aio.msg import Msg
 
 from shared import jetstream, subjects
-from shared.consumer import FIRST_RETRY_S, Durable, WorkConsumer
+from shared.consumer import FIRST_RETRY_S, WorkConsumer
+from shared.pull_flow import Durable
 
 
 async def test_a_failed_message_comes_back_after_a_delay_then_is_acked(nats_url: str) -> None:

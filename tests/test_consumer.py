@@ -11,8 +11,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from shared import jetstream, subjects
-from shared.consumer import BatchConsumer, Durable, WorkConsumer
+from shared.consumer import BatchConsumer, WorkConsumer
 from shared.memory import MemoryBudget
+from shared.pull_flow import Durable
 
 DURABLE = Durable(subjects.WORK_STREAM, subjects.execute("c-1"), "test-consumer")
 ONE_SECOND_S = 1.0

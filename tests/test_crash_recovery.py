@@ -9,7 +9,7 @@ import pytest
 
 from services.demo.runtime import Runtime
 from services.supervisor import Fabric, free_port
-from shared.consumer import Durable
+from shared.pull_flow import Durable
 from shared.settings import Settings
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS

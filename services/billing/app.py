@@ -17,9 +17,10 @@ from opentelemetry import propagate
 
 from services.billing.store import RecordsRefused, StoreUnavailable, UsageStore
 from shared import subjects
-from shared.consumer import BatchConsumer, Durable, Retry, WorkConsumer
+from shared.consumer import BatchConsumer, Retry, WorkConsumer
 from shared.events import ConversationEnded, UsageRecord
 from shared.messaging import DeadLetters, Publisher
+from shared.pull_flow import Durable
 from shared.tracing import tracer
 
 USAGE = Durable(subjects.USAGE_STREAM, subjects.ALL_USAGE, "midcall-billing-usage")

@@ -11,7 +11,7 @@ from services.dispatcher.directory import Directory
 from services.dispatcher.loops import LoopBreaker
 from shared import subjects
 from shared.call_marks import CallMarks
-from shared.consumer import Durable, redelivered
+from shared.consumer import redelivered
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest, ToolCall, ToolCallResult, utcnow
 from shared.messaging import (
@@ -23,6 +23,7 @@ from shared.messaging import (
     msg_id,
     well_formed,
 )
+from shared.pull_flow import Durable
 from shared.results import failed, internal_failure
 from shared.tools import Tool
 from shared.tracing import current_trace_id, tracer

@@ -7,11 +7,12 @@ from nats.aio.msg import Msg
 from services.result_injector.mapping import map_outcome, result_of
 from shared import subjects
 from shared.call_marks import CallMarks, Mark
-from shared.consumer import Durable, redelivered
+from shared.consumer import redelivered
 from shared.conversations import ConversationVariables
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
 from shared.messaging import DeadLetters, Publisher
 from shared.metering import PriceBook, count_json_tokens
+from shared.pull_flow import Durable
 from shared.results import failed, internal_failure
 from shared.tools import DECLARED_BEFORE
 from shared.tracing import current_trace_id, tracer
