@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 from opentelemetry import context, propagate
 
 from shared.memory import MemoryBudget
+from shared.metrics import IN_FLIGHT, REDELIVERIES
 from shared.pull_flow import Durable, PullFlow
 
 log = logging.getLogger("midcall.consumer")
@@ -187,6 +188,8 @@ class WorkConsumer:
     ) -> None:
         self._handler = handler
         self._give_up = give_up
+        self._name = durable.name
+        self._in_flight = IN_FLIGHT.labels(durable.name)
         self._concurrency = concurrency
         self._memory = memory
         self._tasks: set[asyncio.Task[None]] = set()
@@ -214,8 +217,11 @@ class WorkConsumer:
             # Held from arrival, not from when its task first runs: a burst may queue
             # thousands behind a busy loop, and none may outlive its ack wait there.
             self._heartbeat.hold(msg)
+            if redelivered(msg):
+                REDELIVERIES.labels(self._name).inc()
             task = asyncio.create_task(settle([msg], self._traced(msg), self._give_up))
         self._tasks.add(task)
+        self._in_flight.inc()
         task.add_done_callback(self._finished)
 
     async def _traced(self, msg: Msg) -> None:
@@ -229,6 +235,7 @@ class WorkConsumer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._in_flight.dec()
         self._flow.wake()
 
     async def stop(self, grace_s: float = 30.0) -> None:

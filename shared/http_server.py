@@ -10,6 +10,7 @@ from collections.abc import Generator
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import make_asgi_app
 
 
 class _QuietServer(uvicorn.Server):
@@ -24,6 +25,7 @@ class HttpServer:
     """An ASGI app served in the service's own event loop."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        app.mount("/metrics", make_asgi_app())
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
         )

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared import subjects
 from shared.events import ToolCallPending, ToolCallResult, UsageRecord
+from shared.metrics import DEAD_LETTERS
 
 log = logging.getLogger("midcall.messaging")
 
@@ -142,6 +143,7 @@ class DeadLetters:
 
     async def put(self, message: Msg, reason: str) -> None:
         log.warning("%s: message on %s set aside: %s", self.stage, message.subject, reason)
+        DEAD_LETTERS.labels(self.stage).inc()
         headers = {
             REASON_HEADER: " ".join(reason.split())[:MAX_REASON_CHARS],
             SUBJECT_HEADER: message.subject,

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     executor_concurrency: int = Field(default=50_000, ge=1)
     injector_concurrency: int = Field(default=1024, ge=1)
     memory_budget_mb: int = Field(default=512, ge=16)
+    # Where dispatcher, executor and injector serve /metrics (registry and billing
+    # serve it on their REST port); unset: not served.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
     # 0: as many as the process's file-descriptor limit allows.
     max_connections: int = Field(default=0, ge=0)

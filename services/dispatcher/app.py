@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from nats.aio.msg import Msg
 
@@ -23,6 +23,7 @@ from shared.messaging import (
     msg_id,
     well_formed,
 )
+from shared.metrics import CALLS, PENDING_SECONDS, seconds_since
 from shared.pull_flow import Durable
 from shared.results import failed, internal_failure
 from shared.tools import Tool
@@ -67,7 +68,7 @@ class Dispatcher:
             first = await self.claims.claim(call.conversation_id, call.call_id)
             # A redelivery is our own earlier attempt, which died before its ack: finish it.
             if first or redelivered(message):
-                await self._dispatch(call)
+                await self._dispatch(call, message.metadata.timestamp)
             else:
                 log.info("duplicate call %s ignored", call.call_id)
 
@@ -86,7 +87,7 @@ class Dispatcher:
             )
         return call
 
-    async def _dispatch(self, call: ToolCall) -> None:
+    async def _dispatch(self, call: ToolCall, stored_at: datetime) -> None:
         try:
             agent, entry = self.directory.resolve(call.agent_id, call.tool)
         except CallRejected as rejected:
@@ -123,6 +124,7 @@ class Dispatcher:
                 {"Nats-Msg-Id": msg_id(call.conversation_id, call.call_id, "exec")},
             ),
         )
+        PENDING_SECONDS.observe(seconds_since(stored_at))
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that failed in a way no retry fixes ends now, with an error result."""
@@ -162,6 +164,8 @@ class Dispatcher:
             trace_id=current_trace_id(),
         )
         await self.publisher.result(failed(result, rejected, tool))
+        # Only a registered tool's name is a label: callers may send any name at all.
+        CALLS.labels(tool.name if tool else "", "error", rejected.code.value).inc()
 
 
 def _too_large(call: ToolCall) -> CallRejected:

@@ -2,7 +2,7 @@
 
 from services.dispatcher.app import DURABLE, Dispatcher
 from services.dispatcher.directory import Directory
-from shared import subjects
+from shared import metrics, subjects
 from shared.broker import build_broker, connect
 from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
@@ -26,6 +26,7 @@ class DispatcherService:
             self.consumer.repull()
 
     async def start(self) -> None:
+        metrics.serve(self.settings.metrics_port, self.settings.host)
         client, js = await connect(self.broker)
         # Tools are in memory before the first call is taken.
         catalog = await js.stream_info(f"KV_{subjects.CATALOG_BUCKET}")

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.metrics import BREAKER_OPEN
+
 
 @dataclass
 class _Circuit:
@@ -42,10 +44,12 @@ class Breakers:
 
     def record(self, host: str, healthy: bool) -> None:
         if healthy:
-            self._circuits.pop(host, None)
+            if self._circuits.pop(host, None) is not None:
+                BREAKER_OPEN.labels(host).set(0)
             return
         circuit = self._circuits.setdefault(host, _Circuit())
         circuit.failures += 1
         circuit.probing = False
         if circuit.failures >= self.threshold:
             circuit.open_until = self._clock() + self.cool_down_s
+            BREAKER_OPEN.labels(host).set(1)

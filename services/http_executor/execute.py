@@ -23,6 +23,7 @@ from services.http_executor.retries import Attempt, retry_after_s, retry_delay, 
 from services.http_executor.signing import signature_headers
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ErrorInfo, ExecuteRequest, ExecutionOutcome, HttpResponse, utcnow
+from shared.metrics import RETRIES
 from shared.tracing import tracer
 
 # Failures the tool's retry policy may name (the rest are final).
@@ -56,6 +57,8 @@ class Executor:
             attempts, answer = 0, failure
         else:
             attempts, answer = await self._send_with_retries(work, request)
+            if attempts > 1:
+                RETRIES.labels(work.tool.name).inc(attempts - 1)
         outcome = ExecutionOutcome(
             request=work,
             attempts=attempts,

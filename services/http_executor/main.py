@@ -4,7 +4,7 @@ from services.http_executor.app import DURABLE, ExecutorApp, register
 from services.http_executor.client import Sender, connection_limit
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
-from shared import subjects
+from shared import metrics, subjects
 from shared.broker import build_broker, connect
 from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
@@ -31,6 +31,7 @@ class HttpExecutorService:
             self.consumer.repull()
 
     async def start(self) -> None:
+        metrics.serve(self.settings.metrics_port, self.settings.host)
         client, js = await connect(self.broker)
         # A response must fit in one NATS message with its envelope.
         cap = min(self.settings.max_response_bytes, client.max_payload - 64 * 1024)

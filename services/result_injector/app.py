@@ -12,6 +12,7 @@ from shared.conversations import ConversationVariables
 from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
 from shared.messaging import DeadLetters, Publisher
 from shared.metering import PriceBook, count_json_tokens
+from shared.metrics import CALLS, RESULT_SECONDS, seconds_since
 from shared.pull_flow import Durable
 from shared.results import failed, internal_failure
 from shared.tools import DECLARED_BEFORE
@@ -68,6 +69,9 @@ class Injector:
         await asyncio.gather(
             self.publisher.result(result), self.publisher.usage(self.meter(outcome, result))
         )
+        code = result.error.code.value if result.error else ""
+        CALLS.labels(outcome.request.tool.name, result.status, code).inc()
+        RESULT_SECONDS.observe(seconds_since(outcome.request.accepted_at))
 
     def meter(self, outcome: ExecutionOutcome, result: ToolCallResult) -> UsageRecord:
         work = outcome.request

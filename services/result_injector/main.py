@@ -1,7 +1,7 @@
 """Composition root of the result injector."""
 
 from services.result_injector.app import DURABLE, Injector
-from shared import subjects
+from shared import metrics, subjects
 from shared.broker import build_broker, connect
 from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
@@ -35,6 +35,7 @@ class ResultInjectorService:
             self.consumer.repull()
 
     async def start(self) -> None:
+        metrics.serve(self.settings.metrics_port, self.settings.host)
         count_tokens("warm")  # loads the vocabulary now, not during the first call
         client, js = await connect(self.broker)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
