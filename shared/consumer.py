@@ -21,14 +21,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from opentelemetry import context, propagate
 
 from shared.memory import MemoryBudget
 from shared.metrics import IN_FLIGHT, REDELIVERIES
+from shared.outages import TRANSIENT
 from shared.pull_flow import Durable, PullFlow
 
 log = logging.getLogger("midcall.consumer")
@@ -38,21 +37,6 @@ BatchHandler = Callable[[list[Msg]], Awaitable[None]]
 # What a service does with a message no retry will fix: end its call with an
 # error result, or set it aside as a dead letter.
 GiveUp = Callable[[Msg, Exception], Awaitable[None]]
-
-# Failures worth trying again: NATS or JetStream being away or slow. Anything
-# else (a bug, an input the code cannot take) would fail the same way forever.
-TRANSIENT: tuple[type[Exception], ...] = (
-    TimeoutError,
-    ConnectionError,
-    nats.errors.TimeoutError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoServersError,
-    nats.errors.NoRespondersError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.ServiceUnavailableError,
-)
 
 # An unexpected failure is retried after 0.5 s, 1 s, 2 s ... at most every 30 s.
 FIRST_RETRY_S = 0.5
@@ -65,26 +49,6 @@ class Retry(Exception):
     def __init__(self, delay_s: float, reason: str) -> None:
         super().__init__(reason)
         self.delay_s = delay_s
-
-
-async def patiently(attempt: Callable[[], Awaitable[None]], patience_s: float) -> None:
-    """Run ``attempt`` until it succeeds, through NATS outages of up to ``patience_s``.
-
-    For effects already paid for (an API answered): retrying the publish here
-    beats failing the message, whose redelivery would pay for them again.
-    """
-    give_up = time.monotonic() + patience_s
-    delay = 0.1
-    while True:
-        try:
-            await attempt()
-            return
-        except TRANSIENT:
-            if time.monotonic() + delay > give_up:
-                raise
-            log.warning("NATS unavailable; trying again in %.1f s", delay)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 2.0)
 
 
 def redelivered(msg: Msg) -> bool:

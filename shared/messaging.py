@@ -18,14 +18,18 @@ from pydantic import BaseModel, ValidationError
 from shared import subjects
 from shared.events import ToolCallPending, ToolCallResult, UsageRecord
 from shared.metrics import DEAD_LETTERS
+from shared.outages import patiently
 
 log = logging.getLogger("midcall.messaging")
 
 REASON_HEADER = "Midcall-Reason"
 SUBJECT_HEADER = "Midcall-Subject"
 MAX_REASON_CHARS = 512
-# JetStream's default 0.5 s ack wait is far below a clustered fail-over (~6 s).
-PUBLISH_TIMEOUT_S = 10.0
+# A publish whose ack is lost (the server restarted) is sent again after this,
+# not waited on: JetStream's default 0.5 s is too short for a loaded server.
+PUBLISH_ATTEMPT_S = 2.0
+# Attempts go on this long: a clustered fail-over takes about 6 s.
+PUBLISH_PATIENCE_S = 30.0
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -86,9 +90,14 @@ class Publisher:
 
     async def raw(self, body: bytes, subject: str, stream: str, headers: dict[str, str]) -> None:
         propagate.inject(headers)
-        await self._js.publish(
-            subject, body, timeout=PUBLISH_TIMEOUT_S, stream=stream, headers=headers
-        )
+
+        async def attempt() -> None:
+            await self._js.publish(
+                subject, body, timeout=PUBLISH_ATTEMPT_S, stream=stream, headers=headers
+            )
+
+        # Sent again with the same Nats-Msg-Id, so a copy JetStream did store is kept once.
+        await patiently(attempt, PUBLISH_PATIENCE_S)
 
     async def pending(self, pending: ToolCallPending) -> None:
         await self.event(

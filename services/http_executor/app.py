@@ -11,9 +11,10 @@ from nats.errors import MaxPayloadError
 from services.http_executor.execute import Executor, cancelled, too_large
 from shared import subjects
 from shared.call_marks import CallMarks, Mark
-from shared.consumer import patiently, redelivered
+from shared.consumer import redelivered
 from shared.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
+from shared.outages import patiently
 from shared.pull_flow import Durable
 from shared.results import internal_failure
 from shared.tools import DECLARED_BEFORE
