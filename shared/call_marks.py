@@ -24,6 +24,8 @@ from enum import StrEnum
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from shared.outages import PATIENCE_S, patiently
+
 
 class Mark(StrEnum):
     EXECUTED = "executed"
@@ -48,7 +50,14 @@ class CallMarks:
         return True
 
     async def mark(self, conversation_id: str, call_id: str, mark: Mark) -> None:
-        await self._kv.put(f"{call_key(conversation_id, call_id)}.{mark}", b"")
+        """Record ``mark``, through a NATS outage: its effect is already out, and a mark
+        given up on would make the message's redelivery repeat that effect."""
+        key = f"{call_key(conversation_id, call_id)}.{mark}"
+
+        async def put() -> None:
+            await self._kv.put(key, b"")
+
+        await patiently(put, PATIENCE_S)
 
     async def has(self, conversation_id: str, call_id: str, mark: Mark) -> bool:
         try:

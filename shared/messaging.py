@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from shared import subjects
 from shared.events import ToolCallPending, ToolCallResult, UsageRecord
 from shared.metrics import DEAD_LETTERS
-from shared.outages import patiently
+from shared.outages import PATIENCE_S, patiently
 
 log = logging.getLogger("midcall.messaging")
 
@@ -28,8 +28,6 @@ MAX_REASON_CHARS = 512
 # A publish whose ack is lost (the server restarted) is sent again after this,
 # not waited on: JetStream's default 0.5 s is too short for a loaded server.
 PUBLISH_ATTEMPT_S = 2.0
-# Attempts go on this long: a clustered fail-over takes about 6 s.
-PUBLISH_PATIENCE_S = 30.0
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -97,7 +95,7 @@ class Publisher:
             )
 
         # Sent again with the same Nats-Msg-Id, so a copy JetStream did store is kept once.
-        await patiently(attempt, PUBLISH_PATIENCE_S)
+        await patiently(attempt, PATIENCE_S)
 
     async def pending(self, pending: ToolCallPending) -> None:
         await self.event(

@@ -16,6 +16,9 @@ import nats.js.errors
 
 log = logging.getLogger("midcall.outages")
 
+# How long work in hand waits out an outage: a clustered fail-over takes about 6 s.
+PATIENCE_S = 30.0
+
 # Failures worth trying again: NATS or JetStream being away or slow. Anything
 # else (a bug, an input the code cannot take) would fail the same way forever.
 TRANSIENT: tuple[type[Exception], ...] = (

@@ -14,7 +14,6 @@ from shared.call_marks import CallMarks, Mark
 from shared.consumer import redelivered
 from shared.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
-from shared.outages import patiently
 from shared.pull_flow import Durable
 from shared.results import internal_failure
 from shared.tools import DECLARED_BEFORE
@@ -24,8 +23,6 @@ log = logging.getLogger("midcall.http_executor")
 # A call may wait up to its 60 s deadline on the API: its heartbeats keep it from
 # being redelivered meanwhile, while an executor that dies gives it up in seconds.
 DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXEC, "midcall-http-executor")
-# How long an outcome in hand is kept while NATS is away (a restart, a fail-over).
-OUTCOME_PATIENCE_S = 30.0
 
 
 class ExecutorApp:
@@ -49,9 +46,9 @@ class ExecutorApp:
         with tracer().start_as_current_span("execute") as span:
             span.set_attributes({"midcall.call_id": call.call_id, "midcall.tool": work.tool.name})
             outcome = await self._run_cancellable(work)
-            # The API has answered: keep that answer through a NATS blip instead of
-            # failing the message and calling the API again on its redelivery.
-            await patiently(lambda: self._record(outcome), OUTCOME_PATIENCE_S)
+            # The API has answered: the publish and the mark both wait out a NATS blip
+            # rather than fail the message, whose redelivery would call the API again.
+            await self._record(outcome)
 
     async def _record(self, outcome: ExecutionOutcome) -> None:
         call = outcome.request.call
