@@ -10,9 +10,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.events import (
+    CallRun,
     ConversationEnded,
     ExecuteRequest,
     ExecutionOutcome,
+    ReplayRequest,
     ToolCall,
     ToolCallPending,
     ToolCallResult,
@@ -87,6 +89,36 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         ExecutionOutcome,
         "send",
         "Internal: http-executor to result-injector.",
+        False,
+    ),
+    (
+        "deadline",
+        "midcall.deadline.{conversation_id}",
+        CONVERSATION,
+        ExecuteRequest,
+        "send",
+        "Internal: nats-server publishes a call's work item here half a second after its "
+        "deadline (a message schedule the dispatcher keeps on midcall.timers.>); an injector "
+        "answers a call no one answered with a timeout.",
+        False,
+    ),
+    (
+        "runs",
+        "midcall.runs.{conversation_id}",
+        CONVERSATION,
+        CallRun,
+        "send",
+        "Internal: a failed run or a replay, dispatcher or injector to the registry's "
+        "failed-calls store.",
+        False,
+    ),
+    (
+        "replay",
+        "midcall.replay.{conversation_id}",
+        CONVERSATION,
+        ReplayRequest,
+        "send",
+        "Internal: registry to dispatcher, run a failed call again.",
         False,
     ),
 ]

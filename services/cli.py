@@ -49,7 +49,42 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument("--dialect", default="midcall")
     imports.add_argument("--registry", help="registry URL (default: from MIDCALL_* settings)")
     imports.set_defaults(command=_import_tools)
+    _failed_parsers(commands)
     return parser
+
+
+def _failed_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    failed = commands.add_parser("failed", help="list failed calls, or show one")
+    _selection(failed)
+    failed.add_argument("--state", choices=["failed", "replaying", "replayed"])
+    failed.set_defaults(command=_failed, action="list")
+    shows = failed.add_subparsers(metavar="show")
+    show = shows.add_parser("show", help="one failed call with its runs and HTTP attempts")
+    show.add_argument("call_id", help="the call's id (or the failed call's number)")
+    show.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    show.add_argument("--registry", help="registry URL (default: from MIDCALL_* settings)")
+    show.set_defaults(action="show")
+    replay = commands.add_parser("replay", help="run failed calls again through the normal path")
+    replay.add_argument("call_ids", nargs="*", metavar="CALL_ID")
+    _selection(replay)
+    replay.add_argument("--as-called", action="store_true", help="run the tool as first called")
+    replay.add_argument("--dry-run", action="store_true", help="show the requests, send nothing")
+    replay.add_argument(
+        "--wait", type=float, default=90.0, help="seconds to wait for outcomes (default 90)"
+    )
+    replay.set_defaults(command=_failed, action="replay")
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent")
+    parser.add_argument("--account")
+    parser.add_argument("--tool")
+    parser.add_argument("--code", help="error code, e.g. http_error, timeout")
+    parser.add_argument("--since", help="a time ago (1h, 30m, 2d) or an ISO 8601 time")
+    parser.add_argument("--until", help="a time ago or an ISO 8601 time")
+    parser.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--registry", help="registry URL (default: from MIDCALL_* settings)")
 
 
 def _up(_: argparse.Namespace, settings: Settings) -> int:
@@ -84,10 +119,20 @@ def _asyncapi(_: argparse.Namespace, __: Settings) -> int:
     return 0
 
 
+def _failed(args: argparse.Namespace, settings: Settings) -> int:
+    from services.failed_calls_cli import run
+
+    return run(args, args.registry or _registry_url(settings))
+
+
+def _registry_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.registry_port}"
+
+
 def _import_tools(args: argparse.Namespace, settings: Settings) -> int:
     from services.tool_import import import_tools
 
-    registry = args.registry or f"http://{settings.host}:{settings.registry_port}"
+    registry = args.registry or _registry_url(settings)
     return import_tools(registry, args.file, args.agent, args.dialect)
 
 

@@ -11,11 +11,16 @@
   again.
 - **answered** (injector): written once the result's publish is confirmed.
   A redelivered outcome whose call is answered publishes nothing again, so
-  core subscribers hear one result.
+  core subscribers hear one result. Past a call's deadline two answers may
+  race (the outcome, and the deadline's timeout): each then *claims* the
+  mark before publishing, and only the first claimant answers.
 
 A process that dies between its publish and its mark leaves the narrow
 window where a redelivery repeats the effect; JetStream still keeps one
 copy of each event in the stream.
+
+A replay (``midcall replay``) is a run of its own: its marks carry its
+attempt number, so it is executed and answered once more, and once only.
 """
 
 import hashlib
@@ -49,19 +54,42 @@ class CallMarks:
             return False
         return True
 
-    async def mark(self, conversation_id: str, call_id: str, mark: Mark) -> None:
+    async def mark(self, conversation_id: str, call_id: str, mark: Mark, attempt: int = 1) -> None:
         """Record ``mark``, through a NATS outage: its effect is already out, and a mark
         given up on would make the message's redelivery repeat that effect."""
-        key = f"{call_key(conversation_id, call_id)}.{mark}"
+        key = _mark_key(conversation_id, call_id, mark, attempt)
 
         async def put() -> None:
             await self._kv.put(key, b"")
 
         await patiently(put, PATIENCE_S)
 
-    async def has(self, conversation_id: str, call_id: str, mark: Mark) -> bool:
+    async def claim_answer(
+        self, conversation_id: str, call_id: str, attempt: int, claimant: str
+    ) -> bool:
+        """Whether ``claimant`` may answer: it claimed the answer first, now or before
+        (a redelivery of its own message finishes what it began)."""
+        key = _mark_key(conversation_id, call_id, Mark.ANSWERED, attempt)
         try:
-            await self._kv.get(f"{call_key(conversation_id, call_id)}.{mark}")
+            await self._kv.create(key, claimant.encode())
+        except KeyWrongLastSequenceError:
+            entry = await self._kv.get(key)
+            return entry.value == claimant.encode()
+        return True
+
+    async def has(self, conversation_id: str, call_id: str, mark: Mark, attempt: int = 1) -> bool:
+        try:
+            await self._kv.get(_mark_key(conversation_id, call_id, mark, attempt))
         except KeyNotFoundError:
             return False
         return True
+
+
+def run_key(conversation_id: str, call_id: str, attempt: int) -> str:
+    """One run of a call (a replay is a run of its own), as a subject token and KV key part."""
+    key = call_key(conversation_id, call_id)
+    return key if attempt == 1 else f"{key}-{attempt}"
+
+
+def _mark_key(conversation_id: str, call_id: str, mark: Mark, attempt: int) -> str:
+    return f"{run_key(conversation_id, call_id, attempt)}.{mark}"

@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from opentelemetry import context, propagate
 
+from shared.exhausted import Exhausted, GiveUp
 from shared.memory import MemoryBudget
 from shared.metrics import IN_FLIGHT, REDELIVERIES
 from shared.outages import TRANSIENT
@@ -34,9 +35,6 @@ log = logging.getLogger("midcall.consumer")
 
 Handler = Callable[[Msg], Awaitable[None]]
 BatchHandler = Callable[[list[Msg]], Awaitable[None]]
-# What a service does with a message no retry will fix: end its call with an
-# error result, or set it aside as a dead letter.
-GiveUp = Callable[[Msg, Exception], Awaitable[None]]
 
 # An unexpected failure is retried after 0.5 s, 1 s, 2 s ... at most every 30 s.
 FIRST_RETRY_S = 0.5
@@ -160,8 +158,12 @@ class WorkConsumer:
         self._stopping = False
         self._flow = PullFlow(client, durable, self._start_one, self._capacity, batch)
         self._heartbeat = Heartbeat(durable.ack_wait_s / 3)
+        limited = durable.max_deliver > 0 and give_up is not None
+        self._exhausted = Exhausted(client, durable, give_up) if limited and give_up else None
 
     async def start(self) -> None:
+        if self._exhausted is not None:
+            await self._exhausted.start()
         await self._flow.start(max_ack_pending=self._concurrency)
         self._heartbeat.start()
 
@@ -215,6 +217,8 @@ class WorkConsumer:
         for task in set(self._tasks):
             task.cancel()  # not acked: JetStream delivers it again
         await self._heartbeat.stop()
+        if self._exhausted is not None:
+            await self._exhausted.stop()
 
 
 class BatchConsumer:

@@ -80,6 +80,10 @@ class ToolCallResult(Event):
     at: datetime = Field(default_factory=utcnow)
     # Extension: the W3C trace id, so a runtime can hand ops a link to the trace.
     trace_id: str | None = None
+    # Extension: set on the result of a call that ops ran again (``midcall replay``);
+    # the original run is attempt 1, the first replay attempt 2.
+    replay: bool = False
+    replay_attempt: int | None = Field(default=None, ge=2)
 
 
 class ConversationEnded(Event):
@@ -99,6 +103,14 @@ class UsageRecord(Event):
     units: float = Field(ge=0)
     duration_ms: float = 0.0
     at: datetime = Field(default_factory=utcnow)
+    # Extension: a replay is billed as its own attempt, the original stays billed once.
+    replay: bool = False
+    replay_attempt: int | None = Field(default=None, ge=2)
+
+    @property
+    def attempt(self) -> int:
+        """Which run of the call this is: 1 for the original."""
+        return self.replay_attempt or 1
 
 
 class ExecuteRequest(Event):
@@ -114,6 +126,12 @@ class ExecuteRequest(Event):
     bound: dict[str, Any]
     accepted_at: datetime
     deadline_at: datetime
+    # Set when ops replay a failed call: 2 for the first replay (the original is 1).
+    replay_attempt: int | None = Field(default=None, ge=2)
+
+    @property
+    def attempt(self) -> int:
+        return self.replay_attempt or 1
 
 
 class HttpResponse(Event):
@@ -122,6 +140,17 @@ class HttpResponse(Event):
     body: str = ""
     truncated: bool = False
     retry_after: str | None = None  # the response's Retry-After header, as sent
+
+
+class HttpAttempt(Event):
+    """One HTTP attempt of a run, for ops (``midcall failed show``)."""
+
+    number: int
+    started_at: datetime
+    duration_ms: float
+    http_status: int | None = None
+    # What went wrong before any response came (``timeout``, ``connection_error``).
+    error: str | None = None
 
 
 class ExecutionOutcome(Event):
@@ -136,3 +165,33 @@ class ExecutionOutcome(Event):
     failure: ErrorInfo | None = None
     attempts: int = 0
     duration_ms: float = 0.0
+    attempt_log: list[HttpAttempt] = Field(default_factory=list)
+
+
+class CallRun(Event):
+    """Internal, dispatcher or injector -> registry on ``midcall.runs.<conv>``: one run
+    of a call that ops may need to see and run again.
+
+    Every run that failed (except the caller's own mistakes) and every replay
+    is reported, with what is needed to run it again: the call, the tool as
+    used, and the HTTP attempts.
+    """
+
+    call: ToolCall
+    result: ToolCallResult
+    tool: Tool | None = None  # None when the call failed before a tool was found
+    account_id: str | None = None
+    attempt_log: list[HttpAttempt] = Field(default_factory=list)
+
+
+class ReplayRequest(Event):
+    """Internal, registry -> dispatcher on ``midcall.replay.<conv>``: run a failed call again.
+
+    The dispatcher validates and binds it as it would a new call, against the
+    tool as it is now, or against ``tool`` (the tool as first called).
+    """
+
+    call: ToolCall
+    attempt: int = Field(ge=2)
+    account_id: str | None = None
+    tool: Tool | None = None

@@ -58,6 +58,32 @@ STREAMS = (
         max_age=30 * DAY,
         discard=DiscardPolicy.OLD,
     ),
+    # Ops traffic: failed runs on their way to the registry's store, and replays on
+    # their way to a dispatcher; each removed once its one consumer acks it.
+    StreamConfig(
+        name=subjects.OPS_STREAM,
+        subjects=[subjects.ALL_RUNS, subjects.ALL_REPLAYS],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_age=30 * DAY,
+        duplicate_window=120.0,
+    ),
+    # Deadline timers (shared.deadline_timers): schedules nats-server fires itself.
+    StreamConfig(
+        name=subjects.TIMERS_STREAM,
+        subjects=[subjects.ALL_TIMERS, subjects.ALL_DEADLINES],
+        storage=StorageType.FILE,
+        # A fired deadline is gone once a replica acks it; a schedule, which no
+        # consumer reads, stays until it fires (no consumer may ever filter on
+        # midcall.timers.>: it would take schedules out of the stream).
+        retention=RetentionPolicy.WORK_QUEUE,
+        # Must exceed MAX_AHEAD_S, or schedules age out before they fire; beyond
+        # that, how long a fired deadline waits for a replica (or the server):
+        # five minutes late, a call's deadline no longer matters.
+        max_age=300.0,
+        duplicate_window=120.0,
+        allow_msg_schedules=True,
+    ),
 )
 
 BUCKETS = (

@@ -16,7 +16,7 @@ from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
 from shared import subjects
-from shared.events import ToolCallPending, ToolCallResult, UsageRecord
+from shared.events import CallRun, ToolCallPending, ToolCallResult, UsageRecord
 from shared.metrics import DEAD_LETTERS
 from shared.outages import PATIENCE_S, patiently
 
@@ -68,8 +68,10 @@ def well_formed(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def msg_id(conversation_id: str, call_id: str, kind: str) -> str:
-    return f"{conversation_id}/{call_id}/{kind}"
+def msg_id(conversation_id: str, call_id: str, kind: str, attempt: int = 1) -> str:
+    """The dedupe id of one event of one run of a call; a replay's events are its own."""
+    base = f"{conversation_id}/{call_id}/{kind}"
+    return base if attempt == 1 else f"{base}/{attempt}"
 
 
 class Publisher:
@@ -86,7 +88,10 @@ class Publisher:
         body = event.model_dump_json().encode()
         await self.raw(body, subject, stream, {"Nats-Msg-Id": dedupe_id})
 
-    async def raw(self, body: bytes, subject: str, stream: str, headers: dict[str, str]) -> None:
+    async def raw(
+        self, body: bytes, subject: str, stream: str | None, headers: dict[str, str]
+    ) -> None:
+        """Publish ``body``; ``stream`` names the stream it must land in, when known."""
         propagate.inject(headers)
 
         async def attempt() -> None:
@@ -110,7 +115,7 @@ class Publisher:
             result,
             subjects.result(result.conversation_id),
             subjects.CONV_STREAM,
-            msg_id(result.conversation_id, result.call_id, "result"),
+            msg_id(result.conversation_id, result.call_id, "result", result.replay_attempt or 1),
         )
 
     async def usage(self, usage: UsageRecord) -> None:
@@ -118,7 +123,16 @@ class Publisher:
             usage,
             subjects.usage(usage.account_id),
             subjects.USAGE_STREAM,
-            msg_id(usage.conversation_id, usage.call_id, "usage"),
+            msg_id(usage.conversation_id, usage.call_id, "usage", usage.attempt),
+        )
+
+    async def run(self, run: CallRun) -> None:
+        result = run.result
+        await self.event(
+            run,
+            subjects.runs(result.conversation_id),
+            subjects.OPS_STREAM,
+            msg_id(result.conversation_id, result.call_id, "run", result.replay_attempt or 1),
         )
 
 
@@ -147,6 +161,10 @@ class DeadLetters:
         except Undecodable as exc:
             await self.put(message, str(exc))
             return None
+
+    async def set_aside(self, message: Msg, failure: Exception) -> None:
+        """A ``GiveUp`` for messages no retry will get through: kept with the failure."""
+        await self.put(message, f"{type(failure).__name__}: {failure}")
 
     async def put(self, message: Msg, reason: str) -> None:
         log.warning("%s: message on %s set aside: %s", self.stage, message.subject, reason)

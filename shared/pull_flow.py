@@ -42,6 +42,15 @@ class Durable:
     # Work in hand is heartbeated, so this expires only for a process that died
     # or froze: then its messages go to another replica within this time.
     ack_wait_s: float = 5.0
+    # Deliveries before JetStream gives up on a message (shared.exhausted); -1: never,
+    # for writers that must wait out a storage outage however long.
+    max_deliver: int = -1
+
+
+# For the call path: with retries backing off to 30 s, 20 deliveries take about
+# 7 minutes, long past any call's 60 s deadline, and far beyond a NATS outage
+# that handlers ride out in place.
+CALL_MAX_DELIVER = 20
 
 
 class PullFlow:
@@ -86,12 +95,15 @@ class PullFlow:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self._durable.ack_wait_s,
             max_ack_pending=max_ack_pending,
+            max_deliver=self._durable.max_deliver,
         )
         try:
+            # Creates the durable, or updates one an older version made where the
+            # settings may change in place (max_deliver and ack_wait may).
             await js.add_consumer(self._durable.stream, config)
         except BadRequestError as exc:
-            # A durable made by an older version with settings that cannot change
-            # in place: keep using it as it is rather than refuse to start.
+            # Settings that cannot change in place: keep using it as it is rather
+            # than refuse to start.
             log.warning("consumer %s kept as it was: %s", self._durable.name, exc.description)
 
     def wake(self) -> None:

@@ -1,7 +1,7 @@
 """Building the ToolCallResult of a failed call: one place for every service that fails one."""
 
 from shared.errors import CallRejected, ErrorCode
-from shared.events import ErrorInfo, ToolCallResult
+from shared.events import ErrorInfo, ExecuteRequest, ToolCallResult
 from shared.tools import Tool
 
 
@@ -26,4 +26,15 @@ def internal_failure(tool_name: str, failure: Exception) -> CallRejected:
         f"Something went wrong on our side while running {tool_name or 'that action'}. "
         "Apologize and offer to try again later.",
         {"failure": type(failure).__name__},
+    )
+
+
+def timed_out(work: ExecuteRequest) -> CallRejected:
+    """The call's deadline passed: said the same by the executor and by the deadline's timer."""
+    budget = (work.deadline_at - work.accepted_at).total_seconds()
+    return CallRejected(
+        ErrorCode.TIMEOUT,
+        f"The {work.tool.name} service did not answer within {budget:g} seconds. "
+        "Tell the caller it is taking too long and offer to try again.",
+        {"timeout_s": budget},
     )

@@ -1,8 +1,10 @@
 """SQL engines for the services that store things (registry, billing)."""
 
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import DateTime, Dialect, Engine, event
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel, create_engine
 
 from shared.settings import Settings
@@ -26,3 +28,28 @@ def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def as_utc(value: datetime) -> datetime:
+    # The contract's times are UTC, so a time without an offset is read as UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that reads back in UTC on SQLite and PostgreSQL.
+
+    SQLite keeps no offset: it stores and compares the text as written, so every
+    value (including query bounds) is converted to UTC on the way in.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = as_utc(value)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)

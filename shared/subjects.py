@@ -1,7 +1,8 @@
 """Subject names and stream names: the one place they are spelled.
 
 Public subjects are frozen by the contract; internal ones (``exec``,
-``executed``, ``dead``) are ours and documented in the README.
+``executed``, ``dead``, ``runs``, ``replay``, ``timers``, ``deadline``) are
+ours and documented in the README.
 """
 
 PREFIX = "midcall"
@@ -11,6 +12,8 @@ CONV_STREAM = "MIDCALL_CONV"
 USAGE_STREAM = "MIDCALL_USAGE"
 WORK_STREAM = "MIDCALL_WORK"
 DEAD_STREAM = "MIDCALL_DEAD"
+OPS_STREAM = "MIDCALL_OPS"
+TIMERS_STREAM = "MIDCALL_TIMERS"
 
 CATALOG_BUCKET = "midcall_catalog"
 CALL_CLAIMS_BUCKET = "midcall_call_claims"
@@ -23,6 +26,10 @@ ALL_USAGE = f"{PREFIX}.usage.>"
 ALL_EXEC = f"{PREFIX}.exec.>"
 ALL_EXECUTED = f"{PREFIX}.executed.>"
 ALL_DEAD = f"{PREFIX}.dead.>"
+ALL_RUNS = f"{PREFIX}.runs.>"
+ALL_REPLAYS = f"{PREFIX}.replay.>"
+ALL_TIMERS = f"{PREFIX}.timers.>"
+ALL_DEADLINES = f"{PREFIX}.deadline.>"
 
 
 def calls(conversation_id: str) -> str:
@@ -63,6 +70,26 @@ def executed(conversation_id: str) -> str:
 def dead(stage: str) -> str:
     """Internal: messages a service could not even parse, kept for ops."""
     return f"{PREFIX}.dead.{stage}"
+
+
+def runs(conversation_id: str) -> str:
+    """Internal: runs of calls that failed, and replays, for the registry's failed-calls store."""
+    return f"{PREFIX}.runs.{conversation_id}"
+
+
+def replay(conversation_id: str) -> str:
+    """Internal: the registry asks the dispatcher to run a failed call again."""
+    return f"{PREFIX}.replay.{conversation_id}"
+
+
+def timer(conversation_id: str, timer_key: str) -> str:
+    """Internal: where a call's deadline timer is kept (one schedule per subject)."""
+    return f"{PREFIX}.timers.{conversation_id}.{timer_key}"
+
+
+def deadline(conversation_id: str) -> str:
+    """Internal: nats-server publishes a call's work item here when its deadline passes."""
+    return f"{PREFIX}.deadline.{conversation_id}"
 
 
 def token_at(subject: str, index: int) -> str | None:

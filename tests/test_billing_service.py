@@ -79,6 +79,7 @@ async def test_account_usage_is_exactly_the_contract_shape(
         "account_id": "acme",
         "calls": 2,
         "errors": 1,
+        "replays": 0,
         "input_tokens": 26,
         "output_tokens": 14,
         "units": 0.4,
@@ -104,6 +105,7 @@ async def test_account_usage_between_since_inclusive_and_until_exclusive(
         "account_id": "acme",
         "calls": 2,
         "errors": 0,
+        "replays": 0,
         "input_tokens": 42,
         "output_tokens": 28,
         "units": 0.55,
@@ -117,6 +119,7 @@ async def test_an_account_without_usage_has_zero_totals(api: httpx.AsyncClient) 
         "account_id": "nobody",
         "calls": 0,
         "errors": 0,
+        "replays": 0,
         "input_tokens": 0,
         "output_tokens": 0,
         "units": 0.0,
@@ -218,6 +221,7 @@ async def test_a_call_published_twice_is_billed_once(
         "account_id": "acme",
         "calls": 2,
         "errors": 1,
+        "replays": 0,
         "input_tokens": 42,
         "output_tokens": 28,
         "units": 0.375,
@@ -240,7 +244,14 @@ async def test_a_conversation_summary_closes_when_the_conversation_ends(
     assert await eventually(closed) == {
         "conversation_id": "conv-42",
         "calls": [early.model_dump(mode="json"), late.model_dump(mode="json")],
-        "totals": {"calls": 2, "errors": 0, "input_tokens": 42, "output_tokens": 28, "units": 0.55},
+        "totals": {
+            "calls": 2,
+            "errors": 0,
+            "replays": 0,
+            "input_tokens": 42,
+            "output_tokens": 28,
+            "units": 0.55,
+        },
         "ended": True,
     }
 

@@ -4,14 +4,21 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import create_engine
 
-from services.billing.store import StoreUnavailable, Totals, UsageStore
+from services.billing.store import StoreUnavailable, Totals, UsageStore, totals_of
+from shared.events import UsageRecord
 from shared.settings import Settings
 from shared.storage import build_engine
 from tests.factories import T0, usage
+
+
+def replay(call_id: str, attempt: int, **fields: Any) -> UsageRecord:
+    """A usage record of ops running ``call_id`` again (attempt 2 is the first replay)."""
+    return usage(call_id, replay=True, replay_attempt=attempt, **fields)
 
 
 @pytest.fixture
@@ -111,6 +118,7 @@ def test_conversation_summary_lists_its_calls_in_time_order(store: UsageStore) -
         "totals": {
             "calls": 2,
             "errors": 1,
+            "replays": 0,
             "input_tokens": 24,
             "output_tokens": 18,
             "units": 0.235,
@@ -154,3 +162,69 @@ def test_a_database_failure_is_store_unavailable(tmp_path: Path) -> None:
         store.record(usage("call-1"))
     with pytest.raises(StoreUnavailable):
         store.account_totals("acme")
+
+
+# -- replays: each attempt billed once, beside the original -----------------------------------
+
+
+def test_a_replay_is_stored_beside_the_original(store: UsageStore) -> None:
+    assert store.record(usage("call-1")) is True
+
+    assert store.record(replay("call-1", 2)) is True
+    assert store.record(replay("call-1", 3)) is True
+    assert store.account_totals("acme") == Totals(
+        calls=3, errors=0, replays=2, input_tokens=63, output_tokens=42, units=0.825
+    )
+
+
+def test_the_same_attempt_twice_is_stored_once(store: UsageStore) -> None:
+    store.record(usage("call-1"))
+    store.record(replay("call-1", 2, input_tokens=1))
+
+    assert store.record(replay("call-1", 2, input_tokens=999)) is False
+    assert store.record(usage("call-1", input_tokens=999)) is False
+    # In one batch too: the first of each attempt wins, stored ones are kept.
+    batch = [replay("call-1", 2), replay("call-1", 3, input_tokens=3), replay("call-1", 3)]
+    assert store.record_many(batch) == 1
+    assert store.account_totals("acme").input_tokens == 21 + 1 + 3
+
+
+def test_a_replay_flag_without_an_attempt_is_the_original(store: UsageStore) -> None:
+    # The attempt is the key: ``replay`` alone names no new run to bill.
+    store.record(usage("call-1"))
+
+    assert store.record(usage("call-1", replay=True)) is False
+
+
+def test_totals_count_replays_among_calls_and_apart(store: UsageStore) -> None:
+    store.record(usage("call-1", input_tokens=10, output_tokens=5, units=0.1))
+    store.record(replay("call-1", 2, status="error", input_tokens=7, output_tokens=0, units=0.2))
+    store.record(usage("call-2", input_tokens=1, output_tokens=2, units=0.3))
+    store.record(replay("call-3", 2, input_tokens=4, units=0.4))  # the original never billed here
+    store.record(replay("call-4", 2, account_id="other", units=5.0))
+
+    expected = Totals(calls=4, errors=1, replays=2, input_tokens=22, output_tokens=21, units=1.0)
+    assert store.account_totals("acme") == expected
+    # The SQL sums and the ones made over loaded records agree.
+    summary = store.conversation("conv-42")
+    assert summary is not None
+    assert totals_of([c for c in summary.calls if c.account_id == "acme"]) == expected
+
+
+def test_the_conversation_lists_the_original_and_its_replays_with_their_flags(
+    store: UsageStore,
+) -> None:
+    original = usage("call-1", at=T0, status="error")
+    again = replay("call-1", 2, at=T0 + timedelta(minutes=5))
+    store.record(again)
+    store.record(original)
+
+    summary = store.conversation("conv-42")
+
+    assert summary is not None
+    assert summary.calls == [original, again]
+    assert [(c.replay, c.replay_attempt, c.attempt) for c in summary.calls] == [
+        (False, None, 1),
+        (True, 2, 2),
+    ]
+    assert (summary.totals.calls, summary.totals.errors, summary.totals.replays) == (2, 1, 1)

@@ -261,3 +261,33 @@ async def test_a_nats_outage_is_retried_not_given_up(client: Client) -> None:
     finally:
         await consumer.stop()
     assert deliveries == [1, 2]
+
+
+async def test_a_message_that_never_settles_is_given_up_after_max_deliver(client: Client) -> None:
+    js = client.jetstream()
+    limited = Durable(DURABLE.stream, DURABLE.subject, "test-limited", max_deliver=3)
+    deliveries: list[int] = []
+    given_up: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
+
+    async def always_out(msg: Msg) -> None:
+        deliveries.append(msg.metadata.num_delivered or 0)
+        raise nats.errors.TimeoutError  # transient every time: retried, never given up by it
+
+    async def give_up(msg: Msg, failure: Exception) -> None:
+        given_up.set_result((msg.data, f"{type(failure).__name__}: {failure}"))
+
+    consumer = WorkConsumer(client, limited, always_out, concurrency=4, give_up=give_up)
+    await consumer.start()
+    try:
+        await publish(js, 1)
+        async with asyncio.timeout(10):
+            assert await given_up == (b"0", "DeliveriesExhausted: delivered 3 times without an end")
+        assert deliveries == [1, 2, 3]
+        # Then gone from the work queue, as an ack would have removed it.
+        async with asyncio.timeout(5):
+            while True:  # the server has no event for it
+                if not (await js.stream_info(DURABLE.stream)).state.messages:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        await consumer.stop()

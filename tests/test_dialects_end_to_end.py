@@ -65,6 +65,8 @@ def success(
         "end_conversation": False,
         "http_status": 200,
         "attempts": attempts,
+        "replay": False,
+        "replay_attempt": None,
         "_kind": "result",
     }
 

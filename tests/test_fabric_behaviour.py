@@ -88,6 +88,7 @@ async def test_usage_is_billed_to_the_agents_account_with_real_token_counts(
         "account_id": "acme",
         "calls": 1,
         "errors": 0,
+        "replays": 0,
         "input_tokens": tokens_in,
         "output_tokens": tokens_out,
         "units": round(0.1 + 5 * (tokens_in + tokens_out) / 1000, 6),

@@ -118,6 +118,8 @@ def error_result(
         "end_conversation": False,
         "http_status": http_status,
         "attempts": attempts,
+        "replay": False,
+        "replay_attempt": None,
         "_kind": "result",
     }
 
@@ -154,6 +156,8 @@ async def test_success_sends_the_exact_request_and_maps_variables(
             "end_conversation": False,
             "http_status": 200,
             "attempts": 1,
+            "replay": False,
+            "replay_attempt": None,
             "_kind": "result",
         },
     ]

@@ -17,6 +17,8 @@ router = APIRouter()
 
 
 class AccountUsage(Totals):
+    """An account's ``Totals`` (``replays`` included), named by the account."""
+
     account_id: str
 
 
@@ -48,7 +50,10 @@ async def account_usage(
     since: Annotated[AwareDatetime | None, Query(description="inclusive, RFC 3339")] = None,
     until: Annotated[AwareDatetime | None, Query(description="exclusive, RFC 3339")] = None,
 ) -> AccountUsage:
-    """An account's calls, errors, tokens and units with ``since <= at < until``."""
+    """An account's calls, errors, tokens and units with ``since <= at < until``.
+
+    Every run of a call is billed: ``calls`` counts replays too, ``replays`` how many.
+    """
     totals = await _query(store.account_totals, account_id, since, until)
     return AccountUsage(account_id=account_id, **totals.model_dump())
 

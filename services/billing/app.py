@@ -67,10 +67,6 @@ class BillingHandlers:
             except RecordsRefused as refused:
                 await self._dead_letters.put(message, str(refused))
 
-    async def set_aside(self, message: Msg, failure: Exception) -> None:
-        """A conversation end that broke billing in a way no retry fixes, kept for ops."""
-        await self._dead_letters.put(message, f"{type(failure).__name__}: {failure}")
-
     async def close_conversation(self, message: Msg) -> None:
         """Mark a conversation's summary as ended."""
         with tracer().start_as_current_span("close_conversation") as span:
@@ -98,8 +94,8 @@ def consumers(
     client: Client, store: UsageStore, retry_delay_s: float = RETRY_DELAY_S
 ) -> tuple[BatchConsumer, WorkConsumer]:
     """Billing's two consumers on ``client`` (streams are created by ``shared.broker``)."""
-    publisher = Publisher(client.jetstream())
-    handlers = BillingHandlers(store, DeadLetters(publisher, "billing"), retry_delay_s)
+    dead_letters = DeadLetters(Publisher(client.jetstream()), "billing")
+    handlers = BillingHandlers(store, dead_letters, retry_delay_s)
     return (
         BatchConsumer(client, USAGE, handlers.bill, BATCH),
         WorkConsumer(
@@ -107,6 +103,6 @@ def consumers(
             ENDED,
             handlers.close_conversation,
             concurrency=CONCURRENCY,
-            give_up=handlers.set_aside,
+            give_up=dead_letters.set_aside,
         ),
     )

@@ -31,9 +31,9 @@ class BillingService:
             consumer.repull()
 
     async def start(self) -> None:
-        # Creating the tables is blocking I/O (and slow on a remote PostgreSQL).
+        # Creating (or upgrading) the tables is blocking I/O, slow on a remote PostgreSQL.
         self._engine = await asyncio.to_thread(build_engine, self._settings)
-        store = UsageStore(self._engine)
+        store = await asyncio.to_thread(UsageStore, self._engine)
         client, _ = await connect(self.broker)
         await self.broker.start()
         self._consumers = consumers(client, store)

@@ -1,36 +1,40 @@
-"""Where billing keeps usage: one row per call, and the conversations that ended.
+"""Where billing keeps usage: one row per run of a call, and the conversations that ended.
 
-Every write is idempotent on its natural key (``call_id``, ``conversation_id``)
-through the database's own unique constraint, so redeliveries and several
-billing replicas never count a call twice.
+Every write is idempotent on its natural key (``(call_id, attempt)``,
+``conversation_id``) through the database's own unique constraint, so
+redeliveries and several billing replicas never count a run twice, while a
+replay (attempt 2 and on) is billed beside the original.
 """
 
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
     Connection,
-    DateTime,
-    Dialect,
     Engine,
     Index,
     Insert,
     Row,
     Select,
+    UniqueConstraint,
     case,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
-from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel, col
 
+from services.billing.schema_upgrade import USAGE_KEY, USAGE_TABLE, upgrade_schema
 from shared.events import UsageRecord
+from shared.storage import UtcDateTime
 
 # Units are priced to 6 decimals (shared.metering); sums are rounded back to that.
 UNITS_DECIMALS = 6
@@ -44,42 +48,22 @@ class RecordsRefused(Exception):
     """The database refused these values as they are (one it cannot hold): no retry helps."""
 
 
-def as_utc(value: datetime) -> datetime:
-    # The contract's times are UTC, so a time without an offset is read as UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timezone-aware timestamp that reads back in UTC on SQLite and PostgreSQL.
-
-    SQLite keeps no offset: it stores and compares the text as written, so every
-    value (including query bounds) is converted to UTC on the way in.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        utc = as_utc(value)
-        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else as_utc(value)
-
-
 class UsageRow(SQLModel, table=True):
-    """One priced call, as the result-injector published it."""
+    """One priced run of a call (the original or a replay), as the result-injector published it."""
 
-    __tablename__ = "usage_records"
+    __tablename__ = USAGE_TABLE
     __table_args__ = (
+        # Named, so a new table and an upgraded one carry the same name.
+        UniqueConstraint(*USAGE_KEY, name="uq_usage_records_call_attempt"),
         Index("ix_usage_records_account_at", "account_id", "at"),
         Index("ix_usage_records_conversation_at", "conversation_id", "at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    call_id: str = Field(unique=True)
+    call_id: str
+    # A server default too, so rows copied from an older table (or written by an
+    # older replica during a rolling upgrade) are originals.
+    attempt: int = Field(default=1, sa_column_kwargs={"server_default": text("1")})
     conversation_id: str
     agent_id: str
     account_id: str
@@ -103,10 +87,15 @@ class ConversationRow(SQLModel, table=True):
 
 
 class Totals(BaseModel):
-    """Sums over a set of calls; ``errors`` counts the calls whose status is ``error``."""
+    """Sums over a set of calls; ``errors`` counts the calls whose status is ``error``.
+
+    Every run is billed, so ``calls`` counts replays too; ``replays`` says how
+    many of them were replays (attempt 2 and on).
+    """
 
     calls: int = 0
     errors: int = 0
+    replays: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     units: float = 0.0
@@ -126,6 +115,7 @@ def totals_of(records: Sequence[UsageRecord]) -> Totals:
     return Totals(
         calls=len(records),
         errors=sum(record.status == "error" for record in records),
+        replays=sum(record.attempt > 1 for record in records),
         input_tokens=sum(record.input_tokens for record in records),
         output_tokens=sum(record.output_tokens for record in records),
         units=round(sum(record.units for record in records), UNITS_DECIMALS),
@@ -143,29 +133,36 @@ class UsageStore:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(f"billing stores to SQLite or PostgreSQL, not {engine.dialect.name}")
         self._engine = engine
+        self._upgraded = False
+        self._upgrade_lock = threading.Lock()
+        # A database down at start is no reason to fail here: every operation
+        # tries the upgrade first until it has been done.
+        with suppress(StoreUnavailable):
+            self._ensure_upgraded()
 
     def record(self, usage: UsageRecord) -> bool:
-        """Store one call's usage; False when that ``call_id`` was stored before."""
+        """Store one run's usage; False when that ``(call_id, attempt)`` was stored before."""
         return self.record_many([usage]) == 1
 
     def record_many(self, usages: Sequence[UsageRecord]) -> int:
-        """Store calls' usage in one transaction; returns how many were new.
+        """Store runs' usage in one transaction; returns how many were new.
 
-        A ``call_id`` stored before (or twice in ``usages``) is kept as first stored.
+        A ``(call_id, attempt)`` stored before (or twice in ``usages``) is kept as
+        first stored; a replay is a new attempt, so it is stored beside the original.
         """
         # One statement for any number of rows (compiled once, then cached), which
         # SQLAlchemy sends as multi-row INSERTs; rows come back only for what was
         # inserted (rowcount is not reliable across drivers with RETURNING).
-        statement = self._insert_once(UsageRow, "call_id").returning(col(UsageRow.call_id))
+        statement = self._insert_once(UsageRow, USAGE_KEY).returning(col(UsageRow.call_id))
         with self._transaction() as connection:
-            inserted = connection.execute(statement, [u.model_dump() for u in usages]).all()
+            inserted = connection.execute(statement, [_row_of(u) for u in usages]).all()
         return len(inserted)
 
     def end_conversation(self, conversation_id: str, at: datetime) -> None:
         """Mark a conversation ended; the first end heard is the one kept."""
         values = {"conversation_id": conversation_id, "ended": True, "ended_at": at}
         with self._transaction() as connection:
-            connection.execute(self._insert_once(ConversationRow, "conversation_id"), values)
+            connection.execute(self._insert_once(ConversationRow, ("conversation_id",)), values)
 
     def account_totals(
         self, account_id: str, since: datetime | None = None, until: datetime | None = None
@@ -194,7 +191,7 @@ class UsageStore:
             ended_flag = connection.execute(ended).scalar_one_or_none()
         if not rows and ended_flag is None:
             return None
-        records = [UsageRecord.model_validate(row, from_attributes=True) for row in rows]
+        records = [_record_of(row._asdict()) for row in rows]
         return ConversationSummary(
             conversation_id=conversation_id,
             calls=records,
@@ -202,15 +199,29 @@ class UsageStore:
             ended=bool(ended_flag),
         )
 
-    def _insert_once(self, table: type[SQLModel], key: str) -> Insert:
+    def _insert_once(self, model: type[SQLModel], key: Sequence[str]) -> Insert:
         # ON CONFLICT DO NOTHING leaves the decision to the unique constraint, so
         # concurrent writers (threads or replicas) cannot both insert.
         if self._engine.dialect.name == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+            return postgresql.insert(model).on_conflict_do_nothing(index_elements=list(key))
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=list(key))
+
+    def _ensure_upgraded(self) -> None:
+        # A flag read once the upgrade is done; the lock keeps threads from racing it.
+        if self._upgraded:
+            return
+        with self._upgrade_lock:
+            if self._upgraded:
+                return
+            try:
+                upgrade_schema(self._engine)
+            except SQLAlchemyError as exc:
+                raise StoreUnavailable(f"usage storage upgrade failed: {exc}") from exc
+            self._upgraded = True
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
+        self._ensure_upgraded()
         try:
             with self._engine.begin() as connection:
                 yield connection
@@ -221,21 +232,38 @@ class UsageStore:
             raise StoreUnavailable(f"usage storage failed: {exc}") from exc
 
 
-def _totals_query(where: list[ColumnElement[bool]]) -> Select[int, int, int, int, float]:
+# The record's fields stored as they are; the replay flags become ``attempt``.
+_STORED_FIELDS = (set(UsageRecord.model_fields) & set(UsageRow.model_fields)) - {"id", "attempt"}
+
+
+def _row_of(usage: UsageRecord) -> dict[str, Any]:
+    return usage.model_dump(include=_STORED_FIELDS) | {"attempt": usage.attempt}
+
+
+def _record_of(row: dict[str, Any]) -> UsageRecord:
+    # Attempt 1 is the original, read back as no replay at all.
+    attempt = row["attempt"]
+    replay = {"replay": attempt > 1, "replay_attempt": attempt if attempt > 1 else None}
+    return UsageRecord.model_validate(row | replay)
+
+
+def _totals_query(where: list[ColumnElement[bool]]) -> Select[int, int, int, int, int, float]:
     return select(
         func.count(),
         func.coalesce(func.sum(case((col(UsageRow.status) == "error", 1), else_=0)), 0),
+        func.coalesce(func.sum(case((col(UsageRow.attempt) > 1, 1), else_=0)), 0),
         func.coalesce(func.sum(col(UsageRow.input_tokens)), 0),
         func.coalesce(func.sum(col(UsageRow.output_tokens)), 0),
         func.coalesce(func.sum(col(UsageRow.units)), 0.0),
     ).where(*where)
 
 
-def _totals_from(row: Row[int, int, int, int, float]) -> Totals:
-    calls, errors, input_tokens, output_tokens, units = row
+def _totals_from(row: Row[int, int, int, int, int, float]) -> Totals:
+    calls, errors, replays, input_tokens, output_tokens, units = row
     return Totals(
         calls=calls,
         errors=errors,
+        replays=replays,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         units=round(float(units), UNITS_DECIMALS),

@@ -7,13 +7,15 @@ from datetime import datetime, timedelta
 from nats.aio.msg import Msg
 
 from services.dispatcher.binding import bind, check_arguments, pending_for
-from services.dispatcher.directory import Directory
+from services.dispatcher.directory import Directory, Entry
 from services.dispatcher.loops import LoopBreaker
 from shared import subjects
-from shared.call_marks import CallMarks
+from shared.call_marks import CallMarks, run_key
+from shared.catalog import DEFAULT_ACCOUNT
 from shared.consumer import redelivered
+from shared.deadline_timers import DEADLINE_GRACE_S, DeadlineTimers
 from shared.errors import CallRejected, ErrorCode
-from shared.events import ExecuteRequest, ToolCall, ToolCallResult, utcnow
+from shared.events import CallRun, ExecuteRequest, ReplayRequest, ToolCall, ToolCallResult, utcnow
 from shared.messaging import (
     DeadLetters,
     Publisher,
@@ -24,14 +26,23 @@ from shared.messaging import (
     well_formed,
 )
 from shared.metrics import CALLS, PENDING_SECONDS, seconds_since
-from shared.pull_flow import Durable
+from shared.pull_flow import CALL_MAX_DELIVER, Durable
 from shared.results import failed, internal_failure
-from shared.tools import Tool
+from shared.runs import worth_keeping
+from shared.tools import DECLARED_BEFORE, Tool
 from shared.tracing import current_trace_id, tracer
 
 log = logging.getLogger("midcall.dispatcher")
 # A crash or a failed publish redelivers the call; the claim makes that safe.
-DURABLE = Durable(subjects.CALLS_STREAM, subjects.ALL_CALLS, "midcall-dispatcher")
+DURABLE = Durable(
+    subjects.CALLS_STREAM, subjects.ALL_CALLS, "midcall-dispatcher", max_deliver=CALL_MAX_DELIVER
+)
+REPLAYS = Durable(
+    subjects.OPS_STREAM,
+    subjects.ALL_REPLAYS,
+    "midcall-dispatcher-replays",
+    max_deliver=CALL_MAX_DELIVER,
+)
 
 
 class Dispatcher:
@@ -44,12 +55,14 @@ class Dispatcher:
         loops: LoopBreaker | None = None,
     ) -> None:
         self.publisher = publisher
+        self.timers = DeadlineTimers(publisher)
         self.loops = loops or LoopBreaker()
         self.directory = directory
         self.claims = claims
         # A work item must fit in one NATS message, and later in an outcome with the response.
         self.max_work_bytes = max_work_bytes
         self.dead_letters = DeadLetters(publisher, "calls")
+        self.replays_set_aside = DeadLetters(publisher, "replay")
 
     async def handle(self, message: Msg) -> None:
         with tracer().start_as_current_span("dispatch") as span:
@@ -87,50 +100,108 @@ class Dispatcher:
             )
         return call
 
-    async def _dispatch(self, call: ToolCall, stored_at: datetime) -> None:
+    async def handle_replay(self, message: Msg) -> None:
+        """Ops run a failed call again: the same checks as a new call, and no pending."""
+        replay = await self.replays_set_aside.read(ReplayRequest, message, DECLARED_BEFORE)
+        if replay is None:
+            return
+        call = replay.call
+        with tracer().start_as_current_span("replay") as span:
+            span.set_attributes(
+                {
+                    "midcall.call_id": call.call_id,
+                    "midcall.tool": call.tool,
+                    "midcall.replay_attempt": replay.attempt,
+                }
+            )
+            await self._dispatch(call, message.metadata.timestamp, replay)
+
+    async def _dispatch(
+        self, call: ToolCall, stored_at: datetime, replay: ReplayRequest | None = None
+    ) -> None:
+        attempt = replay.attempt if replay else 1
         try:
-            agent, entry = self.directory.resolve(call.agent_id, call.tool)
+            account_id, entry = self._resolve(call, replay)
         except CallRejected as rejected:
-            await self._reject(call.call_id, call.conversation_id, call.tool, rejected)
+            await self._reject(call, rejected, attempt=attempt)
             return
         try:
             check_arguments(call, entry.validator)
             bound = bind(call, entry.tool)
-            if not self.loops.allow(call.conversation_id, call.tool, call.arguments):
+            # A replay is an operator's decision, not an LLM in a loop.
+            if replay is None and not self.loops.allow(
+                call.conversation_id, call.tool, call.arguments
+            ):
                 raise _repeated(call, self.loops)
         except CallRejected as rejected:
-            await self._reject(call.call_id, call.conversation_id, call.tool, rejected, entry.tool)
+            await self._reject(call, rejected, entry.tool, attempt)
             return
         accepted = utcnow()
         deadline_s = (call.deadline_ms / 1000) if call.deadline_ms else entry.tool.request.timeout_s
+        deadline_at = accepted + timedelta(seconds=deadline_s)
         work = ExecuteRequest(
             call=call,
             tool=entry.tool,
             bound=bound,
             accepted_at=accepted,
-            account_id=call.account_id or agent.account_id,
-            deadline_at=accepted + timedelta(seconds=deadline_s),
+            account_id=account_id,
+            deadline_at=deadline_at,
+            replay_attempt=replay.attempt if replay else None,
         ).model_dump_json()
         if len(work) > self.max_work_bytes:  # checked before anything is said to the runtime
-            await self._reject(call.call_id, call.conversation_id, call.tool, _too_large(call))
+            await self._reject(call, _too_large(call), attempt=attempt)
             return
-        # Both go out at once, pending first on the wire, so it reaches the runtime first.
-        await asyncio.gather(
-            self.publisher.pending(pending_for(call, entry.tool)),
+        body = work.encode()
+        publishes = [
             self.publisher.raw(
-                work.encode(),
+                body,
                 subjects.execute(call.conversation_id),
                 subjects.WORK_STREAM,
-                {"Nats-Msg-Id": msg_id(call.conversation_id, call.call_id, "exec")},
+                {"Nats-Msg-Id": msg_id(call.conversation_id, call.call_id, "exec", attempt)},
             ),
-        )
+            # The work item again, for whichever injector is alive at the deadline to
+            # answer with a timeout, if no executor got the call that far.
+            self.timers.arm(
+                call.conversation_id,
+                run_key(call.conversation_id, call.call_id, attempt),
+                deadline_at + timedelta(seconds=DEADLINE_GRACE_S),
+                body,
+            ),
+        ]
+        if replay is not None:  # the runtime heard its pending the first time
+            await asyncio.gather(*publishes)
+            return
+        # All at once, pending first on the wire, so it reaches the runtime first.
+        await asyncio.gather(self.publisher.pending(pending_for(call, entry.tool)), *publishes)
         PENDING_SECONDS.observe(seconds_since(stored_at))
+
+    def _resolve(self, call: ToolCall, replay: ReplayRequest | None) -> tuple[str, Entry]:
+        """The account that pays and the tool to run: as it is now, or as a replay names it."""
+        if replay is not None and replay.tool is not None:
+            return replay.account_id or call.account_id or DEFAULT_ACCOUNT, Entry.of(replay.tool)
+        agent, entry = self.directory.resolve(call.agent_id, call.tool)
+        account_id = call.account_id or agent.account_id
+        return (replay.account_id or account_id) if replay else account_id, entry
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that failed in a way no retry fixes ends now, with an error result."""
-        tool = loose_fields(message.data).get("tool")
-        rejected = internal_failure(tool if isinstance(tool, str) else "", failure)
-        await self._reject_undecodable(message, rejected, f"{type(failure).__name__}: {failure}")
+        try:
+            call = decode(ToolCall, message.data)
+        except Undecodable:
+            tool = loose_fields(message.data).get("tool")
+            rejected = internal_failure(tool if isinstance(tool, str) else "", failure)
+            await self._reject_undecodable(
+                message, rejected, f"{type(failure).__name__}: {failure}"
+            )
+            return
+        await self._reject(call, internal_failure(call.tool, failure))
+
+    async def give_up_replay(self, message: Msg, failure: Exception) -> None:
+        """A replay that broke the dispatcher ends as an error result of that replay."""
+        replay = await self.replays_set_aside.read(ReplayRequest, message, DECLARED_BEFORE)
+        if replay is not None:
+            rejected = internal_failure(replay.call.tool, failure)
+            await self._reject(replay.call, rejected, replay.tool, replay.attempt)
 
     async def _reject_undecodable(
         self, message: Msg, rejected: CallRejected, reason: str | None = None
@@ -143,26 +214,35 @@ class Dispatcher:
             await self.dead_letters.put(message, reason or rejected.message)
             return
         tool = fields.get("tool") if isinstance(fields.get("tool"), str) else ""
-        await self._reject(
-            well_formed(call_id), well_formed(conversation_id), well_formed(str(tool)), rejected
+        result = ToolCallResult(
+            call_id=well_formed(call_id),
+            conversation_id=well_formed(conversation_id),
+            tool=well_formed(str(tool)),
+            status="error",
         )
+        await self._answer(result, rejected)
 
     async def _reject(
-        self,
-        call_id: str,
-        conversation_id: str,
-        tool_name: str,
-        rejected: CallRejected,
-        tool: Tool | None = None,
+        self, call: ToolCall, rejected: CallRejected, tool: Tool | None = None, attempt: int = 1
     ) -> None:
-        """The one event a call that cannot be accepted gets: an error result, no pending."""
+        """The one event a call that cannot be accepted gets: an error result, no pending.
+        A failure ops may want to run again is also kept for them."""
         result = ToolCallResult(
-            call_id=call_id,
-            conversation_id=conversation_id,
-            tool=tool_name,
+            call_id=call.call_id,
+            conversation_id=call.conversation_id,
+            tool=call.tool,
             status="error",
-            trace_id=current_trace_id(),
+            replay=attempt > 1,
+            replay_attempt=attempt if attempt > 1 else None,
         )
+        await self._answer(result, rejected, tool)
+        if worth_keeping(result):
+            await self.publisher.run(CallRun(call=call, result=result, tool=tool))
+
+    async def _answer(
+        self, result: ToolCallResult, rejected: CallRejected, tool: Tool | None = None
+    ) -> None:
+        result.trace_id = current_trace_id()
         await self.publisher.result(failed(result, rejected, tool))
         # Only a registered tool's name is a label: callers may send any name at all.
         CALLS.labels(tool.name if tool else "", "error", rejected.code.value).inc()

@@ -27,6 +27,10 @@ class Entry:
     tool: Tool
     validator: Draft202012Validator
 
+    @classmethod
+    def of(cls, tool: Tool) -> "Entry":
+        return cls(tool, Draft202012Validator(tool.parameters))
+
 
 class Directory:
     def __init__(self) -> None:
@@ -75,8 +79,7 @@ class Directory:
         if value is None:
             self._tools.pop((agent_id, name), None)
             return
-        tool = Tool.model_validate_json(value)
-        self._tools[(agent_id, name)] = Entry(tool, Draft202012Validator(tool.parameters))
+        self._tools[(agent_id, name)] = Entry.of(Tool.model_validate_json(value))
 
     async def follow(self, kv: KeyValue, loaded_at: int) -> None:
         """Load the bucket, return once every entry up to ``loaded_at`` is in, keep following.

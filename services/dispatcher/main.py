@@ -1,6 +1,6 @@
 """Composition root of the dispatcher."""
 
-from services.dispatcher.app import DURABLE, Dispatcher
+from services.dispatcher.app import DURABLE, REPLAYS, Dispatcher
 from services.dispatcher.directory import Directory
 from shared import metrics, subjects
 from shared.broker import build_broker, connect
@@ -10,6 +10,9 @@ from shared.memory import MemoryBudget
 from shared.messaging import Publisher
 from shared.settings import Settings
 
+# Replays dispatched at once by one dispatcher.
+REPLAY_CONCURRENCY = 16
+
 
 class DispatcherService:
     name = "dispatcher"
@@ -18,12 +21,12 @@ class DispatcherService:
         self.settings = settings
         self.directory = Directory()
         self.broker = build_broker(settings.nats_servers(), self.name, self._reconnected)
-        self.consumer: WorkConsumer | None = None
+        self.consumers: list[WorkConsumer] = []
 
     def _reconnected(self) -> None:
         self.directory.rewatch()
-        if self.consumer is not None:
-            self.consumer.repull()
+        for consumer in self.consumers:
+            consumer.repull()
 
     async def start(self) -> None:
         metrics.serve(self.settings.metrics_port, self.settings.host)
@@ -36,18 +39,31 @@ class DispatcherService:
         claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
         dispatcher = Dispatcher(Publisher(js), self.directory, claims, client.max_payload // 2)
         await self.broker.start()
-        self.consumer = WorkConsumer(
-            client,
-            DURABLE,
-            dispatcher.handle,
-            concurrency=self.settings.dispatcher_concurrency,
-            memory=MemoryBudget(self.settings.memory_budget_bytes()),
-            give_up=dispatcher.give_up,
-        )
-        await self.consumer.start()
+        self.consumers = [
+            WorkConsumer(
+                client,
+                DURABLE,
+                dispatcher.handle,
+                concurrency=self.settings.dispatcher_concurrency,
+                memory=MemoryBudget(self.settings.memory_budget_bytes()),
+                give_up=dispatcher.give_up,
+            ),
+            # Replays are few and may come by the thousand: a small window keeps them
+            # from crowding out live calls.
+            WorkConsumer(
+                client,
+                REPLAYS,
+                dispatcher.handle_replay,
+                concurrency=REPLAY_CONCURRENCY,
+                batch=REPLAY_CONCURRENCY,
+                give_up=dispatcher.give_up_replay,
+            ),
+        ]
+        for consumer in self.consumers:
+            await consumer.start()
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
         await self.broker.stop()
         await self.directory.stop()

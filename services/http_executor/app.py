@@ -14,7 +14,7 @@ from shared.call_marks import CallMarks, Mark
 from shared.consumer import redelivered
 from shared.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
-from shared.pull_flow import Durable
+from shared.pull_flow import CALL_MAX_DELIVER, Durable
 from shared.results import internal_failure
 from shared.tools import DECLARED_BEFORE
 from shared.tracing import tracer
@@ -22,7 +22,9 @@ from shared.tracing import tracer
 log = logging.getLogger("midcall.http_executor")
 # A call may wait up to its 60 s deadline on the API: its heartbeats keep it from
 # being redelivered meanwhile, while an executor that dies gives it up in seconds.
-DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXEC, "midcall-http-executor")
+DURABLE = Durable(
+    subjects.WORK_STREAM, subjects.ALL_EXEC, "midcall-http-executor", max_deliver=CALL_MAX_DELIVER
+)
 
 
 class ExecutorApp:
@@ -39,7 +41,7 @@ class ExecutorApp:
             return
         call = work.call
         if redelivered(message) and await self.marks.has(
-            call.conversation_id, call.call_id, Mark.EXECUTED
+            call.conversation_id, call.call_id, Mark.EXECUTED, work.attempt
         ):
             log.info("call %s was executed before its ack was lost: not sent again", call.call_id)
             return
@@ -57,7 +59,9 @@ class ExecutorApp:
         except MaxPayloadError:
             # JSON escaping can grow a body past what fits; report it, never loop on it.
             await self._publish(too_large(outcome))
-        await self.marks.mark(call.conversation_id, call.call_id, Mark.EXECUTED)
+        await self.marks.mark(
+            call.conversation_id, call.call_id, Mark.EXECUTED, outcome.request.attempt
+        )
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that broke the executor in a way no retry fixes is reported as failed."""
@@ -74,7 +78,7 @@ class ExecutorApp:
             outcome,
             subjects.executed(call.conversation_id),
             subjects.WORK_STREAM,
-            msg_id(call.conversation_id, call.call_id, "executed"),
+            msg_id(call.conversation_id, call.call_id, "executed", outcome.request.attempt),
         )
 
     async def _run_cancellable(self, work: ExecuteRequest) -> ExecutionOutcome:

@@ -9,7 +9,7 @@ import asyncio
 import random
 import time
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from opentelemetry import propagate
@@ -22,8 +22,16 @@ from services.http_executor.render import RenderedRequest, render_request
 from services.http_executor.retries import Attempt, retry_after_s, retry_delay, status_reason
 from services.http_executor.signing import signature_headers
 from shared.errors import CallRejected, ErrorCode
-from shared.events import ErrorInfo, ExecuteRequest, ExecutionOutcome, HttpResponse, utcnow
+from shared.events import (
+    ErrorInfo,
+    ExecuteRequest,
+    ExecutionOutcome,
+    HttpAttempt,
+    HttpResponse,
+    utcnow,
+)
 from shared.metrics import RETRIES
+from shared.results import timed_out
 from shared.tracing import tracer
 
 # Failures the tool's retry policy may name (the rest are final).
@@ -50,19 +58,21 @@ class Executor:
     async def run(self, work: ExecuteRequest) -> ExecutionOutcome:
         started = time.perf_counter()
         answer: HttpResponse | CallRejected
+        log: list[HttpAttempt] = []
         try:
             request = render_request(work, self.secrets)
             self.policy.check_literal(request.url)
         except CallRejected as failure:
-            attempts, answer = 0, failure
+            answer = failure
         else:
-            attempts, answer = await self._send_with_retries(work, request)
-            if attempts > 1:
-                RETRIES.labels(work.tool.name).inc(attempts - 1)
+            answer = await self._send_with_retries(work, request, log)
+            if len(log) > 1:
+                RETRIES.labels(work.tool.name).inc(len(log) - 1)
         outcome = ExecutionOutcome(
             request=work,
-            attempts=attempts,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            attempts=len(log),
+            duration_ms=_ms_since(started),
+            attempt_log=log,
         )
         if isinstance(answer, CallRejected):
             outcome.failure = ErrorInfo(
@@ -73,15 +83,15 @@ class Executor:
         return outcome
 
     async def _send_with_retries(
-        self, work: ExecuteRequest, request: RenderedRequest
-    ) -> tuple[int, HttpResponse | CallRejected]:
+        self, work: ExecuteRequest, request: RenderedRequest, log: list[HttpAttempt]
+    ) -> HttpResponse | CallRejected:
+        """Send until an answer is final; each attempt made is appended to ``log``."""
         host = urlsplit(request.url).netloc
-        number = 0
         while True:
-            number += 1
             if not self.breakers.allow(host):
-                return number - 1, _resting(work)
-            answer, attempt = await self._attempt(work, request, number)
+                return _resting(work)
+            answer, attempt = await self._attempt(work, request, len(log) + 1)
+            log.append(_logged(attempt, answer))
             self.breakers.record(host, healthy=attempt.reason not in BREAKING)
             delay = retry_delay(
                 work.tool.request.retry,
@@ -91,7 +101,7 @@ class Executor:
                 random.uniform(0.5, 1.5),
             )
             if delay is None:
-                return number, answer
+                return answer
             await asyncio.sleep(delay)
 
     async def _attempt(
@@ -131,7 +141,7 @@ class Executor:
                 response = await self.sender.send(replace(request, headers=headers), budget)
             except TimeoutError as exc:
                 span.set_status(Status(StatusCode.ERROR, "timeout"))
-                raise _timeout(work) from exc
+                raise timed_out(work) from exc
             except TransportError as exc:
                 # The deadline is ours (asyncio.timeout), the transport has none, so
                 # any client error is a connection failure.
@@ -156,18 +166,24 @@ class Executor:
         )
 
 
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _logged(attempt: Attempt, answer: HttpResponse | CallRejected) -> HttpAttempt:
+    """What ops see of one attempt: when, how long, and what came back."""
+    took = timedelta(seconds=attempt.took_s)
+    return HttpAttempt(
+        number=attempt.number,
+        started_at=utcnow() - took,
+        duration_ms=round(attempt.took_s * 1000, 1),
+        http_status=answer.status if isinstance(answer, HttpResponse) else None,
+        error=answer.code.value if isinstance(answer, CallRejected) else None,
+    )
+
+
 def _remaining(deadline_at: datetime) -> float:
     return max(0.0, (deadline_at - utcnow()).total_seconds())
-
-
-def _timeout(work: ExecuteRequest) -> CallRejected:
-    budget = (work.deadline_at - work.accepted_at).total_seconds()
-    return CallRejected(
-        ErrorCode.TIMEOUT,
-        f"The {work.tool.name} service did not answer within {budget:g} seconds. "
-        "Tell the caller it is taking too long and offer to try again.",
-        {"timeout_s": budget},
-    )
 
 
 def _unreachable(work: ExecuteRequest, sent: bool) -> CallRejected:

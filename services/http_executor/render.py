@@ -65,13 +65,17 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
     )
 
 
-def _require_secrets(work: ExecuteRequest, secrets: dict[str, str]) -> None:
-    wanted = {
+def secret_names(work: ExecuteRequest) -> set[str]:
+    """The ``{{secrets.NAME}}`` the tool's request refers to."""
+    return {
         ref.partition(".")[2]
         for ref in references(list(work.tool.request.templated().values()))
         if ref.startswith("secrets.")
     }
-    missing = sorted(wanted - secrets.keys())
+
+
+def _require_secrets(work: ExecuteRequest, secrets: dict[str, str]) -> None:
+    missing = sorted(secret_names(work) - secrets.keys())
     if missing:
         raise CallRejected(
             ErrorCode.INTERNAL,

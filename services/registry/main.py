@@ -4,15 +4,19 @@ import asyncio
 
 from sqlalchemy import Engine
 
-from services.registry import conversations
+from services.registry import conversations, failed_api, failure_intake
 from services.registry.api import build_app
 from services.registry.catalog_writer import CatalogWriter
+from services.registry.failures import FailureStore
+from services.registry.replays import Replayer
 from services.registry.store import ToolStore
 from shared import subjects
 from shared.broker import build_broker, connect
 from shared.catalog import AgentEntry
+from shared.consumer import BatchConsumer
 from shared.conversations import ConversationVariables
 from shared.http_server import HttpServer
+from shared.messaging import Publisher
 from shared.settings import Settings
 from shared.storage import build_engine
 from shared.tools import Tool
@@ -26,20 +30,31 @@ class RegistryService:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._engine: Engine | None = None
-        self.broker = build_broker(settings.nats_servers(), self.name)
+        self.broker = build_broker(settings.nats_servers(), self.name, self._reconnected)
         self._http: HttpServer | None = None
+        self._consumers: list[BatchConsumer] = []
+
+    def _reconnected(self) -> None:
+        for consumer in self._consumers:
+            consumer.repull()
 
     async def start(self) -> None:
         # Creating tables is blocking I/O; the store module is imported, so they are known.
         self._engine = await asyncio.to_thread(build_engine, self._settings)
         store = ToolStore(self._engine)
-        _, js = await connect(self.broker)
+        failures = FailureStore(self._engine)
+        client, js = await connect(self.broker)
         await self.broker.start()
         writer = await CatalogWriter.open(js)
         await writer.sync(*await asyncio.to_thread(_snapshot, store))
         app = build_app(store, writer)
         kv = await js.key_value(subjects.CONVERSATIONS_BUCKET)
         app.include_router(conversations.build_router(ConversationVariables(kv)))
+        replayer = Replayer(failures, store, Publisher(js))
+        app.include_router(failed_api.build_router(failures, replayer))
+        self._consumers = failure_intake.consumers(client, failures)
+        for consumer in self._consumers:
+            await consumer.start()
         settings = self._settings
         self._http = HttpServer(app, settings.host, settings.registry_port)
         await self._http.start()
@@ -48,6 +63,8 @@ class RegistryService:
         """Stop taking requests, drain NATS, then close the database pool."""
         if self._http is not None:
             await self._http.stop()
+        for consumer in self._consumers:
+            await consumer.stop()
         await self.broker.stop()
         if self._engine is not None:
             self._engine.dispose()

@@ -9,16 +9,39 @@ from shared import subjects
 from shared.call_marks import CallMarks, Mark
 from shared.consumer import redelivered
 from shared.conversations import ConversationVariables
-from shared.events import ExecutionOutcome, ToolCallResult, UsageRecord
+from shared.events import (
+    CallRun,
+    ErrorInfo,
+    ExecuteRequest,
+    ExecutionOutcome,
+    ToolCallResult,
+    UsageRecord,
+    utcnow,
+)
 from shared.messaging import DeadLetters, Publisher
 from shared.metering import PriceBook, count_json_tokens
 from shared.metrics import CALLS, RESULT_SECONDS, seconds_since
-from shared.pull_flow import Durable
-from shared.results import failed, internal_failure
+from shared.pull_flow import CALL_MAX_DELIVER, Durable
+from shared.results import failed, internal_failure, timed_out
+from shared.runs import worth_keeping
 from shared.tools import DECLARED_BEFORE
 from shared.tracing import current_trace_id, tracer
 
-DURABLE = Durable(subjects.WORK_STREAM, subjects.ALL_EXECUTED, "midcall-result-injector")
+DURABLE = Durable(
+    subjects.WORK_STREAM,
+    subjects.ALL_EXECUTED,
+    "midcall-result-injector",
+    max_deliver=CALL_MAX_DELIVER,
+)
+# Fired deadline timers (shared.deadline_timers), shared by the injector replicas.
+DEADLINES = Durable(
+    subjects.TIMERS_STREAM,
+    subjects.ALL_DEADLINES,
+    "midcall-deadlines",
+    max_deliver=CALL_MAX_DELIVER,
+)
+# Who claimed the answer of a call past its deadline (shared.call_marks).
+OUTCOME, DEADLINE = "outcome", "deadline"
 
 
 class Injector:
@@ -34,24 +57,52 @@ class Injector:
         self.prices = prices
         self.variables = variables
         self.dead_letters = DeadLetters(publisher, "executed")
+        self.deadline_letters = DeadLetters(publisher, "deadline")
 
     async def handle(self, message: Msg) -> None:
         outcome = await self.dead_letters.read(ExecutionOutcome, message, DECLARED_BEFORE)
         if outcome is None:
             return
-        call = outcome.request.call
+        work = outcome.request
+        call, attempt = work.call, work.attempt
+        if utcnow() >= work.deadline_at:
+            # The deadline's timer may be answering this call too: the first claim answers.
+            if await self.marks.claim_answer(call.conversation_id, call.call_id, attempt, OUTCOME):
+                await self._answer(outcome)
+            return
         if redelivered(message) and await self.marks.has(
-            call.conversation_id, call.call_id, Mark.ANSWERED
+            call.conversation_id, call.call_id, Mark.ANSWERED, attempt
         ):
             return  # answered before the ack was lost: the runtime has its one result
+        await self._answer(outcome)
+        await self.marks.mark(call.conversation_id, call.call_id, Mark.ANSWERED, attempt)
+
+    async def on_deadline(self, message: Msg) -> None:
+        """A call's deadline passed (its timer fired): answer it with a timeout, unless
+        it was answered, whatever became of the executor that held it."""
+        work = await self.deadline_letters.read(ExecuteRequest, message, DECLARED_BEFORE)
+        if work is None:
+            return
+        call, attempt = work.call, work.attempt
+        if await self.marks.has(call.conversation_id, call.call_id, Mark.ANSWERED, attempt):
+            return  # the usual end: answered in time
+        if not await self.marks.claim_answer(call.conversation_id, call.call_id, attempt, DEADLINE):
+            return  # its outcome came just now, and answers it
+        rejected = timed_out(work)
+        failure = ErrorInfo(code=rejected.code, message=rejected.message, details=rejected.details)
+        elapsed_ms = (utcnow() - work.accepted_at).total_seconds() * 1000
+        await self._answer(
+            ExecutionOutcome(request=work, failure=failure, duration_ms=round(elapsed_ms, 1))
+        )
+
+    async def _answer(self, outcome: ExecutionOutcome) -> None:
         with tracer().start_as_current_span("inject") as span:
-            span.set_attribute("midcall.call_id", call.call_id)
+            span.set_attribute("midcall.call_id", outcome.request.call.call_id)
             result = map_outcome(outcome, current_trace_id())
             if result.variables:
                 # Stored before the result goes out: a runtime may render its prompt at once.
                 await self.variables.merge(result.conversation_id, result.variables)
             await self._publish(result, outcome)
-            await self.marks.mark(call.conversation_id, call.call_id, Mark.ANSWERED)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """An outcome that broke the injector in a way no retry fixes ends as an error result."""
@@ -69,6 +120,17 @@ class Injector:
         await asyncio.gather(
             self.publisher.result(result), self.publisher.usage(self.meter(outcome, result))
         )
+        if worth_keeping(result):
+            work = outcome.request
+            await self.publisher.run(
+                CallRun(
+                    call=work.call,
+                    result=result,
+                    tool=work.tool,
+                    account_id=work.account_id,
+                    attempt_log=outcome.attempt_log,
+                )
+            )
         code = result.error.code.value if result.error else ""
         CALLS.labels(outcome.request.tool.name, result.status, code).inc()
         RESULT_SECONDS.observe(seconds_since(outcome.request.accepted_at))
@@ -89,4 +151,6 @@ class Injector:
             output_tokens=output_tokens,
             units=price.units(input_tokens, output_tokens),
             duration_ms=result.duration_ms,
+            replay=result.replay,
+            replay_attempt=result.replay_attempt,
         )

@@ -1,6 +1,6 @@
 """Composition root of the result injector."""
 
-from services.result_injector.app import DURABLE, Injector
+from services.result_injector.app import DEADLINES, DURABLE, Injector
 from shared import metrics, subjects
 from shared.broker import build_broker, connect
 from shared.call_marks import CallMarks
@@ -28,11 +28,11 @@ class ResultInjectorService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker = build_broker(settings.nats_servers(), "result-injector", self._reconnected)
-        self.consumer: WorkConsumer | None = None
+        self.consumers: list[WorkConsumer] = []
 
     def _reconnected(self) -> None:
-        if self.consumer is not None:
-            self.consumer.repull()
+        for consumer in self.consumers:
+            consumer.repull()
 
     async def start(self) -> None:
         metrics.serve(self.settings.metrics_port, self.settings.host)
@@ -42,17 +42,29 @@ class ResultInjectorService:
         marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
         injector = Injector(Publisher(js), price_book(self.settings), variables, marks)
         await self.broker.start()
-        self.consumer = WorkConsumer(
-            client,
-            DURABLE,
-            injector.handle,
-            concurrency=self.settings.injector_concurrency,
-            memory=MemoryBudget(self.settings.memory_budget_bytes()),
-            give_up=injector.give_up,
-        )
-        await self.consumer.start()
+        memory = MemoryBudget(self.settings.memory_budget_bytes())
+        self.consumers = [
+            WorkConsumer(
+                client,
+                DURABLE,
+                injector.handle,
+                concurrency=self.settings.injector_concurrency,
+                memory=memory,
+                give_up=injector.give_up,
+            ),
+            WorkConsumer(
+                client,
+                DEADLINES,
+                injector.on_deadline,
+                concurrency=self.settings.injector_concurrency,
+                memory=memory,
+                give_up=injector.deadline_letters.set_aside,
+            ),
+        ]
+        for consumer in self.consumers:
+            await consumer.start()
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
         await self.broker.stop()

@@ -18,7 +18,8 @@ MAX_ERROR_BODY_CHARS = 2000
 
 def result_of(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolCallResult:
     """The call's result as far as the outcome alone says: addressed, timed, not yet mapped."""
-    call, tool = outcome.request.call, outcome.request.tool
+    work = outcome.request
+    call, tool = work.call, work.tool
     return ToolCallResult(
         call_id=call.call_id,
         conversation_id=call.conversation_id,
@@ -28,6 +29,8 @@ def result_of(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolCal
         attempts=outcome.attempts,
         duration_ms=outcome.duration_ms,
         trace_id=trace_id,
+        replay=work.replay_attempt is not None,
+        replay_attempt=work.replay_attempt,
     )
 
 

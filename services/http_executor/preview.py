@@ -1,0 +1,42 @@
+"""The request a work item would send, shown without sending it (``midcall replay --dry-run``).
+
+Rendered by the same pure functions the executor sends with, so what ops
+see is what the API would get, except what is only known at send time:
+secret values are shown as ``***``, signatures (computed per attempt, with
+the time) by name only, and the ``traceparent`` of the trace is left out.
+"""
+
+from pydantic import BaseModel
+
+from services.http_executor.client import full_url
+from services.http_executor.render import render_request, secret_names
+from shared.events import ExecuteRequest
+
+REDACTED = "***"
+SIGNED_AT_SEND = "<signed when sent>"
+SIGNATURE_HEADERS = {
+    "vocode": ("x-vocode-signature",),
+    "standard_webhooks": ("webhook-id", "webhook-timestamp", "webhook-signature"),
+}
+
+
+class RequestPreview(BaseModel):
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: str | None = None
+
+
+def preview(work: ExecuteRequest) -> RequestPreview:
+    """Raises ``CallRejected`` where the executor would fail the call before sending."""
+    request = render_request(work, dict.fromkeys(secret_names(work), REDACTED))
+    headers = dict(request.headers)
+    signing = work.tool.request.signing
+    if signing is not None:
+        headers.update(dict.fromkeys(SIGNATURE_HEADERS[signing.scheme], SIGNED_AT_SEND))
+    return RequestPreview(
+        method=request.method,
+        url=str(full_url(request)),
+        headers=headers,
+        body=None if request.body is None else request.body.decode(errors="replace"),
+    )

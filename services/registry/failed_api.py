@@ -1,0 +1,90 @@
+"""Failed calls over REST: list them, show one with its runs, replay them."""
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+from fastapi import APIRouter, Query
+
+from services.registry.failures import (
+    FailedCall,
+    FailedCallDetail,
+    FailureStore,
+    Filters,
+    State,
+    StoreUnavailable,
+)
+from services.registry.replays import ReplayBody, Replayer, ReplayReport
+from shared.events import ID_PATTERN
+from shared.http_api import ApiError
+from shared.outages import TRANSIENT
+
+P = ParamSpec("P")
+T = TypeVar("T")
+MAX_PAGE = 500
+
+
+def build_router(store: FailureStore, replayer: Replayer) -> APIRouter:
+    router = APIRouter(prefix="/v1/failed")
+
+    @router.get("")
+    async def list_failed(
+        agent_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        account_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        tool: Annotated[str | None, Query(max_length=128)] = None,
+        code: Annotated[str | None, Query(max_length=64)] = None,
+        call_id: Annotated[str | None, Query(max_length=256)] = None,
+        state: State | None = None,
+        since: Annotated[datetime | None, Query(description="inclusive, RFC 3339")] = None,
+        until: Annotated[datetime | None, Query(description="exclusive, RFC 3339")] = None,
+        ids: Annotated[list[int] | None, Query(alias="id", max_length=MAX_PAGE)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        before_id: Annotated[int | None, Query(description="the next page, newest first")] = None,
+    ) -> dict[str, Any]:
+        """Failed calls and dead letters, newest first, by the latest run's time."""
+        filters = Filters(
+            ids=ids,
+            agent_id=agent_id,
+            account_id=account_id,
+            tool=tool,
+            code=code,
+            call_id=call_id,
+            state=state,
+            since=since,
+            until=until,
+        )
+        page: list[FailedCall] = await _stored(store.find, filters, limit, before_id)
+        more = len(page) == limit
+        return {"failed": page, "next_before_id": page[-1].id if more else None}
+
+    @router.get("/{failure_id}")
+    async def show_failed(failure_id: int) -> FailedCallDetail:
+        """One failed call with the call, the tool as used and every run's HTTP attempts."""
+        found = await _stored(store.get, failure_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"there is no failed call {failure_id}")
+        return found
+
+    @router.post("/replay")
+    async def replay(body: ReplayBody) -> ReplayReport:
+        """Run failed calls again through the normal path, or show what would be sent."""
+        try:
+            return await replayer.replay(body)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from exc
+        except TRANSIENT as exc:  # NATS stayed away longer than a publish waits
+            raise _unavailable(exc) from exc
+
+    return router
+
+
+async def _stored(read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    try:
+        return await asyncio.to_thread(read, *args, **kwargs)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: Exception) -> ApiError:
+    return ApiError(503, "unavailable", f"failed calls are unavailable just now; try again ({exc})")
