@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 
 from bench.plan import ACCOUNT, AGENT, tools
 from services.billing.app import USAGE
+from services.result_injector.app import DEADLINES
 from services.supervisor import Fabric, free_port
 from shared import subjects
 from shared.settings import Settings
@@ -75,12 +76,28 @@ async def wait_billed(js: JetStreamContext, since_seq: int, records: int, timeou
     return False
 
 
+async def wait_timers_fired(js: JetStreamContext, timeout_s: float) -> bool:
+    """Until every deadline timer armed so far has fired and been handled.
+
+    A schedule stays in the work-queue stream until it fires, and what it fires
+    until an injector acks it: the stream empties once all are done.
+    """
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + timeout_s
+    while loop.time() < give_up_at:
+        if not (await js.stream_info(subjects.TIMERS_STREAM)).state.messages:
+            return True
+        await asyncio.sleep(POLL_S)
+    return False
+
+
 # Every durable the hot path reads, by stream.
 HOT_DURABLES = (
     (subjects.CALLS_STREAM, "midcall-dispatcher"),
     (subjects.WORK_STREAM, "midcall-http-executor"),
     (subjects.WORK_STREAM, "midcall-result-injector"),
     (subjects.USAGE_STREAM, USAGE.name),
+    (subjects.TIMERS_STREAM, DEADLINES.name),
 )
 
 

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bench import load
-from bench.fabric import BenchFabric, redeliveries, usage_seq, wait_billed
+from bench.fabric import BenchFabric, redeliveries, usage_seq, wait_billed, wait_timers_fired
 from bench.figures import Burst, Loop, Losses, Midcall, Process
-from bench.plan import DELAYED_TOOL, FAST_TOOL, Plan, arguments
+from bench.plan import DELAYED_TOOL, FAST_TIMEOUT_S, FAST_TOOL, Plan, arguments
 from bench.procstats import CpuSnapshot, peak_rss_mb
 from bench.runtime import BenchRuntime, Outcome
 from bench.stats import latency
@@ -65,6 +65,8 @@ class Driver:
         for in_flight in self.plan.in_flight:
             before = CpuSnapshot.take(self.pids)
             loops.append(await self._loop(in_flight))
+            # A call's work ends when its deadline timer has fired and been handled.
+            await wait_timers_fired(self.js, FAST_TIMEOUT_S + self.plan.result_timeout_s)
             if in_flight == self.plan.measured_in_flight:
                 cpu = before.ms_per_call(CpuSnapshot.take(self.pids), self.plan.loop_calls)
         burst = await self._burst()

@@ -9,6 +9,7 @@ from shared.tools import MAX_TIMEOUT_S
 AGENT = "bench"
 ACCOUNT = "bench"
 FAST_TOOL = "CheckSlots"
+FAST_TIMEOUT_S = 2.0
 DELAYED_TOOL = "CheckSlotsSlowly"
 # About 300 bytes of JSON, like an LLM's arguments for a booking lookup.
 ARGUMENTS: dict[str, Any] = {
@@ -75,7 +76,13 @@ def tools(api_url: str, delay_s: float) -> list[dict[str, Any]]:
         "response": {"variables": {"free_slots": "$.slots"}},
     }
     return [
-        {**shape, "name": FAST_TOOL, "request": {"url": f"{api_url}/slots", "method": "POST"}},
+        {
+            **shape,
+            "name": FAST_TOOL,
+            # A short deadline, so every call's deadline timer fires (and is paid for)
+            # within the closed loop's CPU window (see bench.fabric.wait_timers_fired).
+            "request": {"url": f"{api_url}/slots", "method": "POST", "timeout_s": FAST_TIMEOUT_S},
+        },
         {
             **shape,
             "name": DELAYED_TOOL,

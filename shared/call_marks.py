@@ -78,8 +78,12 @@ class CallMarks:
         return True
 
     async def has(self, conversation_id: str, call_id: str, mark: Mark, attempt: int = 1) -> bool:
+        return await self.run_has(run_key(conversation_id, call_id, attempt), mark)
+
+    async def run_has(self, run: str, mark: Mark) -> bool:
+        """``has``, for a run known by its key (``run_key``) alone."""
         try:
-            await self._kv.get(_mark_key(conversation_id, call_id, mark, attempt))
+            await self._kv.get(f"{run}.{mark}")
         except KeyNotFoundError:
             return False
         return True

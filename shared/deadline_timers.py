@@ -22,12 +22,16 @@ process that armed the timer has to survive; measured against nats-server
 - a definition older than the stream's ``max_age`` is dropped unfired, hence
   ``MAX_AHEAD_S``.
 
-A timer is never disarmed: a purge costs about what a fired deadline costs
-its handler, who must check the call's marks (shared.call_marks) anyway, as
-a deadline can fire while the call's result is being handled.
+A call answered in time disarms its timer, which costs nats-server less than
+storing, delivering and acking a fired one; a disarm can still lose the race
+with a timer firing, so whoever handles a deadline checks the call's marks
+(shared.call_marks) first.
 """
 
+import json
 from datetime import UTC, datetime, timedelta
+
+from nats.aio.client import Client
 
 from shared import subjects
 from shared.messaging import Publisher
@@ -61,8 +65,9 @@ def at_header(at: datetime) -> str:
 
 
 class DeadlineTimers:
-    def __init__(self, publisher: Publisher) -> None:
-        self._publisher = publisher
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._publisher = Publisher(client.jetstream())
 
     async def arm(self, conversation_id: str, call_key: str, at: datetime, body: bytes) -> None:
         """Have ``body`` published on ``subjects.deadline(conversation_id)`` at ``at``.
@@ -83,4 +88,17 @@ class DeadlineTimers:
         # The fired message keeps these headers, the trace context included.
         await self._publisher.raw(
             body, subjects.timer(conversation_id, call_key), subjects.TIMERS_STREAM, headers
+        )
+
+    async def disarm(self, conversation_id: str, call_key: str) -> None:
+        """Cancel the call's timer: it was answered in time.
+
+        A purge of its schedule subject, sent without waiting for the answer (a
+        timer left armed only fires into a handler that finds the call answered).
+        Purging one that already fired, or was never armed, does nothing; the
+        arm's Nats-Msg-Id outlives the purge, so a late re-sent arm stays cancelled.
+        """
+        purge = {"filter": subjects.timer(conversation_id, call_key)}
+        await self._client.publish(
+            f"$JS.API.STREAM.PURGE.{subjects.TIMERS_STREAM}", json.dumps(purge).encode()
         )

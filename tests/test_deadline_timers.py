@@ -15,7 +15,6 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from services.result_injector.app import DEADLINES
 from shared import jetstream, subjects
 from shared.deadline_timers import CALL_KEY_HEADER, DeadlineTimers
-from shared.messaging import Publisher
 from shared.nats_server import NatsServer
 
 TIMERS_STREAM = subjects.TIMERS_STREAM
@@ -61,19 +60,24 @@ def soon(seconds: float) -> datetime:
 
 
 @pytest.fixture
-async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
-    client, context = await connect(nats_url)
+async def client(nats_url: str) -> AsyncIterator[Client]:
+    connection, context = await connect(nats_url)
     await setup(context)
-    yield context
-    await client.close()
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def js(client: Client) -> JetStreamContext:
+    return client.jetstream()
 
 
 async def test_a_deadline_reaches_a_replica_at_its_time_after_the_armer_is_gone(
     nats_url: str, js: JetStreamContext
 ) -> None:
-    armer, armer_js = await connect(nats_url)
+    armer = await nats.connect(nats_url)
     at = soon(1.0)
-    await DeadlineTimers(Publisher(armer_js)).arm("conv-1", key("c1"), at, b"deadline c1")
+    await DeadlineTimers(armer).arm("conv-1", key("c1"), at, b"deadline c1")
     await armer.close()  # the process that armed it dies
 
     msg = await next_deadline(js, within_s=1.0 + LATE_BOUND_S)
@@ -88,14 +92,14 @@ async def test_a_deadline_reaches_a_replica_at_its_time_after_the_armer_is_gone(
     assert (await js.stream_info(TIMERS_STREAM)).state.messages == 0
 
 
-async def test_a_deadline_already_past_fires_at_once(js: JetStreamContext) -> None:
-    await DeadlineTimers(Publisher(js)).arm("conv-1", key("c1"), soon(-5.0), b"late")
+async def test_a_deadline_already_past_fires_at_once(client: Client, js: JetStreamContext) -> None:
+    await DeadlineTimers(client).arm("conv-1", key("c1"), soon(-5.0), b"late")
 
     assert (await next_deadline(js, within_s=LATE_BOUND_S)).data == b"late"
 
 
-async def test_a_re_sent_arm_fires_once(js: JetStreamContext) -> None:
-    timers = DeadlineTimers(Publisher(js))
+async def test_a_re_sent_arm_fires_once(client: Client, js: JetStreamContext) -> None:
+    timers = DeadlineTimers(client)
     at = soon(0.5)
     await timers.arm("conv-1", key("c1"), at, b"first")
     await timers.arm("conv-1", key("c1"), at, b"again")
@@ -111,6 +115,19 @@ async def test_a_re_sent_arm_fires_once(js: JetStreamContext) -> None:
     assert (await next_deadline(js, within_s=LATE_BOUND_S)).data == b"sentinel-2"
 
 
+async def test_a_disarmed_deadline_never_fires(client: Client, js: JetStreamContext) -> None:
+    timers = DeadlineTimers(client)
+    at = soon(0.5)
+    await timers.arm("conv-1", key("c1"), at, b"c1")
+    await timers.disarm("conv-1", key("c1"))
+    await timers.disarm("conv-1", key("never-armed"))
+    await timers.arm("conv-1", key("c1"), at, b"c1 re-sent")  # a late re-send stays cancelled
+    # Fires after c1's would have: the durable delivers in stream order.
+    await timers.arm("conv-1", key("sentinel"), at + timedelta(seconds=0.3), b"sentinel")
+
+    assert (await next_deadline(js, within_s=0.8 + LATE_BOUND_S)).data == b"sentinel"
+
+
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 async def test_a_deadline_outlives_a_nats_server_restart(tmp_path: Path, stop: str) -> None:
     server = NatsServer(tmp_path / "nats")
@@ -119,7 +136,7 @@ async def test_a_deadline_outlives_a_nats_server_restart(tmp_path: Path, stop: s
         client, js = await connect(url)
         await setup(js)
         at = soon(1.5)
-        await DeadlineTimers(Publisher(js)).arm("conv-1", key("c1"), at, b"c1")
+        await DeadlineTimers(client).arm("conv-1", key("c1"), at, b"c1")
         await client.close()
         if stop == "sigterm":
             await server.astop()
@@ -137,8 +154,8 @@ async def test_a_deadline_outlives_a_nats_server_restart(tmp_path: Path, stop: s
         await server.astop()
 
 
-async def test_a_deadline_is_refused_naive_or_too_far_ahead(js: JetStreamContext) -> None:
-    timers = DeadlineTimers(Publisher(js))
+async def test_a_deadline_is_refused_naive_or_too_far_ahead(client: Client) -> None:
+    timers = DeadlineTimers(client)
     with pytest.raises(ValueError, match="timezone-aware"):
         await timers.arm("conv-1", key("c1"), datetime.now(), b"")
     with pytest.raises(ValueError, match="ahead"):

@@ -16,6 +16,7 @@ from services.result_injector.main import price_book
 from shared import subjects
 from shared.call_marks import CallMarks, Mark
 from shared.conversations import ConversationVariables
+from shared.deadline_timers import DeadlineTimers
 from shared.messaging import Publisher
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS, Fabric
@@ -98,6 +99,7 @@ async def test_a_redelivered_outcome_of_an_answered_call_publishes_no_second_res
         price_book(fabric.settings),
         ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET)),
         await marks(fabric),
+        DeadlineTimers(fabric.nc),
     )
 
     await injector.handle(redelivery(fabric, outcome))

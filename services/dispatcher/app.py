@@ -51,11 +51,12 @@ class Dispatcher:
         publisher: Publisher,
         directory: Directory,
         claims: CallMarks,
+        timers: DeadlineTimers,
         max_work_bytes: int,
         loops: LoopBreaker | None = None,
     ) -> None:
         self.publisher = publisher
-        self.timers = DeadlineTimers(publisher)
+        self.timers = timers
         self.loops = loops or LoopBreaker()
         self.directory = directory
         self.claims = claims

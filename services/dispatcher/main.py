@@ -6,6 +6,7 @@ from shared import metrics, subjects
 from shared.broker import build_broker, connect
 from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
+from shared.deadline_timers import DeadlineTimers
 from shared.memory import MemoryBudget
 from shared.messaging import Publisher
 from shared.settings import Settings
@@ -37,7 +38,9 @@ class DispatcherService:
             await js.key_value(subjects.CATALOG_BUCKET), catalog.state.last_seq
         )
         claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
-        dispatcher = Dispatcher(Publisher(js), self.directory, claims, client.max_payload // 2)
+        dispatcher = Dispatcher(
+            Publisher(js), self.directory, claims, DeadlineTimers(client), client.max_payload // 2
+        )
         await self.broker.start()
         self.consumers = [
             WorkConsumer(

@@ -6,9 +6,10 @@ from nats.aio.msg import Msg
 
 from services.result_injector.mapping import map_outcome, result_of
 from shared import subjects
-from shared.call_marks import CallMarks, Mark
+from shared.call_marks import CallMarks, Mark, run_key
 from shared.consumer import redelivered
 from shared.conversations import ConversationVariables
+from shared.deadline_timers import CALL_KEY_HEADER, DeadlineTimers
 from shared.events import (
     CallRun,
     ErrorInfo,
@@ -51,8 +52,10 @@ class Injector:
         prices: PriceBook,
         variables: ConversationVariables,
         marks: CallMarks,
+        timers: DeadlineTimers,
     ) -> None:
         self.publisher = publisher
+        self.timers = timers
         self.marks = marks
         self.prices = prices
         self.variables = variables
@@ -76,18 +79,22 @@ class Injector:
             return  # answered before the ack was lost: the runtime has its one result
         await self._answer(outcome)
         await self.marks.mark(call.conversation_id, call.call_id, Mark.ANSWERED, attempt)
+        await self.timers.disarm(
+            call.conversation_id, run_key(call.conversation_id, call.call_id, attempt)
+        )
 
     async def on_deadline(self, message: Msg) -> None:
         """A call's deadline passed (its timer fired): answer it with a timeout, unless
         it was answered, whatever became of the executor that held it."""
+        run = (message.headers or {}).get(CALL_KEY_HEADER)
+        if run and await self.marks.run_has(run, Mark.ANSWERED):
+            return  # the usual end, answered in time: known without reading the work item
         work = await self.deadline_letters.read(ExecuteRequest, message, DECLARED_BEFORE)
         if work is None:
             return
         call, attempt = work.call, work.attempt
-        if await self.marks.has(call.conversation_id, call.call_id, Mark.ANSWERED, attempt):
-            return  # the usual end: answered in time
         if not await self.marks.claim_answer(call.conversation_id, call.call_id, attempt, DEADLINE):
-            return  # its outcome came just now, and answers it
+            return  # answered meanwhile, or its outcome came just now and answers it
         rejected = timed_out(work)
         failure = ErrorInfo(code=rejected.code, message=rejected.message, details=rejected.details)
         elapsed_ms = (utcnow() - work.accepted_at).total_seconds() * 1000

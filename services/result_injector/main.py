@@ -6,6 +6,7 @@ from shared.broker import build_broker, connect
 from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
 from shared.conversations import ConversationVariables
+from shared.deadline_timers import DeadlineTimers
 from shared.memory import MemoryBudget
 from shared.messaging import Publisher
 from shared.metering import Price, PriceBook, count_tokens
@@ -40,7 +41,9 @@ class ResultInjectorService:
         client, js = await connect(self.broker)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
         marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
-        injector = Injector(Publisher(js), price_book(self.settings), variables, marks)
+        injector = Injector(
+            Publisher(js), price_book(self.settings), variables, marks, DeadlineTimers(client)
+        )
         await self.broker.start()
         memory = MemoryBudget(self.settings.memory_budget_bytes())
         self.consumers = [
