@@ -1,23 +1,58 @@
 """The REST error shape both HTTP services use: ``{"error": {code, message, details}}``."""
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import AfterValidator, AwareDatetime, ValidationError
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
 
 class ApiError(Exception):
     """A caller mistake (4xx) or a known failure, with a message a person can act on."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
+
+
+def in_utc_range(value: datetime) -> datetime:
+    """A time that can be converted to UTC, as every store does before comparing.
+
+    ``0001-01-01T00:00:00+00:01`` parses, but in UTC it is before year 1: the
+    conversion raises ``OverflowError`` deep in a query, which is no storage
+    outage. A time without an offset is read as UTC, so it always fits.
+    """
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise PydanticCustomError(
+                "datetime_out_of_range",
+                "the date is out of range: {value} in UTC is outside "
+                "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z",
+                {"value": value.isoformat()},
+            ) from None
+    return value
+
+
+# Times in requests (query parameters or bodies): out-of-range ones are a 422 naming the field.
+UtcDatetime = Annotated[datetime, AfterValidator(in_utc_range)]
+AwareUtcDatetime = Annotated[AwareDatetime, AfterValidator(in_utc_range)]
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -40,7 +75,9 @@ def describe_validation(exc: ValidationError | RequestValidationError) -> tuple[
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status)
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details), exc.status, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

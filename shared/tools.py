@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from shared.errors import ErrorCode
+from shared.json_depth import nests_deeper, too_deep
 from shared.templates import reference_problem, references
 
 KNOWN_CODES = {code.value for code in ErrorCode}
@@ -261,6 +262,9 @@ class Tool(Strict):
     def _json_schema_object(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         if not _declaring(info):
             return value
+        # Before anything recurses into it: json.dumps and jsonschema go a level per level.
+        if nests_deeper(value):
+            raise ValueError(too_deep("the schema"))
         problem = _schema_problem(json.dumps(value, sort_keys=True))
         if problem:
             raise ValueError(problem)

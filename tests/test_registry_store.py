@@ -98,12 +98,12 @@ def test_a_tool_round_trips_every_field(store: ToolStore) -> None:
     assert store.get_tool("salon-bot", "BookAppointment") == tool
 
 
-def test_the_dialect_and_the_posted_document_are_kept(
+def test_the_dialect_and_the_tools_own_source_are_kept(
     store: ToolStore, database_url: str, tmp_path: Path
 ) -> None:
-    document = {"tools": [{"name": "Book", "request": {"url": "https://x.example/é"}}]}
+    source = {"name": "Book", "request": {"url": "https://x.example/é"}}
 
-    store.put_tools("salon-bot", "midcall", [make_tool("Book")], document)
+    store.put_tools("salon-bot", "midcall", [make_tool("Book")], [source])
 
     engine = build_engine(Settings(database_url=database_url, data_dir=tmp_path))
     with Session(engine) as session:
@@ -111,7 +111,7 @@ def test_the_dialect_and_the_posted_document_are_kept(
     engine.dispose()
     assert (row.agent_id, row.name, row.dialect) == ("salon-bot", "Book", "midcall")
     assert row.source is not None
-    assert json.loads(row.source) == document
+    assert json.loads(row.source) == source
     assert Tool.model_validate_json(row.definition) == make_tool("Book")
 
 

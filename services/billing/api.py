@@ -5,10 +5,9 @@ from collections.abc import Callable
 from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from pydantic import AwareDatetime
 
 from services.billing.store import ConversationSummary, StoreUnavailable, Totals, UsageStore
-from shared.http_api import ApiError, install_error_handlers
+from shared.http_api import ApiError, AwareUtcDatetime, install_error_handlers
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -47,8 +46,8 @@ async def healthz() -> dict[str, str]:
 async def account_usage(
     store: Store,
     account_id: Annotated[str, Query(min_length=1)],
-    since: Annotated[AwareDatetime | None, Query(description="inclusive, RFC 3339")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="exclusive, RFC 3339")] = None,
+    since: Annotated[AwareUtcDatetime | None, Query(description="inclusive, RFC 3339")] = None,
+    until: Annotated[AwareUtcDatetime | None, Query(description="exclusive, RFC 3339")] = None,
 ) -> AccountUsage:
     """An account's calls, errors, tokens and units with ``since <= at < until``.
 

@@ -6,7 +6,6 @@ order, and each one is safe to retry: a retry re-sends the catalog write.
 """
 
 import asyncio
-import json
 from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
@@ -15,10 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.registry import dialects, manifest
 from services.registry.catalog_writer import CatalogUnavailable, CatalogWriter
-from services.registry.store import ToolStore
+from services.registry.dialects import rules
+from services.registry.store import QuotaExceeded, ToolStore
+from shared import json_depth
 from shared.catalog import AgentEntry
 from shared.events import ID_PATTERN
 from shared.http_api import ApiError, error_body, install_error_handlers
+from shared.json_depth import TooDeep
 from shared.tools import TOOL_NAME_PATTERN, Tool
 
 # A tool document is configuration, not data: a megabyte is far more than any needs.
@@ -72,7 +74,10 @@ class _Endpoints:
     async def put_agent(self, agent_id: AgentId, body: AgentBody) -> dict[str, Any]:
         agent = AgentEntry(agent_id=agent_id, **body.model_dump())
         async with self._writes:
-            await asyncio.to_thread(self._store.put_agent, agent)
+            try:
+                await asyncio.to_thread(self._store.put_agent, agent)
+            except QuotaExceeded as exc:
+                raise _over_quota(exc) from exc
             await self._writer.put_agent(agent)
         return agent.model_dump(mode="json")
 
@@ -86,10 +91,14 @@ class _Endpoints:
         media_type = dialects.require(dialect).media_type
         document = _document(await request.body(), media_type)
         tools = dialects.parse(dialect, document)
+        sources = dialects.sources(dialect, document, tools)
         async with self._writes:
-            agent = await asyncio.to_thread(
-                self._store.put_tools, agent_id, dialect, tools, document
-            )
+            try:
+                agent = await asyncio.to_thread(
+                    self._store.put_tools, agent_id, dialect, tools, sources
+                )
+            except QuotaExceeded as exc:
+                raise _over_quota(exc) from exc
             await self._writer.put_agent(agent)
             for tool in tools:
                 await self._writer.put_tool(agent_id, tool)
@@ -157,7 +166,9 @@ def _document(body: bytes, media_type: str) -> Any:
     if media_type != dialects.JSON:
         return _text(body)
     try:
-        return json.loads(body)
+        return json_depth.loads(body, "the document")
+    except TooDeep as exc:
+        raise rules.document_too_deep(exc) from exc
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from exc
 
@@ -167,6 +178,13 @@ def _text(body: bytes) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "invalid_text", f"the request body is not UTF-8 text: {exc}") from exc
+
+
+def _over_quota(exc: QuotaExceeded) -> ApiError:
+    # 409, not 422: the request is valid and would fit an account with room; it conflicts
+    # with what the account holds, which deleting or moving something resolves.
+    details = {"quota": f"{exc.what}_per_account", "limit": exc.limit, "would_have": exc.total}
+    return ApiError(409, "quota_exceeded", str(exc), details)
 
 
 def _tools_body(agent_id: str, tools: list[Tool]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Query
@@ -17,7 +16,7 @@ from services.registry.failures import (
 )
 from services.registry.replays import ReplayBody, Replayer, ReplayReport
 from shared.events import ID_PATTERN
-from shared.http_api import ApiError
+from shared.http_api import ApiError, UtcDatetime
 from shared.outages import TRANSIENT
 
 P = ParamSpec("P")
@@ -36,8 +35,8 @@ def build_router(store: FailureStore, replayer: Replayer) -> APIRouter:
         code: Annotated[str | None, Query(max_length=64)] = None,
         call_id: Annotated[str | None, Query(max_length=256)] = None,
         state: State | None = None,
-        since: Annotated[datetime | None, Query(description="inclusive, RFC 3339")] = None,
-        until: Annotated[datetime | None, Query(description="exclusive, RFC 3339")] = None,
+        since: Annotated[UtcDatetime | None, Query(description="inclusive, RFC 3339")] = None,
+        until: Annotated[UtcDatetime | None, Query(description="exclusive, RFC 3339")] = None,
         ids: Annotated[list[int] | None, Query(alias="id", max_length=MAX_PAGE)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         before_id: Annotated[int | None, Query(description="the next page, newest first")] = None,

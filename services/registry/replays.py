@@ -9,7 +9,7 @@ published again on the subject it first came on.
 """
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +23,7 @@ from shared import subjects
 from shared.catalog import DEFAULT_ACCOUNT
 from shared.errors import CallRejected
 from shared.events import ID_PATTERN, ExecuteRequest, ReplayRequest, utcnow
+from shared.http_api import UtcDatetime
 from shared.messaging import Publisher, msg_id
 from shared.tools import Tool
 
@@ -44,8 +45,8 @@ class ReplayBody(BaseModel):
     account_id: str | None = Field(default=None, pattern=ID_PATTERN)
     tool: str | None = Field(default=None, max_length=128)
     code: str | None = Field(default=None, max_length=64)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
     as_called: bool = False
     dry_run: bool = False
     limit: int = Field(default=1000, ge=1, le=MAX_REPLAY)

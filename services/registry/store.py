@@ -5,13 +5,16 @@ stay inside this module: callers get the canonical ``Tool`` and ``AgentEntry``.
 """
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Text
+from sqlalchemy import DateTime, Engine, Text, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Field, Session, SQLModel, col, delete, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from shared.catalog import DEFAULT_ACCOUNT, AgentEntry
 from shared.events import utcnow
@@ -20,6 +23,32 @@ from shared.tools import Tool
 # Ids are subject tokens (shared.events.ID_PATTERN), tool names follow TOOL_NAME_PATTERN.
 ID_LENGTH = 128
 NAME_LENGTH = 64
+
+# Per-account ceilings. Tools and agents are configuration: no account needs more,
+# and without them one account could fill the database for every other.
+MAX_TOOLS_PER_ACCOUNT = 1000
+MAX_AGENTS_PER_ACCOUNT = 1000
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """How many tools (over all its agents) and agents one account may have."""
+
+    tools: int
+    agents: int
+
+
+class QuotaExceeded(Exception):
+    """A write that would take an account past a quota; nothing of it was stored."""
+
+    def __init__(self, account_id: str, what: str, limit: int, total: int) -> None:
+        super().__init__(
+            f"account '{account_id}' would have {total} {what}; the limit is {limit} per account"
+        )
+        self.account_id = account_id
+        self.what = what
+        self.limit = limit
+        self.total = total
 
 
 class AgentRow(SQLModel, table=True):
@@ -39,7 +68,9 @@ class ToolRow(SQLModel, table=True):
     dialect: str = Field(max_length=32)
     # The canonical tool as JSON: what every reader gets back.
     definition: str = Field(sa_type=Text)
-    # The document as posted, so a dialect can later be rendered back to its author.
+    # The part of the posted document that defined this tool (``dialects.sources``), so a
+    # dialect can later be rendered back to its author. Rows written before held the whole
+    # document; nothing relies on either.
     source: str | None = Field(default=None, sa_type=Text)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -47,16 +78,27 @@ class ToolRow(SQLModel, table=True):
 class ToolStore:
     """Agents and tools over one SQLAlchemy engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, quotas: Quotas | None = None) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise RuntimeError(
                 f"the registry stores data in SQLite or PostgreSQL, not {engine.dialect.name}"
             )
         self._engine = engine
+        self._quotas = quotas or Quotas(MAX_TOOLS_PER_ACCOUNT, MAX_AGENTS_PER_ACCOUNT)
 
     def put_agent(self, agent: AgentEntry) -> AgentEntry:
+        """Create or update the agent; ``QuotaExceeded`` if its account has no room for it.
+
+        An agent moved to another account takes its tools along, so they count there too.
+        """
         row = {**agent.model_dump(), "updated_at": utcnow()}
         with Session(self._engine) as session:
+            self._lock_account(session, agent.account_id)
+            current = session.get(AgentRow, agent.agent_id)
+            if current is None or current.account_id != agent.account_id:
+                self._check_agents(session, agent.account_id, joining=1)
+                moving = len(_agent_tool_names(session, agent.agent_id))
+                self._check_tools(session, agent.account_id, moving)
             session.exec(self._upsert(AgentRow, [row], ["agent_id"]))
             session.commit()
         return agent
@@ -67,19 +109,33 @@ class ToolStore:
             return None if row is None else _agent(row)
 
     def put_tools(
-        self, agent_id: str, dialect: str, tools: list[Tool], source: Any = None
+        self,
+        agent_id: str,
+        dialect: str,
+        tools: list[Tool],
+        sources: Sequence[Any] | None = None,
     ) -> AgentEntry:
-        """Create or replace ``tools`` by name; a new agent joins the default account."""
+        """Create or replace ``tools`` by name; a new agent joins the default account.
+
+        ``sources``: what each tool was parsed from, in the same order. Raises
+        ``QuotaExceeded`` (storing nothing) when the account would outgrow a quota.
+        """
+        if sources is not None and len(sources) != len(tools):
+            raise ValueError(f"{len(sources)} sources for {len(tools)} tools")
         with Session(self._engine) as session:
-            session.exec(self._insert_missing_agent(agent_id))
+            agent = self._agent_for_tools(session, agent_id)
+            replaced = _agent_tool_names(session, agent_id) & {tool.name for tool in tools}
+            self._check_tools(session, agent.account_id, len(tools) - len(replaced))
             if tools:
-                posted = None if source is None else json.dumps(source, ensure_ascii=False)
-                rows = [_tool_row(agent_id, dialect, tool, posted) for tool in tools]
+                posted = sources if sources is not None else [None] * len(tools)
+                rows = [
+                    _tool_row(agent_id, dialect, tool, _source_text(source))
+                    for tool, source in zip(tools, posted, strict=True)
+                ]
                 session.exec(self._upsert(ToolRow, rows, ["agent_id", "name"]))
+            entry = _agent(agent)
             session.commit()
-            agent = session.get(AgentRow, agent_id)
-            assert agent is not None  # inserted above when missing
-            return _agent(agent)
+        return entry
 
     def list_tools(self, agent_id: str) -> list[Tool]:
         query = select(ToolRow.definition).where(col(ToolRow.agent_id) == agent_id)
@@ -113,6 +169,40 @@ class ToolStore:
             rows = session.exec(query).all()
         return [(agent_id, Tool.model_validate_json(d)) for agent_id, d in rows]
 
+    def _agent_for_tools(self, session: Session, agent_id: str) -> AgentRow:
+        """The agent, first added to the default account (within its quota) if new."""
+        agent = session.get(AgentRow, agent_id)
+        self._lock_account(session, DEFAULT_ACCOUNT if agent is None else agent.account_id)
+        if agent is None:
+            self._check_agents(session, DEFAULT_ACCOUNT, joining=1)
+            session.exec(self._insert_missing_agent(agent_id))
+            agent = session.get(AgentRow, agent_id)
+            assert agent is not None  # just inserted, or by a concurrent writer
+        return agent
+
+    def _check_agents(self, session: Session, account_id: str, joining: int) -> None:
+        current = _count(
+            session, select(func.count()).where(col(AgentRow.account_id) == account_id)
+        )
+        _within_quota(account_id, "agents", current, current + joining, self._quotas.agents)
+
+    def _check_tools(self, session: Session, account_id: str, adding: int) -> None:
+        query = (
+            select(func.count())
+            .select_from(ToolRow)
+            .join(AgentRow, col(AgentRow.agent_id) == col(ToolRow.agent_id))
+            .where(col(AgentRow.account_id) == account_id)
+        )
+        current = _count(session, query)
+        _within_quota(account_id, "tools", current, current + adding, self._quotas.tools)
+
+    def _lock_account(self, session: Session, account_id: str) -> None:
+        # Counting and writing must not interleave with another registry's writes to the
+        # account. PostgreSQL: a lock per account until commit. SQLite: one registry,
+        # whose API already makes its writes one at a time.
+        if self._engine.dialect.name == "postgresql":
+            session.exec(select(func.pg_advisory_xact_lock(func.hashtext(account_id))))
+
     def _insert_missing_agent(self, agent_id: str) -> Insert:
         row = {"agent_id": agent_id, "account_id": DEFAULT_ACCOUNT, "updated_at": utcnow()}
         return self._insert(AgentRow).values([row]).on_conflict_do_nothing()
@@ -132,6 +222,26 @@ class ToolStore:
 
 def _agent(row: AgentRow) -> AgentEntry:
     return AgentEntry(agent_id=row.agent_id, account_id=row.account_id, name=row.name)
+
+
+def _agent_tool_names(session: Session, agent_id: str) -> set[str]:
+    query = select(ToolRow.name).where(col(ToolRow.agent_id) == agent_id)
+    return set(session.exec(query).all())
+
+
+def _count(session: Session, query: SelectOfScalar[int]) -> int:
+    return session.exec(query).one()
+
+
+def _within_quota(account_id: str, what: str, current: int, after: int, limit: int) -> None:
+    # Only growth past the limit is refused: an account already over a quota it
+    # predates can still replace and delete what it has.
+    if after > limit and after > current:
+        raise QuotaExceeded(account_id, what, limit, after)
+
+
+def _source_text(source: Any) -> str | None:
+    return None if source is None else json.dumps(source, ensure_ascii=False)
 
 
 def _tool_row(agent_id: str, dialect: str, tool: Tool, source: str | None) -> dict[str, Any]:

@@ -22,18 +22,20 @@ JSON = "application/json"
 class Dialect:
     parse: Callable[[Any], list[Tool]]
     export: Callable[[Tool], dict[str, Any] | str]
+    # A parsed document's part that defined each tool, in ``parse``'s order (see ``sources``).
+    split: Callable[[Any], list[Any]] | None = None
     # How documents in this dialect travel over HTTP, both ways.
     media_type: str = JSON
 
 
 MIDCALL = "midcall"
 _DIALECTS = {
-    MIDCALL: Dialect(midcall.parse, midcall.export),
-    "vocode": Dialect(vocode.parse, vocode.export),
-    "bland": Dialect(bland.parse, bland.export),
-    "aivoco": Dialect(aivoco.parse, aivoco.export),
-    "xml": Dialect(xml.parse, xml.export, xml.MEDIA_TYPE),
-    "callkaro": Dialect(callkaro.parse, callkaro.export),
+    MIDCALL: Dialect(midcall.parse, midcall.export, midcall.split),
+    "vocode": Dialect(vocode.parse, vocode.export, vocode.split),
+    "bland": Dialect(bland.parse, bland.export, bland.split),
+    "aivoco": Dialect(aivoco.parse, aivoco.export, aivoco.split),
+    "xml": Dialect(xml.parse, xml.export, xml.split, xml.MEDIA_TYPE),
+    "callkaro": Dialect(callkaro.parse, callkaro.export, callkaro.split),
 }
 DIALECTS = tuple(_DIALECTS)
 
@@ -56,6 +58,22 @@ def parse(dialect: str, document: Any) -> list[Tool]:
         raise ApiError(422, "invalid_tool", "the document defines no tools")
     _reject_duplicates(tools)
     return tools
+
+
+def sources(dialect: str, document: Any, tools: list[Tool]) -> list[Any]:
+    """What each of ``tools`` (parsed from ``document``) keeps as its source, in order.
+
+    Only the part of the document that defined it, which parses back to it:
+    a thousand tools each keeping the whole document would store a million.
+    A dialect that cannot split a document keeps each tool as it renders it.
+    """
+    chosen = require(dialect)
+    if chosen.split is None:
+        return [chosen.export(tool) for tool in tools]
+    parts = chosen.split(document)
+    if len(parts) != len(tools):  # a dialect whose split and parse disagree: our bug
+        raise RuntimeError(f"{dialect} split a document into {len(parts)}, not {len(tools)}")
+    return parts
 
 
 def export(dialect: str, tool: Tool) -> dict[str, Any] | str:

@@ -40,6 +40,11 @@ def parse(document: Any) -> list[Tool]:
     return validate([_tool(tool) for _, tool in tools])
 
 
+def split(document: Any) -> list[Any]:
+    """Each tool as posted, in ``parse``'s order; a call request's other fields are no tool's."""
+    return rules.definitions(document, "tool", wrapper="tools")
+
+
 def export(tool: Tool) -> dict[str, Any]:
     input_schema, description = _input_schema(tool.parameters, tool.description)
     request = tool.request

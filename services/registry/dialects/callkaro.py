@@ -29,6 +29,11 @@ def parse(document: Any) -> list[Tool]:
     return validate([_tool(item) for _, item in functions])
 
 
+def split(document: Any) -> list[Any]:
+    """Each function as posted, in ``parse``'s order."""
+    return rules.definitions(document, "function")
+
+
 def export(tool: Tool) -> dict[str, Any]:
     document = {
         "name": tool.name,

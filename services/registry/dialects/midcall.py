@@ -7,9 +7,14 @@ from shared.tools import Tool
 
 
 def parse(document: Any) -> list[Tool]:
+    return validate(split(document))
+
+
+def split(document: Any) -> list[Any]:
+    """Each tool as posted, in ``parse``'s order."""
     if isinstance(document, dict) and document.keys() == {"tools"}:
         document = document["tools"]
-    return validate(document if isinstance(document, list) else [document])
+    return document if isinstance(document, list) else [document]
 
 
 def export(tool: Tool) -> dict[str, Any]:

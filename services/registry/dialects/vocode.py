@@ -12,6 +12,8 @@ from typing import Any
 
 from services.registry.dialects import rules
 from services.registry.dialects.canonical import validate
+from shared import json_depth
+from shared.json_depth import TooDeep
 from shared.tools import Tool
 
 FIELDS = (
@@ -43,6 +45,11 @@ def parse(document: Any) -> list[Tool]:
     actions = rules.entries(document, "action", "actions")
     rules.reject([problem for label, action in actions for problem in _problems(label, action)])
     return validate([_tool(action) for _, action in actions])
+
+
+def split(document: Any) -> list[Any]:
+    """Each action as posted, in ``parse``'s order."""
+    return rules.definitions(document, "action")
 
 
 def export(tool: Tool) -> dict[str, Any]:
@@ -81,6 +88,8 @@ def _problems(label: str, action: dict[str, Any]) -> list[str]:
 def _schema_problem(value: Any) -> str | None:
     try:
         schema = _input_schema(value)
+    except TooDeep as exc:
+        return str(exc)
     except ValueError as exc:
         return f"input_schema is not valid JSON: {exc}"
     if not isinstance(schema, dict) or schema.get("type") != "object":
@@ -103,8 +112,11 @@ def _mode_problem(value: Any) -> str | None:
 
 
 def _input_schema(value: Any) -> Any:
-    """Vocode's config holds the schema as a JSON string; an object is taken as well."""
-    return json.loads(value) if isinstance(value, str) else value
+    """Vocode's config holds the schema as a JSON string; an object is taken as well.
+
+    A string is a document of its own, so it is held to the same depth as the one around it.
+    """
+    return json_depth.loads(value, "input_schema") if isinstance(value, str) else value
 
 
 def _tool(action: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ the platform ends the session when one is missing. The executor's default body
 """
 
 import re
+from copy import copy
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, indent, tostring
 from xml.sax.saxutils import quoteattr
@@ -16,6 +17,7 @@ from defusedxml.ElementTree import ParseError, fromstring
 
 from services.registry.dialects import rules
 from services.registry.dialects.canonical import validate
+from shared.json_depth import TooDeep, nests_deeper
 from shared.tools import TOOL_NAME_PATTERN, ContextParameter, Tool
 
 MEDIA_TYPE = "application/xml"
@@ -33,6 +35,11 @@ def parse(document: Any) -> list[Tool]:
     tools = list(_root(document).iter("Tool"))
     rules.reject([problem for tool in tools for problem in _tool_problems(tool)])
     return validate([_tool(tool) for tool in tools])
+
+
+def split(document: Any) -> list[str]:
+    """Each ``<Tool>`` as written, in ``parse``'s order, without what follows or surrounds it."""
+    return [_written(tool) for tool in _root(document).iter("Tool")]
 
 
 def export(tool: Tool) -> str:
@@ -55,7 +62,16 @@ def _root(document: Any) -> Element:
     except DefusedXmlException as exc:
         refused = "XML entities and external references are not accepted"
         raise rules.invalid(f"the document is refused: {refused} ({exc})") from exc
+    # Expat does not recurse, but serializing an element (a tool's own source) does.
+    if nests_deeper(root, children=list):
+        raise rules.document_too_deep(TooDeep("the document"))
     return root
+
+
+def _written(tool: Element) -> str:
+    alone = copy(tool)
+    alone.tail = None  # the text after </Tool> belongs to its parent
+    return tostring(alone, encoding="unicode")
 
 
 def _tool_problems(tool: Element) -> list[str]:
