@@ -18,6 +18,7 @@ from services.billing.app import USAGE
 from services.result_injector.app import DEADLINES
 from services.supervisor import Fabric, free_port
 from shared import subjects
+from shared.api_keys import bearer
 from shared.settings import Settings
 
 POLL_S = 0.02
@@ -38,8 +39,12 @@ class BenchFabric:
         pids = {key: child.pid for key, child in self.fabric.children.items()}
         return {**pids, "nats-server": _nats_server_pid(self.fabric.settings.data_dir)}
 
+    def rest(self, base_url: str) -> httpx.AsyncClient:
+        """A REST client of the fabric's registry or billing, with the admin key."""
+        return httpx.AsyncClient(base_url=base_url, headers=bearer(self.fabric.admin_key))
+
     async def register(self, api_url: str, delay_s: float) -> None:
-        async with httpx.AsyncClient(base_url=self.registry_url) as http:
+        async with self.rest(self.registry_url) as http:
             agent = await http.put(f"/v1/agents/{AGENT}", json={"account_id": ACCOUNT})
             agent.raise_for_status()
             added = await http.post(
@@ -48,7 +53,7 @@ class BenchFabric:
             added.raise_for_status()
 
     async def billed_calls(self) -> int:
-        async with httpx.AsyncClient(base_url=self.billing_url) as http:
+        async with self.rest(self.billing_url) as http:
             usage = await http.get("/v1/usage", params={"account_id": ACCOUNT})
             usage.raise_for_status()
             return int(usage.json()["calls"])

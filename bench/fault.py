@@ -184,7 +184,7 @@ async def _under_fire(
         "request": {"url": f"{api_url}/jittered", "method": "POST", "timeout_s": 30},
         "speech": {"on_send": "One moment."},
     }
-    async with httpx.AsyncClient(base_url=bench.registry_url) as http:
+    async with bench.rest(bench.registry_url) as http:
         (await http.put(f"/v1/agents/{AGENT}", json={"account_id": ACCOUNT})).raise_for_status()
         (await http.post(f"/v1/agents/{AGENT}/tools", json={"tools": [tool]})).raise_for_status()
     await asyncio.sleep(1.0)  # the registry's write reaches the dispatchers' catalogs

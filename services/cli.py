@@ -4,12 +4,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from opentelemetry import trace
 
 from services.catalog import SERVICES
+from shared.api_keys import admin_key
 from shared.service import run_until_signal
 from shared.settings import Settings
 from shared.tracing import build_provider
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument("file", type=Path)
     imports.add_argument("--agent", required=True)
     imports.add_argument("--dialect", default="midcall")
-    imports.add_argument("--registry", help="registry URL (default: from MIDCALL_* settings)")
+    _rest_options(imports)
     imports.set_defaults(command=_import_tools)
     _failed_parsers(commands)
     return parser
@@ -62,7 +64,7 @@ def _failed_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     show = shows.add_parser("show", help="one failed call with its runs and HTTP attempts")
     show.add_argument("call_id", help="the call's id (or the failed call's number)")
     show.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    show.add_argument("--registry", help="registry URL (default: from MIDCALL_* settings)")
+    _rest_options(show)
     show.set_defaults(action="show")
     replay = commands.add_parser("replay", help="run failed calls again through the normal path")
     replay.add_argument("call_ids", nargs="*", metavar="CALL_ID")
@@ -84,7 +86,17 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="a time ago or an ISO 8601 time")
     parser.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _rest_options(parser)
+
+
+def _rest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", help="registry URL (default: from MIDCALL_* settings)")
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("MIDCALL_API_KEY"),
+        help="an API key (default: $MIDCALL_API_KEY, else the admin key of the settings "
+        "or of the data directory)",
+    )
 
 
 def _up(_: argparse.Namespace, settings: Settings) -> int:
@@ -122,18 +134,22 @@ def _asyncapi(_: argparse.Namespace, __: Settings) -> int:
 def _failed(args: argparse.Namespace, settings: Settings) -> int:
     from services.failed_calls_cli import run
 
-    return run(args, args.registry or _registry_url(settings))
+    return run(args, args.registry or _registry_url(settings), _key(args, settings))
 
 
 def _registry_url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.registry_port}"
 
 
+def _key(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.key) if args.key else admin_key(settings)
+
+
 def _import_tools(args: argparse.Namespace, settings: Settings) -> int:
     from services.tool_import import import_tools
 
     registry = args.registry or _registry_url(settings)
-    return import_tools(registry, args.file, args.agent, args.dialect)
+    return import_tools(registry, _key(args, settings), args.file, args.agent, args.dialect)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shared.api_keys import bearer
+
 # Ids per request: well under the REST limits (500 a page, 10,000 a replay).
 CHUNK = 200
 POLL_S = 0.5
@@ -46,8 +48,8 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 class Registry:
     """The few REST calls the commands make, with errors in words."""
 
-    def __init__(self, url: str) -> None:
-        self._http = httpx.Client(base_url=url, timeout=120.0)
+    def __init__(self, url: str, key: str) -> None:
+        self._http = httpx.Client(base_url=url, timeout=120.0, headers=bearer(key))
 
     def get(self, path: str, params: Any = None) -> Any:
         return self._answer(lambda: self._http.get(path, params=params))
@@ -96,10 +98,10 @@ def filters_of(args: Any) -> dict[str, Any]:
     }
 
 
-def run(args: Any, registry_url: str) -> int:
+def run(args: Any, registry_url: str, key: str) -> int:
     """Run the ``failed`` or ``replay`` command ``args`` names; 1 on an error to report."""
     out, err = Console(), Console(stderr=True)
-    registry = Registry(registry_url)
+    registry = Registry(registry_url, key)
     try:
         if args.action == "replay":
             return replay(registry, args, out, err)

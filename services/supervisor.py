@@ -23,6 +23,7 @@ from nats.aio.subscription import Subscription
 
 from services.catalog import SERVICES
 from shared import jetstream, subjects
+from shared.api_keys import ADMIN_KEY_FILE, admin_key, ensure_admin_key
 from shared.nats_server import NatsServer
 from shared.processes import die_with_parent
 from shared.settings import Settings
@@ -69,8 +70,16 @@ class Fabric:
         self.nats: NatsServer | None = None
         self.nats_url = settings.nats_url or ""
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        # Set by ``start`` when it created the data directory's admin key, to show once.
+        self.new_admin_key: str | None = None
+
+    @property
+    def admin_key(self) -> str:
+        """The REST admin key the services use (configured, or kept in the data directory)."""
+        return admin_key(self.settings)
 
     async def start(self) -> None:
+        self.new_admin_key = ensure_admin_key(self.settings)
         if not self.nats_url:
             self.nats = NatsServer(self.settings.data_dir)
             self.nats_url = self.nats.start()
@@ -173,6 +182,15 @@ async def run_up(settings: Settings) -> int:
         loop.add_signal_handler(sig, stopping.set)
     try:
         await fabric.start()
+        if fabric.new_admin_key is not None:
+            key_file = settings.data_dir / ADMIN_KEY_FILE
+            print(
+                f"REST admin key (shown this once; kept in {key_file}):\n"
+                f"    {fabric.new_admin_key}\n"
+                "Send it as 'Authorization: Bearer <key>'; make account keys with it "
+                "(POST /v1/accounts/<id>/keys).",
+                flush=True,
+            )
         print(
             f"Midcall is up: NATS {fabric.nats_url}, registry "
             f"http://{settings.host}:{settings.registry_port}, billing "

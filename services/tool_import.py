@@ -10,10 +10,12 @@ from pathlib import Path
 
 import httpx
 
+from shared.api_keys import bearer
+
 CONTENT_TYPES = {"xml": "application/xml"}
 
 
-def import_tools(registry: str, file: Path, agent: str, dialect: str) -> int:
+def import_tools(registry: str, key: str, file: Path, agent: str, dialect: str) -> int:
     try:
         document = file.read_bytes()
     except OSError as exc:
@@ -24,7 +26,10 @@ def import_tools(registry: str, file: Path, agent: str, dialect: str) -> int:
             f"{registry.rstrip('/')}/v1/agents/{agent}/tools",
             params={"dialect": dialect},
             content=document,
-            headers={"Content-Type": CONTENT_TYPES.get(dialect, "application/json")},
+            headers={
+                "Content-Type": CONTENT_TYPES.get(dialect, "application/json"),
+                **bearer(key),
+            },
             timeout=30,
         )
     except httpx.TransportError as exc:

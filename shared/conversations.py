@@ -6,6 +6,9 @@ replicas wrote them: updates are compare-and-set on the key's revision.
 Within one process, writers of a conversation queue on a lock instead of
 racing each other's revisions, and each remembers the last revision it saw,
 so a merge is usually one compare-and-set write with no read before it.
+
+Each conversation's value names the account its calls are billed to, so the
+registry shows an account its own conversations only.
 """
 
 import asyncio
@@ -32,21 +35,25 @@ class ConversationVariables:
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._known: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
 
-    async def get(self, conversation_id: str) -> dict[str, Any]:
-        return (await self._read(conversation_id))[0]
+    async def get(self, conversation_id: str) -> tuple[dict[str, Any], str | None]:
+        """The conversation's variables, and the account they belong to (None: unknown)."""
+        variables, account_id, _ = await self._read(conversation_id)
+        return variables, account_id
 
-    async def merge(self, conversation_id: str, variables: dict[str, Any]) -> None:
+    async def merge(self, conversation_id: str, variables: dict[str, Any], account_id: str) -> None:
         """Set these variables, keeping the conversation's others; safe against racing writers."""
         async with self._locks[hash(conversation_id) % LOCK_STRIPES]:
-            await self._merge(conversation_id, variables)
+            await self._merge(conversation_id, variables, account_id)
 
-    async def _merge(self, conversation_id: str, variables: dict[str, Any]) -> None:
+    async def _merge(
+        self, conversation_id: str, variables: dict[str, Any], account_id: str
+    ) -> None:
         # The remembered revision is a guess: if anyone wrote since (another replica),
         # the write is refused and the key is read before trying again.
         current, revision = self._known.get(conversation_id, ({}, None))
         for attempt in range(MAX_CAS_TRIES):
             merged = {**current, **variables}
-            value = json.dumps(merged).encode()
+            value = json.dumps({"account_id": account_id, "variables": merged}).encode()
             try:
                 if revision is None:
                     written = await self._kv.create(conversation_id, value)
@@ -55,7 +62,7 @@ class ConversationVariables:
             except KeyWrongLastSequenceError:
                 if attempt:  # a second refusal is a race: back off, jittered
                     await asyncio.sleep(random.uniform(0, 0.005 * attempt))
-                current, revision = await self._read(conversation_id)
+                current, _, revision = await self._read(conversation_id)
                 continue
             self._remember(conversation_id, merged, written)
             return
@@ -67,12 +74,13 @@ class ConversationVariables:
         if len(self._known) > REMEMBERED:
             self._known.popitem(last=False)
 
-    async def _read(self, conversation_id: str) -> tuple[dict[str, Any], int | None]:
+    async def _read(self, conversation_id: str) -> tuple[dict[str, Any], str | None, int | None]:
         try:
             entry = await self._kv.get(conversation_id)
         except KeyNotFoundError:
-            return {}, None
-        return dict(json.loads(entry.value or b"{}")), entry.revision
+            return {}, None, None
+        stored = json.loads(entry.value or b"{}")
+        return dict(stored["variables"]), stored["account_id"], entry.revision
 
 
 def render_prompt(template: str, variables: dict[str, Any]) -> tuple[str, list[str]]:

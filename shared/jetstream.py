@@ -97,6 +97,8 @@ BUCKETS = (
     KeyValueConfig(
         bucket=subjects.CONVERSATIONS_BUCKET, history=1, ttl=DAY, storage=StorageType.FILE
     ),
+    # Account API keys (digests only), mirrored from the registry's SQL: see shared.api_keys.
+    KeyValueConfig(bucket=subjects.API_KEYS_BUCKET, history=1, storage=StorageType.FILE),
 )
 
 

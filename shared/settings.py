@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_PREFIX = "MIDCALL_SECRET_"
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     price_per_1k_tokens: float = Field(default=5.0, ge=0)
     account_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
     trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # The REST admin key (shared.api_keys); unset: the one `midcall up` keeps in data_dir.
+    admin_key: SecretStr | None = None
 
     def sqlalchemy_url(self) -> str:
         """The storage URL; ``postgresql://`` means psycopg 3, the driver we ship."""

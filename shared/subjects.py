@@ -18,6 +18,7 @@ TIMERS_STREAM = "MIDCALL_TIMERS"
 CATALOG_BUCKET = "midcall_catalog"
 CALL_CLAIMS_BUCKET = "midcall_call_claims"
 CONVERSATIONS_BUCKET = "midcall_conversations"
+API_KEYS_BUCKET = "midcall_api_keys"
 
 ALL_CALLS = f"{PREFIX}.calls.>"
 ALL_CONV = f"{PREFIX}.conv.>"

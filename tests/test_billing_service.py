@@ -26,6 +26,7 @@ from shared.messaging import REASON_HEADER, SUBJECT_HEADER
 from shared.settings import Settings
 from shared.storage import build_engine
 from tests.factories import T0, usage
+from tests.support.keys import ADMIN_KEY, AS_ADMIN, admin_only
 
 T = TypeVar("T")
 WAIT_S = 10.0
@@ -61,8 +62,10 @@ def store(database_url: str, tmp_path: Path) -> Iterator[UsageStore]:
 
 @pytest.fixture
 async def api(store: UsageStore) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_app(store))
-    async with httpx.AsyncClient(transport=transport, base_url="http://billing") as client:
+    transport = httpx.ASGITransport(app=build_app(store, admin_only()))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://billing", headers=AS_ADMIN
+    ) as client:
         yield client
 
 
@@ -179,7 +182,11 @@ async def service(
     nats_url: str, database_url: str, tmp_path: Path
 ) -> AsyncIterator[BillingService]:
     settings = Settings(
-        nats_url=nats_url, database_url=database_url, billing_port=0, data_dir=tmp_path
+        nats_url=nats_url,
+        database_url=database_url,
+        billing_port=0,
+        data_dir=tmp_path,
+        admin_key=ADMIN_KEY,
     )
     billing = BillingService(settings)
     await billing.start()
@@ -196,7 +203,9 @@ async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
 
 @pytest.fixture
 async def rest(service: BillingService) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{service.port}", headers=AS_ADMIN
+    ) as client:
         yield client
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from services.demo.runtime import Runtime
 from services.supervisor import Fabric, free_port
+from shared.api_keys import bearer
 from shared.pull_flow import Durable
 from shared.settings import Settings
 from tests.support.api import RecordingApi
@@ -45,7 +46,7 @@ async def test_a_call_held_by_a_killed_service_ends_within_seconds(
 ) -> None:
     fabric, registry = processes
     api.reply("POST", "/book", json={"success": True, "stylist_name": "Ana"}, delay_s=API_DELAY_S)
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=bearer(fabric.admin_key)) as http:
         added = await http.post(
             f"{registry}/v1/agents/{AGENT}/tools", json={"tools": [booking_tool(api.url)]}
         )
@@ -72,7 +73,7 @@ async def test_a_call_held_by_a_frozen_executor_times_out_at_its_deadline_and_on
 ) -> None:
     fabric, registry = processes
     api.reply("POST", "/book", json={"success": True}, delay_s=2 * DEADLINE_S)
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=bearer(fabric.admin_key)) as http:
         added = await http.post(
             f"{registry}/v1/agents/{AGENT}/tools", json={"tools": [booking_tool(api.url)]}
         )

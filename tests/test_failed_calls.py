@@ -15,6 +15,7 @@ import pytest
 from services.cli import main
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
+from tests.support.keys import ADMIN_KEY
 from tests.test_spine import AGENT, booking_tool, events_of, new_call, place
 
 RETRY_5XX = {"attempts": 2, "on": ["http_5xx"], "backoff_s": 0.01, "non_idempotent": True}
@@ -49,7 +50,7 @@ async def midcall(
     registry = str(fabric.registry.base_url).rstrip("/")
     capsys.readouterr()
     # In a thread: the fabric it talks to serves on this event loop.
-    code = await asyncio.to_thread(main, [*args, "--registry", registry])
+    code = await asyncio.to_thread(main, [*args, "--registry", registry, "--key", ADMIN_KEY])
     return code, capsys.readouterr().out
 
 

@@ -30,6 +30,7 @@ from shared.storage import build_engine
 from shared.tools import DECLARED_BEFORE, Tool
 from tests import test_registry_api
 from tests.factories import usage
+from tests.support.keys import AS_ADMIN, admin_only
 from tests.test_registry_api import CANCEL, Catalog, assert_error, settings_for
 
 # The registry API tests' fixtures: a RegistryService over NATS and SQL, its client, the catalog.
@@ -215,8 +216,10 @@ def usage_store(database_url: str, tmp_path: Path) -> Iterator[UsageStore]:
 
 @pytest.fixture
 async def billing(usage_store: UsageStore) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_billing_app(usage_store))
-    async with httpx.AsyncClient(transport=transport, base_url="http://billing") as http:
+    transport = httpx.ASGITransport(app=build_billing_app(usage_store, admin_only()))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://billing", headers=AS_ADMIN
+    ) as http:
         yield http
 
 
@@ -395,7 +398,8 @@ async def test_rows_that_kept_the_whole_document_still_render(
     service = RegistryService(settings)
     await service.start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as http:
+        base_url = f"http://127.0.0.1:{service.port}"
+        async with httpx.AsyncClient(base_url=base_url, headers=AS_ADMIN) as http:
             rendered = await http.get("/v1/agents/salon-bot/tools/lookup_1?dialect=vocode")
     finally:
         await service.stop()
@@ -433,7 +437,8 @@ async def small_quotas(
     monkeypatch.setattr(registry_store, "MAX_AGENTS_PER_ACCOUNT", 2)
     service = RegistryService(settings_for(nats_url, database_url, tmp_path))
     await service.start()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}", timeout=10) as http:
+    base_url = f"http://127.0.0.1:{service.port}"
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=AS_ADMIN) as http:
         yield http
     await service.stop()
 

@@ -19,6 +19,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from services.registry.api import build_app
+from services.registry.bucket_mirror import BucketMirror
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.main import RegistryService
 from services.registry.store import ToolStore
@@ -27,6 +28,7 @@ from shared.settings import Settings
 from shared.storage import build_engine
 from shared.subjects import CATALOG_BUCKET
 from shared.tools import Tool
+from tests.support.keys import ADMIN_KEY, AS_ADMIN, admin_only
 
 BOOK: dict[str, Any] = {
     "name": "BookAppointment",
@@ -54,7 +56,11 @@ def with_fields(document: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 def settings_for(nats_url: str, database_url: str, data_dir: Path) -> Settings:
     return Settings(
-        nats_url=nats_url, database_url=database_url, registry_port=0, data_dir=data_dir
+        nats_url=nats_url,
+        database_url=database_url,
+        registry_port=0,
+        data_dir=data_dir,
+        admin_key=ADMIN_KEY,
     )
 
 
@@ -71,7 +77,7 @@ async def registry(
 @pytest.fixture
 async def client(registry: RegistryService) -> AsyncIterator[httpx.AsyncClient]:
     base_url = f"http://127.0.0.1:{registry.port}"
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=AS_ADMIN) as http:
         yield http
 
 
@@ -540,9 +546,12 @@ class FlakyKeyValue:
 async def test_a_failed_catalog_write_is_503_and_a_retry_completes_it(tmp_path: Path) -> None:
     engine = build_engine(Settings(data_dir=tmp_path))
     kv = FlakyKeyValue()
-    app = build_app(ToolStore(engine), CatalogWriter(None, kv))  # type: ignore[arg-type]
+    mirror = BucketMirror(None, CATALOG_BUCKET, kv)  # type: ignore[arg-type]
+    app = build_app(ToolStore(engine), CatalogWriter(mirror), admin_only())
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as http:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://registry", headers=AS_ADMIN
+    ) as http:
         failed = await http.post("/v1/agents/salon-bot/tools", json=CANCEL)
         retried = await http.post("/v1/agents/salon-bot/tools", json=CANCEL)
     engine.dispose()

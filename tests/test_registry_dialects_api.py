@@ -16,6 +16,7 @@ from services.registry import dialects
 from services.registry.main import RegistryService
 from shared.settings import Settings
 from tests.dialect_support import EXAMPLES, example
+from tests.support.keys import ADMIN_KEY, AS_ADMIN
 
 # (dialect, examples/ file, a tool it defines)
 EXAMPLE_TOOLS = [
@@ -33,11 +34,16 @@ async def client(
     nats_url: str, database_url: str, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
-        nats_url=nats_url, database_url=database_url, registry_port=0, data_dir=tmp_path
+        nats_url=nats_url,
+        database_url=database_url,
+        registry_port=0,
+        data_dir=tmp_path,
+        admin_key=ADMIN_KEY,
     )
     service = RegistryService(settings)
     await service.start()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}", timeout=10) as http:
+    base_url = f"http://127.0.0.1:{service.port}"
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=AS_ADMIN) as http:
         yield http
     await service.stop()
 

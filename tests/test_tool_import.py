@@ -8,6 +8,7 @@ import pytest
 
 from services.tool_import import import_tools
 from tests.support.fabric import Fabric
+from tests.support.keys import ADMIN_KEY
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -18,7 +19,7 @@ async def test_importing_an_example_registers_its_tools(
     registry = str(fabric.registry.base_url)
 
     code = await asyncio.to_thread(
-        import_tools, registry, EXAMPLES / "xml_contact_lookup.xml", "importer", "xml"
+        import_tools, registry, ADMIN_KEY, EXAMPLES / "xml_contact_lookup.xml", "importer", "xml"
     )
 
     assert code == 0
@@ -35,7 +36,7 @@ async def test_a_rejected_document_exits_1_with_the_registrys_message(
     broken.write_text('<Tool name="x"/>')
 
     code = await asyncio.to_thread(
-        import_tools, str(fabric.registry.base_url), broken, "importer", "xml"
+        import_tools, str(fabric.registry.base_url), ADMIN_KEY, broken, "importer", "xml"
     )
 
     assert code == 1
@@ -45,7 +46,7 @@ async def test_a_rejected_document_exits_1_with_the_registrys_message(
 
 
 def test_an_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = import_tools("http://127.0.0.1:9", tmp_path / "missing.json", "a", "midcall")
+    code = import_tools("http://127.0.0.1:9", ADMIN_KEY, tmp_path / "missing.json", "a", "midcall")
 
     assert code == 2
     assert capsys.readouterr().err.startswith("cannot read ")

@@ -39,7 +39,10 @@ async def no_leftovers() -> AsyncIterator[None]:
             await asyncio.wait_for(process.wait(), 60)
 
 
-async def start_up(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.Process, str, int]:
+async def start_up(
+    tmp_path: Path, printed: list[str] | None = None, **env: str
+) -> tuple[asyncio.subprocess.Process, str, int]:
+    """``midcall up`` until it says it is up; what it printed before goes to ``printed``."""
     registry = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -60,8 +63,12 @@ async def start_up(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.Proce
     )
     LAUNCHED.append(process)
     assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
-    assert line.startswith("Midcall is up"), line
+    while not (line := (await asyncio.wait_for(process.stdout.readline(), 60)).decode()).startswith(
+        "Midcall is up"
+    ):
+        assert line, "midcall up ended before it was up"
+        if printed is not None:
+            printed.append(line)
     return process, line, registry
 
 
@@ -110,3 +117,27 @@ async def test_ctrl_c_to_the_whole_process_group_drains_before_nats_stops(
     assert log.count("stopping") == 5
     assert "Traceback" not in log
     assert "Connection broken" not in log
+
+
+async def test_the_first_up_prints_the_admin_key_once_and_it_opens_the_rest_api(
+    tmp_path: Path,
+) -> None:
+    first: list[str] = []
+    process, _, registry = await start_up(tmp_path, first)
+    key = first[1].strip()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry}") as http:
+        with_key = await http.get("/v1/accounts", headers={"Authorization": f"Bearer {key}"})
+        without = await http.get("/v1/accounts")
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 60)
+    again: list[str] = []
+    process, _, _ = await start_up(tmp_path, again)
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 60)
+
+    assert first[0].startswith("REST admin key (shown this once; kept in ")
+    assert key.startswith("mck_admin_")
+    assert (tmp_path / "data" / "admin.key").read_text().strip() == key
+    assert oct((tmp_path / "data" / "admin.key").stat().st_mode & 0o777) == "0o600"
+    assert (with_key.status_code, without.status_code) == (200, 401)
+    assert again == []

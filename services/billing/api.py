@@ -6,13 +6,20 @@ from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
-from services.billing.store import ConversationSummary, StoreUnavailable, Totals, UsageStore
+from services.billing.store import (
+    ConversationSummary,
+    StoreUnavailable,
+    Totals,
+    UsageStore,
+    totals_of,
+)
+from shared.api_keys import AUTHENTICATED, Caller, KeyRing
 from shared.http_api import ApiError, AwareUtcDatetime, install_error_handlers
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-router = APIRouter()
+router = APIRouter(dependencies=AUTHENTICATED)
 
 
 class AccountUsage(Totals):
@@ -37,7 +44,6 @@ async def _query(read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         raise ApiError(503, "unavailable", "usage storage is unavailable; try again") from exc
 
 
-@router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -45,6 +51,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/v1/usage")
 async def account_usage(
     store: Store,
+    caller: Caller,
     account_id: Annotated[str, Query(min_length=1)],
     since: Annotated[AwareUtcDatetime | None, Query(description="inclusive, RFC 3339")] = None,
     until: Annotated[AwareUtcDatetime | None, Query(description="exclusive, RFC 3339")] = None,
@@ -53,14 +60,25 @@ async def account_usage(
 
     Every run of a call is billed: ``calls`` counts replays too, ``replays`` how many.
     """
+    if not caller.may_see(account_id):
+        raise ApiError(404, "not_found", f"billing has no usage for account '{account_id}'")
     totals = await _query(store.account_totals, account_id, since, until)
     return AccountUsage(account_id=account_id, **totals.model_dump())
 
 
 @router.get("/v1/usage/conversations/{conversation_id}")
-async def conversation_usage(conversation_id: str, store: Store) -> ConversationSummary:
-    """A conversation's calls in time order, their totals, and whether it has ended."""
+async def conversation_usage(
+    conversation_id: str, store: Store, caller: Caller
+) -> ConversationSummary:
+    """A conversation's calls in time order, their totals, and whether it has ended.
+
+    An account sees the calls billed to it only; a conversation with none is unknown to it.
+    """
     summary = await _query(store.conversation, conversation_id)
+    if summary is not None and not caller.is_admin:
+        calls = [call for call in summary.calls if caller.may_see(call.account_id)]
+        summary = summary.model_copy(update={"calls": calls, "totals": totals_of(calls)})
+        summary = summary if calls else None
     if summary is None:
         raise ApiError(
             404,
@@ -70,9 +88,11 @@ async def conversation_usage(conversation_id: str, store: Store) -> Conversation
     return summary
 
 
-def build_app(store: UsageStore) -> FastAPI:
+def build_app(store: UsageStore, keyring: KeyRing) -> FastAPI:
     app = FastAPI(title="Midcall billing", version="1")
     app.state.store = store
+    app.state.keyring = keyring
     install_error_handlers(app)
     app.include_router(router)
+    app.add_api_route("/healthz", healthz, methods=["GET"])
     return app

@@ -7,6 +7,8 @@ from sqlalchemy import Engine
 from services.billing.api import build_app
 from services.billing.app import consumers
 from services.billing.store import UsageStore
+from shared import subjects
+from shared.api_keys import KeyRing, admin_key
 from shared.broker import build_broker, connect
 from shared.consumer import BatchConsumer, WorkConsumer
 from shared.http_server import HttpServer
@@ -34,12 +36,14 @@ class BillingService:
         # Creating (or upgrading) the tables is blocking I/O, slow on a remote PostgreSQL.
         self._engine = await asyncio.to_thread(build_engine, self._settings)
         store = await asyncio.to_thread(UsageStore, self._engine)
-        client, _ = await connect(self.broker)
+        client, js = await connect(self.broker)
         await self.broker.start()
         self._consumers = consumers(client, store)
         for consumer in self._consumers:
             await consumer.start()
-        self._http = HttpServer(build_app(store), self._settings.host, self._settings.billing_port)
+        keyring = KeyRing(admin_key(self._settings), await js.key_value(subjects.API_KEYS_BUCKET))
+        app = build_app(store, keyring)
+        self._http = HttpServer(app, self._settings.host, self._settings.billing_port)
         await self._http.start()
 
     async def stop(self) -> None:

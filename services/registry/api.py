@@ -13,10 +13,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.registry import dialects, manifest
-from services.registry.catalog_writer import CatalogUnavailable, CatalogWriter
+from services.registry.bucket_mirror import BucketUnavailable
+from services.registry.catalog_writer import CatalogWriter
 from services.registry.dialects import rules
-from services.registry.store import QuotaExceeded, ToolStore
+from services.registry.store import NotTheirs, QuotaExceeded, ToolStore
 from shared import json_depth
+from shared.api_keys import AUTHENTICATED, Caller, KeyRing, Principal
 from shared.catalog import AgentEntry
 from shared.events import ID_PATTERN
 from shared.http_api import ApiError, error_body, install_error_handlers
@@ -39,10 +41,11 @@ class AgentBody(BaseModel):
     name: str | None = Field(default=None, max_length=256)
 
 
-def build_app(store: ToolStore, writer: CatalogWriter) -> FastAPI:
+def build_app(store: ToolStore, writer: CatalogWriter, keyring: KeyRing) -> FastAPI:
     app = FastAPI(title="Midcall registry", version="1")
+    app.state.keyring = keyring
     install_error_handlers(app)
-    app.add_exception_handler(CatalogUnavailable, _catalog_unavailable)
+    app.add_exception_handler(BucketUnavailable, _bucket_unavailable)
     app.include_router(_Endpoints(store, writer).router())
     app.add_api_route("/healthz", _healthz, methods=["GET"])
     return app
@@ -55,7 +58,7 @@ class _Endpoints:
         self._writes = asyncio.Lock()
 
     def router(self) -> APIRouter:
-        router = APIRouter(prefix="/v1/agents/{agent_id}")
+        router = APIRouter(prefix="/v1/agents/{agent_id}", dependencies=AUTHENTICATED)
         router.add_api_route("", self.put_agent, methods=["PUT"])
         router.add_api_route("", self.get_agent, methods=["GET"])
         router.add_api_route("/tools", self.post_tools, methods=["POST"], status_code=201)
@@ -71,9 +74,15 @@ class _Endpoints:
         router.add_api_route("/manifest", self.get_manifest, methods=["GET"])
         return router
 
-    async def put_agent(self, agent_id: AgentId, body: AgentBody) -> dict[str, Any]:
+    async def put_agent(self, agent_id: AgentId, body: AgentBody, caller: Caller) -> dict[str, Any]:
+        """Create an agent or change it; only the admin moves an agent to another account."""
+        if not caller.may_see(body.account_id):
+            raise ApiError(403, "forbidden", "an account key puts agents in its own account only")
         agent = AgentEntry(agent_id=agent_id, **body.model_dump())
         async with self._writes:
+            existing = await asyncio.to_thread(self._store.get_agent, agent_id)
+            if existing is not None and not caller.may_see(existing.account_id):
+                raise _unknown_agent(agent_id)
             try:
                 await asyncio.to_thread(self._store.put_agent, agent)
             except QuotaExceeded as exc:
@@ -81,12 +90,12 @@ class _Endpoints:
             await self._writer.put_agent(agent)
         return agent.model_dump(mode="json")
 
-    async def get_agent(self, agent_id: AgentId) -> dict[str, Any]:
-        agent = await asyncio.to_thread(self._require_agent, agent_id)
+    async def get_agent(self, agent_id: AgentId, caller: Caller) -> dict[str, Any]:
+        agent = await asyncio.to_thread(self._require_agent, agent_id, caller)
         return agent.model_dump(mode="json")
 
     async def post_tools(
-        self, agent_id: AgentId, request: Request, dialect: str = dialects.MIDCALL
+        self, agent_id: AgentId, request: Request, caller: Caller, dialect: str = dialects.MIDCALL
     ) -> dict[str, Any]:
         media_type = dialects.require(dialect).media_type
         document = _document(await request.body(), media_type)
@@ -95,64 +104,78 @@ class _Endpoints:
         async with self._writes:
             try:
                 agent = await asyncio.to_thread(
-                    self._store.put_tools, agent_id, dialect, tools, sources
+                    self._store.put_tools, agent_id, dialect, tools, sources, caller.account_id
                 )
             except QuotaExceeded as exc:
                 raise _over_quota(exc) from exc
+            except NotTheirs as exc:
+                raise _unknown_agent(agent_id) from exc
             await self._writer.put_agent(agent)
             for tool in tools:
                 await self._writer.put_tool(agent_id, tool)
         return _tools_body(agent_id, tools)
 
-    async def list_tools(self, agent_id: AgentId) -> dict[str, Any]:
-        tools = await asyncio.to_thread(self._agent_tools, agent_id)
+    async def list_tools(self, agent_id: AgentId, caller: Caller) -> dict[str, Any]:
+        tools = await asyncio.to_thread(self._agent_tools, agent_id, caller)
         return _tools_body(agent_id, tools)
 
     async def get_tool(
-        self, agent_id: AgentId, name: ToolName, dialect: str = dialects.MIDCALL
+        self, agent_id: AgentId, name: ToolName, caller: Caller, dialect: str = dialects.MIDCALL
     ) -> Response:
         """The tool as ``dialect`` writes it (canonical by default): JSON, or XML text."""
         media_type = dialects.require(dialect).media_type
-        tool = await asyncio.to_thread(self._find_tool, agent_id, name)
+        tool = await asyncio.to_thread(self._find_tool, agent_id, name, caller)
         document = dialects.export(dialect, tool)
         if isinstance(document, str):
             return Response(document, media_type=media_type)
         return JSONResponse(document)
 
-    async def delete_tool(self, agent_id: AgentId, name: ToolName) -> Response:
+    async def delete_tool(self, agent_id: AgentId, name: ToolName, caller: Caller) -> Response:
         async with self._writes:
+            agent = await asyncio.to_thread(self._store.get_agent, agent_id)
+            if agent is not None and not caller.may_see(agent.account_id):
+                raise _unknown_agent(agent_id)
             existed = await asyncio.to_thread(self._store.delete_tool, agent_id, name)
             # Also when SQL had no such tool: a retry after a failed catalog write heals it.
             await self._writer.delete_tool(agent_id, name)
         if not existed:
-            await asyncio.to_thread(self._raise_unknown_tool, agent_id, name)
+            await asyncio.to_thread(self._raise_unknown_tool, agent_id, name, caller)
         return Response(status_code=204)
 
     async def get_manifest(
-        self, agent_id: AgentId, fmt: Annotated[manifest.Format, Query(alias="format")]
+        self,
+        agent_id: AgentId,
+        fmt: Annotated[manifest.Format, Query(alias="format")],
+        caller: Caller,
     ) -> dict[str, Any]:
-        tools = await asyncio.to_thread(self._agent_tools, agent_id)
+        tools = await asyncio.to_thread(self._agent_tools, agent_id, caller)
         return {"format": fmt, "tools": manifest.render(fmt, tools)}
 
-    def _require_agent(self, agent_id: str) -> AgentEntry:
+    def _require_agent(self, agent_id: str, caller: Principal) -> AgentEntry:
+        """The agent, if the caller may see it; another account's answers as unknown."""
         agent = self._store.get_agent(agent_id)
-        if agent is None:
-            raise ApiError(404, "unknown_agent", f"agent '{agent_id}' is not registered")
+        if agent is None or not caller.may_see(agent.account_id):
+            raise _unknown_agent(agent_id)
         return agent
 
-    def _agent_tools(self, agent_id: str) -> list[Tool]:
-        self._require_agent(agent_id)
+    def _agent_tools(self, agent_id: str, caller: Principal) -> list[Tool]:
+        self._require_agent(agent_id, caller)
         return self._store.list_tools(agent_id)
 
-    def _find_tool(self, agent_id: str, name: str) -> Tool:
+    def _find_tool(self, agent_id: str, name: str, caller: Principal) -> Tool:
+        self._require_agent(agent_id, caller)
         tool = self._store.get_tool(agent_id, name)
         if tool is None:
-            self._raise_unknown_tool(agent_id, name)
+            self._raise_unknown_tool(agent_id, name, caller)
         return tool
 
-    def _raise_unknown_tool(self, agent_id: str, name: str) -> NoReturn:
-        self._require_agent(agent_id)
+    def _raise_unknown_tool(self, agent_id: str, name: str, caller: Principal) -> NoReturn:
+        self._require_agent(agent_id, caller)
         raise ApiError(404, "unknown_tool", f"agent '{agent_id}' has no tool '{name}'")
+
+
+def _unknown_agent(agent_id: str) -> ApiError:
+    return ApiError(404, "unknown_agent", f"agent '{agent_id}' is not registered")
 
 
 def _document(body: bytes, media_type: str) -> Any:
@@ -191,10 +214,11 @@ def _tools_body(agent_id: str, tools: list[Tool]) -> dict[str, Any]:
     return {"agent_id": agent_id, "tools": [tool.model_dump(mode="json") for tool in tools]}
 
 
-async def _catalog_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _bucket_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # The code predates API keys, whose changes reach the other services the same way.
     message = (
-        "the change is saved but could not be sent to the catalog the dispatchers "
-        "read; retry the request"
+        "the change is saved but could not be sent to the services that read it "
+        "(over NATS); retry the request"
     )
     return JSONResponse(error_body("catalog_unavailable", message, str(exc)), 503)
 

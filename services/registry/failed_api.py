@@ -15,17 +15,20 @@ from services.registry.failures import (
     StoreUnavailable,
 )
 from services.registry.replays import ReplayBody, Replayer, ReplayReport
+from shared.api_keys import AUTHENTICATED, Caller, Principal
 from shared.events import ID_PATTERN
 from shared.http_api import ApiError, UtcDatetime
 from shared.outages import TRANSIENT
 
 P = ParamSpec("P")
+# No account has this id (ids are subject tokens): a filter that matches nothing.
+_NOBODY = "*"
 T = TypeVar("T")
 MAX_PAGE = 500
 
 
 def build_router(store: FailureStore, replayer: Replayer) -> APIRouter:
-    router = APIRouter(prefix="/v1/failed")
+    router = APIRouter(prefix="/v1/failed", dependencies=AUTHENTICATED)
 
     @router.get("")
     async def list_failed(
@@ -40,12 +43,14 @@ def build_router(store: FailureStore, replayer: Replayer) -> APIRouter:
         ids: Annotated[list[int] | None, Query(alias="id", max_length=MAX_PAGE)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         before_id: Annotated[int | None, Query(description="the next page, newest first")] = None,
+        *,
+        caller: Caller,
     ) -> dict[str, Any]:
         """Failed calls and dead letters, newest first, by the latest run's time."""
         filters = Filters(
             ids=ids,
             agent_id=agent_id,
-            account_id=account_id,
+            account_id=own_account(caller, account_id),
             tool=tool,
             code=code,
             call_id=call_id,
@@ -58,16 +63,17 @@ def build_router(store: FailureStore, replayer: Replayer) -> APIRouter:
         return {"failed": page, "next_before_id": page[-1].id if more else None}
 
     @router.get("/{failure_id}")
-    async def show_failed(failure_id: int) -> FailedCallDetail:
+    async def show_failed(failure_id: int, caller: Caller) -> FailedCallDetail:
         """One failed call with the call, the tool as used and every run's HTTP attempts."""
         found = await _stored(store.get, failure_id)
-        if found is None:
+        if found is None or not caller.may_see(found.account_id):
             raise ApiError(404, "not_found", f"there is no failed call {failure_id}")
         return found
 
     @router.post("/replay")
-    async def replay(body: ReplayBody) -> ReplayReport:
+    async def replay(body: ReplayBody, caller: Caller) -> ReplayReport:
         """Run failed calls again through the normal path, or show what would be sent."""
+        body.account_id = own_account(caller, body.account_id)
         try:
             return await replayer.replay(body)
         except StoreUnavailable as exc:
@@ -76,6 +82,14 @@ def build_router(store: FailureStore, replayer: Replayer) -> APIRouter:
             raise _unavailable(exc) from exc
 
     return router
+
+
+def own_account(caller: Principal, asked: str | None) -> str | None:
+    """The account filter an account key is held to: its own, whatever it asked for
+    (another account's id then finds nothing, as if it had no failed calls)."""
+    if caller.is_admin:
+        return asked
+    return caller.account_id if asked in (None, caller.account_id) else _NOBODY
 
 
 async def _stored(read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

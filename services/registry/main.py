@@ -4,13 +4,16 @@ import asyncio
 
 from sqlalchemy import Engine
 
-from services.registry import conversations, failed_api, failure_intake
+from services.registry import accounts_api, conversations, failed_api, failure_intake
+from services.registry.accounts import AccountStore
 from services.registry.api import build_app
+from services.registry.bucket_mirror import BucketMirror
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.failures import FailureStore
 from services.registry.replays import Replayer
 from services.registry.store import ToolStore
 from shared import subjects
+from shared.api_keys import KeyRing, admin_key
 from shared.broker import build_broker, connect
 from shared.catalog import AgentEntry
 from shared.consumer import BatchConsumer
@@ -43,11 +46,16 @@ class RegistryService:
         self._engine = await asyncio.to_thread(build_engine, self._settings)
         store = ToolStore(self._engine)
         failures = FailureStore(self._engine)
+        accounts = AccountStore(self._engine)
         client, js = await connect(self.broker)
         await self.broker.start()
         writer = await CatalogWriter.open(js)
         await writer.sync(*await asyncio.to_thread(_snapshot, store))
-        app = build_app(store, writer)
+        keys = await BucketMirror.open(js, subjects.API_KEYS_BUCKET)
+        await accounts_api.sync_keys(accounts, keys)
+        keyring = KeyRing(admin_key(self._settings), await js.key_value(subjects.API_KEYS_BUCKET))
+        app = build_app(store, writer, keyring)
+        app.include_router(accounts_api.build_router(accounts, keys))
         kv = await js.key_value(subjects.CONVERSATIONS_BUCKET)
         app.include_router(conversations.build_router(ConversationVariables(kv)))
         replayer = Replayer(failures, store, Publisher(js))

@@ -111,7 +111,9 @@ class Replayer:
                 ids += self._failures.ids(Filters(call_id=call_id), MAX_REPLAY)
         else:
             ids = self._failures.ids(_filters(body), body.limit)
-        return self._failures.details(ids)
+        rows = self._failures.details(ids)
+        # An account key's replay is held to its own account, however calls were named.
+        return [row for row in rows if body.account_id in (None, row.account_id)]
 
     async def _one(self, row: FailedCallDetail, body: ReplayBody) -> ReplayItem:
         item = ReplayItem(

@@ -51,6 +51,10 @@ class QuotaExceeded(Exception):
         self.total = total
 
 
+class NotTheirs(Exception):
+    """The agent belongs to another account than the caller's."""
+
+
 class AgentRow(SQLModel, table=True):
     __tablename__ = "agents"
 
@@ -114,16 +118,21 @@ class ToolStore:
         dialect: str,
         tools: list[Tool],
         sources: Sequence[Any] | None = None,
+        account_id: str | None = None,
     ) -> AgentEntry:
-        """Create or replace ``tools`` by name; a new agent joins the default account.
+        """Create or replace ``tools`` by name, for the caller's ``account_id`` (None: the
+        admin's, any account): a new agent joins it (the default account for the admin).
 
         ``sources``: what each tool was parsed from, in the same order. Raises
-        ``QuotaExceeded`` (storing nothing) when the account would outgrow a quota.
+        ``QuotaExceeded`` (storing nothing) when the account would outgrow a quota,
+        and ``NotTheirs`` when the agent belongs to another account.
         """
         if sources is not None and len(sources) != len(tools):
             raise ValueError(f"{len(sources)} sources for {len(tools)} tools")
         with Session(self._engine) as session:
-            agent = self._agent_for_tools(session, agent_id)
+            agent = self._agent_for_tools(session, agent_id, account_id or DEFAULT_ACCOUNT)
+            if account_id is not None and agent.account_id != account_id:
+                raise NotTheirs(agent_id)
             replaced = _agent_tool_names(session, agent_id) & {tool.name for tool in tools}
             self._check_tools(session, agent.account_id, len(tools) - len(replaced))
             if tools:
@@ -169,13 +178,13 @@ class ToolStore:
             rows = session.exec(query).all()
         return [(agent_id, Tool.model_validate_json(d)) for agent_id, d in rows]
 
-    def _agent_for_tools(self, session: Session, agent_id: str) -> AgentRow:
-        """The agent, first added to the default account (within its quota) if new."""
+    def _agent_for_tools(self, session: Session, agent_id: str, account_id: str) -> AgentRow:
+        """The agent, first added to ``account_id`` (within its quota) if new."""
         agent = session.get(AgentRow, agent_id)
-        self._lock_account(session, DEFAULT_ACCOUNT if agent is None else agent.account_id)
+        self._lock_account(session, account_id if agent is None else agent.account_id)
         if agent is None:
-            self._check_agents(session, DEFAULT_ACCOUNT, joining=1)
-            session.exec(self._insert_missing_agent(agent_id))
+            self._check_agents(session, account_id, joining=1)
+            session.exec(self._insert_missing_agent(agent_id, account_id))
             agent = session.get(AgentRow, agent_id)
             assert agent is not None  # just inserted, or by a concurrent writer
         return agent
@@ -203,8 +212,8 @@ class ToolStore:
         if self._engine.dialect.name == "postgresql":
             session.exec(select(func.pg_advisory_xact_lock(func.hashtext(account_id))))
 
-    def _insert_missing_agent(self, agent_id: str) -> Insert:
-        row = {"agent_id": agent_id, "account_id": DEFAULT_ACCOUNT, "updated_at": utcnow()}
+    def _insert_missing_agent(self, agent_id: str, account_id: str) -> Insert:
+        row = {"agent_id": agent_id, "account_id": account_id, "updated_at": utcnow()}
         return self._insert(AgentRow).values([row]).on_conflict_do_nothing()
 
     def _upsert(self, model: type[SQLModel], rows: list[dict[str, Any]], keys: list[str]) -> Insert:

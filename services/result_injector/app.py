@@ -108,7 +108,9 @@ class Injector:
             result = map_outcome(outcome, current_trace_id())
             if result.variables:
                 # Stored before the result goes out: a runtime may render its prompt at once.
-                await self.variables.merge(result.conversation_id, result.variables)
+                await self.variables.merge(
+                    result.conversation_id, result.variables, outcome.request.account_id
+                )
             await self._publish(result, outcome)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:

@@ -22,6 +22,7 @@ from services.result_injector.main import ResultInjectorService
 from shared import subjects
 from shared.service import Runnable
 from shared.settings import Settings
+from tests.support.keys import ADMIN_KEY, AS_ADMIN
 
 SECRETS = {
     "BOOKING_KEY": "s3cr3t-booking-key",
@@ -82,6 +83,7 @@ async def start_fabric(nats_url: str, data_dir: Path, database_url: str) -> Fabr
         registry_port=0,
         billing_port=0,
         allow_destinations="127.0.0.1",
+        admin_key=ADMIN_KEY,
     )
     registry, billing = RegistryService(settings), BillingService(settings)
     services: list[Runnable] = [
@@ -96,8 +98,8 @@ async def start_fabric(nats_url: str, data_dir: Path, database_url: str) -> Fabr
     return Fabric(
         settings=settings,
         runtime=await Runtime.connect(nats_url),
-        registry=httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.port}"),
-        billing=httpx.AsyncClient(base_url=f"http://127.0.0.1:{billing.port}"),
+        registry=httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.port}", headers=AS_ADMIN),
+        billing=httpx.AsyncClient(base_url=f"http://127.0.0.1:{billing.port}", headers=AS_ADMIN),
         nc=await nats.connect(nats_url),
         services=services,
     )

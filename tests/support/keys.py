@@ -1,0 +1,19 @@
+"""The REST admin key the tests' services run with, and a keys bucket with no account keys."""
+
+from nats.js.errors import KeyNotFoundError
+
+from shared.api_keys import KeyRing, bearer
+
+ADMIN_KEY = "mck_admin_tests-only-not-secret"
+AS_ADMIN = bearer(ADMIN_KEY)
+
+
+class NoAccountKeys:
+    """A keys bucket holding none: for an app tested without NATS, only the admin key works."""
+
+    async def get(self, key: str) -> None:
+        raise KeyNotFoundError
+
+
+def admin_only() -> KeyRing:
+    return KeyRing(ADMIN_KEY, NoAccountKeys())  # type: ignore[arg-type]
