@@ -20,7 +20,7 @@ from collections import defaultdict
 from aiohttp import web
 
 from bench.procstats import raise_fd_limit
-from services.supervisor import free_port
+from shared.nats_server import free_port
 from shared.processes import die_with_parent
 
 SLOTS = ["10:00 AM", "11:30 AM", "2:00 PM", "4:15 PM"]

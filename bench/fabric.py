@@ -16,9 +16,10 @@ from nats.js import JetStreamContext
 from bench.plan import ACCOUNT, AGENT, tools
 from services.billing.app import USAGE
 from services.result_injector.app import DEADLINES
-from services.supervisor import Fabric, free_port
+from services.supervisor import Fabric
 from shared import subjects
 from shared.api_keys import bearer
+from shared.nats_server import free_port
 from shared.settings import Settings
 
 POLL_S = 0.02
@@ -131,7 +132,9 @@ async def running(data_dir: Path, replicas: int) -> AsyncIterator[BenchFabric]:
         "MIDCALL_LOG_LEVEL": "WARNING",
     }
     # Always an embedded server, even if MIDCALL_NATS_URL is set: its cost is measured.
-    fabric = Fabric(Settings(data_dir=data_dir, nats_url=None), env, replicas=replicas)
+    # An open server: the harness reads streams and consumers no runtime may.
+    settings = Settings(data_dir=data_dir, nats_url=None)
+    fabric = Fabric(settings, env, replicas=replicas, nats_auth=False)
     try:
         await fabric.start()
         yield BenchFabric(

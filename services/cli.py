@@ -42,6 +42,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command=_demo)
     asyncapi = commands.add_parser("asyncapi", help="print the AsyncAPI document of the subjects")
     asyncapi.set_defaults(command=_asyncapi)
+    nats_config = commands.add_parser(
+        "nats-config",
+        help="print nats-server's authorization block: a user per role, passwords from "
+        "$MIDCALL_NATS_PASSWORD_<ROLE>",
+    )
+    nats_config.set_defaults(command=_nats_config)
+    setup = commands.add_parser(
+        "setup", help="create the streams and buckets (as the NATS setup user), then exit"
+    )
+    setup.set_defaults(command=_setup)
     tools = commands.add_parser("tools", help="manage tool definitions").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -143,6 +153,20 @@ def _registry_url(settings: Settings) -> str:
 
 def _key(args: argparse.Namespace, settings: Settings) -> str:
     return str(args.key) if args.key else admin_key(settings)
+
+
+def _nats_config(_: argparse.Namespace, __: Settings) -> int:
+    from shared.nats_auth import render_authorization_from_env
+
+    print(render_authorization_from_env(), end="")
+    return 0
+
+
+def _setup(_: argparse.Namespace, settings: Settings) -> int:
+    from shared.broker import create_streams
+
+    asyncio.run(create_streams(settings))
+    return 0
 
 
 def _import_tools(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,19 +12,29 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 import nats
+from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from services.catalog import SERVICES
 from shared import jetstream, subjects
 from shared.api_keys import ADMIN_KEY_FILE, admin_key, ensure_admin_key
-from shared.nats_server import NatsServer
+from shared.broker import sign_in
+from shared.nats_auth import (
+    CREDENTIALS_FILE,
+    Role,
+    connect_options,
+    inbox_prefix,
+    load_or_create_credentials,
+    render_authorization,
+)
+from shared.nats_server import NatsServer, stable_port
 from shared.processes import die_with_parent
 from shared.settings import Settings
 
@@ -34,13 +44,6 @@ STOP_TIMEOUT_S = 40.0
 # Services that share their work through durable pull consumers, so more
 # processes of them split the load; registry and billing serve REST on one port.
 SCALABLE = frozenset({"dispatcher", "http-executor", "result-injector"})
-
-
-def free_port() -> int:
-    """A port free right now, for a child process to bind (the demo and the benchmarks)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def instances(replicas: int) -> dict[str, str]:
@@ -62,7 +65,11 @@ class Fabric:
     """
 
     def __init__(
-        self, settings: Settings, extra_env: Mapping[str, str] | None = None, replicas: int = 1
+        self,
+        settings: Settings,
+        extra_env: Mapping[str, str] | None = None,
+        replicas: int = 1,
+        nats_auth: bool = True,
     ) -> None:
         self.settings = settings
         self.extra_env = dict(extra_env or {})
@@ -70,6 +77,10 @@ class Fabric:
         self.nats: NatsServer | None = None
         self.nats_url = settings.nats_url or ""
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        # An embedded server runs with a user per role (shared.nats_auth), unless a
+        # benchmark that reads every stream asks for an open one.
+        self._nats_auth = nats_auth
+        self.credentials: dict[Role, str] = {}
         # Set by ``start`` when it created the data directory's admin key, to show once.
         self.new_admin_key: str | None = None
 
@@ -78,15 +89,22 @@ class Fabric:
         """The REST admin key the services use (configured, or kept in the data directory)."""
         return admin_key(self.settings)
 
+    def runtime_options(self) -> dict[str, Any]:
+        """How a voice runtime connects to the embedded server (nats.connect options)."""
+        if not self.credentials:
+            return {}
+        return dict(connect_options(Role.RUNTIME, self.credentials[Role.RUNTIME]))
+
     async def start(self) -> None:
         self.new_admin_key = ensure_admin_key(self.settings)
         if not self.nats_url:
-            self.nats = NatsServer(self.settings.data_dir)
+            data_dir = self.settings.data_dir
+            if self._nats_auth:
+                self.credentials = load_or_create_credentials(data_dir)
+            self.nats = self._nats_server(stable_port(data_dir))
             self.nats_url = self.nats.start()
-            log.info(
-                "embedded nats-server at %s (data in %s)", self.nats_url, self.settings.data_dir
-            )
-        client = await nats.connect(self.nats_url)
+            log.info("embedded nats-server at %s (data in %s)", self.nats_url, data_dir)
+        client = await self._connect()
         try:
             await jetstream.ensure(client.jetstream())
             ready = await client.subscribe(subjects.ready("*"), max_msgs=len(self.instances))
@@ -107,13 +125,24 @@ class Fabric:
         await asyncio.to_thread(child.wait)
         await asyncio.sleep(down_s)
         name = self.instances[key]
-        client = await nats.connect(self.nats_url)
+        client = await self._connect()
         try:
             ready = await client.subscribe(subjects.ready(name), max_msgs=1)
             self.children[key] = self._spawn(name)
             await self._await_ready(ready, Counter([name]))
         finally:
             await client.close()
+
+    def _nats_server(self, port: int) -> NatsServer:
+        authorization = render_authorization(self.credentials) if self.credentials else ""
+        return NatsServer(self.settings.data_dir, port=port, authorization=authorization)
+
+    async def _connect(self) -> Client:
+        """The supervisor's own connection: it creates the streams, and hears services ready."""
+        if self.credentials:
+            options = connect_options(Role.SETUP, self.credentials[Role.SETUP])
+            return await nats.connect(self.nats_url, **options)
+        return await nats.connect(self.nats_url, **sign_in(self.settings, Role.SETUP))
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         env = {
@@ -122,6 +151,9 @@ class Fabric:
             "MIDCALL_NATS_URL": self.nats_url,
             "MIDCALL_DATA_DIR": str(self.settings.data_dir),
         }
+        if self.credentials:  # each service signs in as its own role
+            env["MIDCALL_NATS_USER"] = name
+            env["MIDCALL_NATS_PASSWORD"] = self.credentials[Role(name)]
         return subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run", name],
             env=env,
@@ -134,8 +166,7 @@ class Fabric:
             raise RuntimeError("only an embedded nats-server can be restarted")
         self.nats.kill()
         await asyncio.sleep(down_s)
-        port = int(self.nats_url.rsplit(":", 1)[1])
-        self.nats = NatsServer(self.settings.data_dir, port=port)
+        self.nats = self._nats_server(int(self.nats_url.rsplit(":", 1)[1]))
         await asyncio.to_thread(self.nats.start)
 
     def pause(self, key: str, paused: bool) -> None:
@@ -189,6 +220,13 @@ async def run_up(settings: Settings) -> int:
                 f"    {fabric.new_admin_key}\n"
                 "Send it as 'Authorization: Bearer <key>'; make account keys with it "
                 "(POST /v1/accounts/<id>/keys).",
+                flush=True,
+            )
+        if fabric.credentials:
+            print(
+                f"NATS for voice runtimes: user 'runtime', inbox prefix "
+                f"'{inbox_prefix(Role.RUNTIME)}', password in "
+                f"{settings.data_dir / CREDENTIALS_FILE} (key 'runtime').",
                 flush=True,
             )
         print(

@@ -15,6 +15,7 @@ constant time.
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from shared.http_api import ApiError
 from shared.settings import Settings
 
 KEY_PREFIX = "mck"
+KEY_ID = re.compile(r"[0-9a-f]{1,32}")
 ADMIN_KEY_FILE = "admin.key"
 # How long a key found in the bucket is trusted without looking again: a
 # revocation takes effect everywhere within this.
@@ -80,7 +82,8 @@ def _digest(secret: str) -> str:
 def _parse(presented: str) -> tuple[str, str] | None:
     prefix, _, rest = presented.partition("_")
     key_id, _, secret = rest.partition("_")
-    if prefix != KEY_PREFIX or not key_id or not secret:
+    # Only the ids new_key makes: anything else is no key (and no valid bucket key).
+    if prefix != KEY_PREFIX or not KEY_ID.fullmatch(key_id) or not secret:
         return None
     return key_id, secret
 

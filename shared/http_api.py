@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, AwareDatetime, ValidationError
+from pydantic import AfterValidator, AwareDatetime, Field, ValidationError
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
@@ -51,6 +51,21 @@ def in_utc_range(value: datetime) -> datetime:
 
 
 # Times in requests (query parameters or bodies): out-of-range ones are a 422 naming the field.
+def well_formed_text(value: str) -> str:
+    """Text that can be stored and sent: a JSON escape may carry a lone surrogate,
+    which no UTF-8 encoder takes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "the text holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+        ) from None
+    return value
+
+
+# A row id as SQL stores it (a signed 64-bit integer): larger ones are a 422, not a 500.
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+Utf8Text = Annotated[str, AfterValidator(well_formed_text)]
 UtcDatetime = Annotated[datetime, AfterValidator(in_utc_range)]
 AwareUtcDatetime = Annotated[AwareDatetime, AfterValidator(in_utc_range)]
 

@@ -28,10 +28,19 @@ STREAMS = (
         max_age=7 * DAY,
         duplicate_window=120.0,
     ),
-    # What runtimes read; a day lets a reconnecting runtime catch up.
+    # What the fabric tells runtimes; a day lets a reconnecting runtime catch up.
+    # Only services publish here, so no one else can take a result's dedupe id.
     StreamConfig(
         name=subjects.CONV_STREAM,
-        subjects=[subjects.ALL_CONV],
+        subjects=[subjects.ALL_PENDING, subjects.ALL_RESULTS],
+        storage=StorageType.FILE,
+        max_age=DAY,
+        duplicate_window=120.0,
+    ),
+    # What runtimes say of a conversation: it ended (billing and executors listen).
+    StreamConfig(
+        name=subjects.ENDED_STREAM,
+        subjects=[subjects.ALL_ENDED],
         storage=StorageType.FILE,
         max_age=DAY,
         duplicate_window=120.0,
@@ -99,6 +108,9 @@ BUCKETS = (
     ),
     # Account API keys (digests only), mirrored from the registry's SQL: see shared.api_keys.
     KeyValueConfig(bucket=subjects.API_KEYS_BUCKET, history=1, storage=StorageType.FILE),
+    # Account secrets, sealed (shared.secret_box): written by the registry from its SQL,
+    # read and opened only by http-executors.
+    KeyValueConfig(bucket=subjects.SECRETS_BUCKET, history=1, storage=StorageType.FILE),
 )
 
 
@@ -109,6 +121,7 @@ async def ensure(js: JetStreamContext) -> None:
     so processes starting at once may race here safely; an operator's tuned
     stream (other settings) is never overwritten.
     """
+    await _split_ended_from_conv(js)
     for stream in STREAMS:
         assert stream.name is not None
         try:
@@ -120,3 +133,21 @@ async def ensure(js: JetStreamContext) -> None:
             await js.key_value(bucket.bucket)
         except NotFoundError:
             await js.create_key_value(bucket)
+
+
+async def _split_ended_from_conv(js: JetStreamContext) -> None:
+    """Upgrade a MIDCALL_CONV made before ``ended`` had its own stream.
+
+    It held ``midcall.conv.>``: runtimes publishing ``ended`` there could take a
+    result's dedupe id, and billing's durable there kept runtimes from reading
+    it through consumers of their own. Its subjects shrink to pending and
+    result, so MIDCALL_ENDED can be created next; ends stored before stay
+    where they are until they age out.
+    """
+    try:
+        info = await js.stream_info(subjects.CONV_STREAM)
+    except NotFoundError:
+        return
+    if subjects.ALL_CONV in (info.config.subjects or []):
+        info.config.subjects = [subjects.ALL_PENDING, subjects.ALL_RESULTS]
+        await js.update_stream(info.config)

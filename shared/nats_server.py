@@ -9,11 +9,13 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sysconfig
 import time
 from pathlib import Path
 
+from shared.nats_auth import write_private
 from shared.processes import die_with_parent
 
 STARTUP_TIMEOUT_S = 10.0
@@ -28,6 +30,9 @@ jetstream {{
   store_dir: "{store_dir}"
 }}
 """
+# Where `midcall up` keeps the port it chose, so runtimes' configuration survives restarts.
+PORT_FILE = "nats.port"
+DEFAULT_PORT = 4222
 
 
 def binary() -> str:
@@ -43,9 +48,11 @@ def binary() -> str:
 class NatsServer:
     """One nats-server child process; ``url`` is set once it listens."""
 
-    def __init__(self, data_dir: Path, port: int = -1) -> None:
+    def __init__(self, data_dir: Path, port: int = -1, authorization: str = "") -> None:
         self.data_dir = data_dir
         self.port = port  # -1: a free one, reported in the ports file
+        # An ``authorization {}`` block (shared.nats_auth); empty: anyone may do anything.
+        self.authorization = authorization
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -57,9 +64,9 @@ class NatsServer:
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         config = self.data_dir / "nats-server.conf"
-        config.write_text(
-            CONFIG.format(port=self.port, max_payload=MAX_PAYLOAD, store_dir=store.resolve())
-        )
+        text = CONFIG.format(port=self.port, max_payload=MAX_PAYLOAD, store_dir=store.resolve())
+        # It holds every role's password: readable by this user only.
+        write_private(config, text + self.authorization)
         self._process = subprocess.Popen(
             [binary(), "-c", str(config), "--ports_file_dir", str(ports_dir)],
             stdout=subprocess.DEVNULL,
@@ -106,3 +113,30 @@ class NatsServer:
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def stable_port(data_dir: Path) -> int:
+    """The embedded server's port: the one chosen before, else 4222 if free, else any
+    free one; kept in the data directory."""
+    path = data_dir / PORT_FILE
+    if path.exists():
+        return int(path.read_text())
+    port = DEFAULT_PORT if _free(DEFAULT_PORT) else free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{port}\n")
+    return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

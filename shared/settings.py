@@ -15,6 +15,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MIDCALL_", extra="ignore")
 
     nats_url: str | None = None
+    # How a service signs in to NATS: user and password (each service its own role's,
+    # see shared.nats_auth); none: an open server (tests, a bench).
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
     data_dir: Path = Path(".midcall")
     database_url: str | None = None
     host: str = "127.0.0.1"
@@ -42,6 +46,9 @@ class Settings(BaseSettings):
     trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
     # The REST admin key (shared.api_keys); unset: the one `midcall up` keeps in data_dir.
     admin_key: SecretStr | None = None
+    # Seals account secrets (shared.secret_box); registry and executors must share it.
+    # Unset: the one generated into data_dir at first start.
+    master_key: SecretStr | None = None
 
     def sqlalchemy_url(self) -> str:
         """The storage URL; ``postgresql://`` means psycopg 3, the driver we ship."""

@@ -5,7 +5,9 @@ what the catalog distributes and what the dispatcher snapshots into each
 work item.
 """
 
+import ipaddress
 import json
+import re
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -62,6 +64,11 @@ def _declaring(info: ValidationInfo) -> bool:
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
 MAX_TIMEOUT_S = 60.0
+MAX_HOSTS = 32
+# A URL's host as urlsplit and yarl give it: a DNS name (or IPv4 address), lowercase.
+DNS_NAME = re.compile(r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*\.?")
+# Set by the registry, never by a tool document, and left out of what REST answers.
+INTERNAL_FIELDS = frozenset({"platform", "owner_account"})
 
 
 class Strict(BaseModel):
@@ -132,6 +139,9 @@ class RequestSpec(Strict):
     timeout_s: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     signing: Signing | None = None
+    # The only hosts this tool may call. Required where the LLM picks the host
+    # ({{input.*}} in the URL's host) and the request carries secrets or a signature.
+    allowed_hosts: list[str] | None = Field(default=None, min_length=1, max_length=MAX_HOSTS)
 
     @field_validator("method", mode="before")
     @classmethod
@@ -146,6 +156,20 @@ class RequestSpec(Strict):
             raise ValueError("must be an absolute http:// or https:// URL")
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        hosts = [host.strip().lower().removeprefix("[").removesuffix("]") for host in value]
+        wrong = [host for host in hosts if not _is_host(host)]
+        if wrong:
+            raise ValueError(
+                f"{wrong} are not host names: write each as the URL's host alone "
+                "(ASCII, punycode for other scripts), without scheme, port or path"
+            )
+        return hosts
+
     def templated(self) -> dict[str, Any]:
         """Every field that may hold templates: the one list validation and rendering share."""
         return {
@@ -155,6 +179,25 @@ class RequestSpec(Strict):
             "body": self.body,
             "signing": self.signing.secrets if self.signing else [],
         }
+
+    def secret_names(self) -> set[str]:
+        """The NAMEs of every ``{{secrets.NAME}}`` the request refers to."""
+        return {
+            reference.partition(".")[2]
+            for reference in references(list(self.templated().values()))
+            if reference.startswith("secrets.")
+        }
+
+    def sends_secrets(self) -> bool:
+        """Whether the request carries a secret's value, or a signature made with one."""
+        return self.signing is not None or bool(self.secret_names())
+
+    def host_from_input(self) -> bool:
+        """Whether the LLM's arguments choose (part of) the host the request goes to."""
+        return _host_from_input(self.url)
+
+    def allows_host(self, host: str | None) -> bool:
+        return self.allowed_hosts is None or (host or "").lower() in self.allowed_hosts
 
     @model_validator(mode="after")
     def _known_roots(self, info: ValidationInfo) -> "RequestSpec":
@@ -166,6 +209,43 @@ class RequestSpec(Strict):
                 if problem:
                     raise ValueError(f"{field}: {problem}")
         return self
+
+    @model_validator(mode="after")
+    def _secrets_go_to_known_hosts(self, info: ValidationInfo) -> "RequestSpec":
+        if not _declaring(info):
+            return self
+        # An argument in the host lets a prompt send the tool's secrets (or a request
+        # signed as ours) anywhere: only to hosts the tool names, then.
+        if self.host_from_input() and self.sends_secrets() and self.allowed_hosts is None:
+            raise ValueError(
+                "url: the host comes from the call's arguments ({{input.*}}), so the LLM "
+                "picks where the request goes; a tool that sends secrets or signs its "
+                "requests must list the hosts it may call in request.allowed_hosts"
+            )
+        fixed = None if _templates_in_host(self.url) else urlsplit(self.url).hostname
+        if fixed is not None and not self.allows_host(fixed):
+            raise ValueError(f"allowed_hosts: the url's host '{fixed}' is not among them")
+        return self
+
+
+def _is_host(text: str) -> bool:
+    if DNS_NAME.fullmatch(text):
+        return True
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_from_input(url: str) -> bool:
+    return any(
+        reference.partition(".")[0] == "input" for reference in references(urlsplit(url).netloc)
+    )
+
+
+def _templates_in_host(url: str) -> bool:
+    return any(True for _ in references(urlsplit(url).netloc))
 
 
 class Speech(Strict):
@@ -256,6 +336,16 @@ class Tool(Strict):
     speech: Speech = Field(default_factory=Speech)
     response: ResponseSpec = Field(default_factory=ResponseSpec)
     errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
+    # Internal (INTERNAL_FIELDS), stamped by the registry and carried in every work item
+    # so the executor can tell which secrets the tool may use:
+    # registered with the admin key, so it may use platform secrets (MIDCALL_SECRET_*);
+    platform: bool = False
+    # the account that owns it (its agent's), whose secrets it may use.
+    owner_account: str | None = None
+
+    def public_dump(self) -> dict[str, Any]:
+        """The tool as REST shows it and a document declares it: no internal fields."""
+        return self.model_dump(mode="json", exclude=set(INTERNAL_FIELDS))
 
     @field_validator("parameters")
     @classmethod

@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 from services.demo.runtime import Runtime
-from services.supervisor import Fabric, free_port
+from services.supervisor import Fabric
 from shared.api_keys import bearer
+from shared.nats_server import free_port
 from shared.pull_flow import Durable
 from shared.settings import Settings
 from tests.support.api import RecordingApi

@@ -6,6 +6,7 @@ import pytest
 
 from services.registry import dialects
 from services.registry.dialects import midcall, roundtrip
+from services.registry.tool_secrets import extract_signing_secrets
 from tests.dialect_support import example, rejection, tool
 
 CANCEL = {"name": "Cancel", "request": {"url": "https://api.example.com/cancel"}}
@@ -76,15 +77,25 @@ def test_midcall_exports_the_canonical_tool_and_parses_it_back() -> None:
 
     exported = dialects.export("midcall", canonical)
 
-    assert exported == canonical.model_dump(mode="json")
+    assert exported == canonical.public_dump()
     assert midcall.parse(exported) == [canonical]
 
 
 def test_every_canonical_tool_is_expressible_in_midcall() -> None:
     for name in ("vocode_meeting_booking.json", "bland_book_appointment.json"):
         dialect = name.split("_")[0]
-        for parsed in dialects.parse(dialect, example(name)):
-            assert midcall.parse(dialects.export("midcall", parsed)) == [parsed]
+        # As the registry keeps them: signing secrets as references to account secrets.
+        for kept in extract_signing_secrets("a", dialects.parse(dialect, example(name))).tools:
+            assert midcall.parse(dialects.export("midcall", kept)) == [kept]
+
+
+def test_a_signing_secret_kept_as_a_value_exports_as_stars() -> None:
+    (parsed,) = dialects.parse("vocode", example("vocode_meeting_booking.json"))
+
+    exported = dialects.export("midcall", parsed)
+
+    assert isinstance(exported, dict)
+    assert exported["request"]["signing"]["secrets"] == ["***"]
 
 
 def test_differences_name_nested_fields_and_list_items() -> None:

@@ -33,6 +33,10 @@ RESPONSE = {
     "agent_message_path": "$.agent_message",
 }
 LABEL = "action 'Meeting_Booking_Assistant'"
+SECRET_RULE = (
+    "signature_secret must be base64, such as base64 of 32 random bytes, "
+    "or a reference to an account secret: {{secrets.NAME}}"
+)
 FIELDS = (
     "name, description, url, input_schema, speak_on_send, speak_on_receive, "
     "signature_secret, processing_mode"
@@ -137,12 +141,12 @@ def test_a_list_of_actions_gives_one_tool_each() -> None:
         ),
         pytest.param(
             action(signature_secret="not base64!"),
-            f"{LABEL}: signature_secret must be base64, such as base64 of 32 random bytes",
+            f"{LABEL}: {SECRET_RULE}",
             id="secret",
         ),
         pytest.param(
             action(signature_secret=""),
-            f"{LABEL}: signature_secret must be base64, such as base64 of 32 random bytes",
+            f"{LABEL}: {SECRET_RULE}",
             id="empty-secret",
         ),
         pytest.param(
@@ -232,7 +236,7 @@ def test_a_tool_of_another_shape_is_a_409_naming_what_does_not_fit(
 
 
 def test_a_secret_vocode_cannot_hold_is_a_409_with_the_parse_reason() -> None:
-    signing = {"scheme": "vocode", "secrets": ["{{secrets.VOCODE}}"]}
+    signing = {"scheme": "vocode", "secrets": ["{{secrets.VOCODE.key}}"]}
     request = {**REQUEST, "signing": signing}
     fields = {"name": "Book", "parameters": SCHEMA, "request": request, "response": RESPONSE}
 
@@ -240,6 +244,23 @@ def test_a_secret_vocode_cannot_hold_is_a_409_with_the_parse_reason() -> None:
 
     assert (error.status, error.message) == (
         409,
-        "tool 'Book' cannot be expressed in vocode: action 'Book': signature_secret must be "
-        "base64, such as base64 of 32 random bytes",
+        f"tool 'Book' cannot be expressed in vocode: action 'Book': {SECRET_RULE}",
     )
+
+
+def test_a_signature_secret_may_name_an_account_secret() -> None:
+    (parsed,) = vocode.parse(action(signature_secret="{{secrets.VOCODE_KEY}}"))
+
+    assert parsed.request.signing is not None
+    assert parsed.request.signing.secrets == ["{{secrets.VOCODE_KEY}}"]
+
+
+@pytest.mark.parametrize("secret", [SECRET, "{{secrets.VOCODE_KEY}}"], ids=["value", "reference"])
+def test_an_export_shows_that_there_is_a_secret_never_what_it_is(secret: str) -> None:
+    (parsed,) = vocode.parse(action(signature_secret=secret))
+
+    exported = dialects.export("vocode", parsed)
+
+    assert isinstance(exported, dict)
+    assert exported["signature_secret"] == "***"
+    assert vocode.export(parsed)["signature_secret"] == secret  # what the round trip compares

@@ -22,11 +22,14 @@ from services.registry.api import build_app
 from services.registry.bucket_mirror import BucketMirror
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.main import RegistryService
+from services.registry.secret_keeper import SecretKeeper
+from services.registry.secret_store import SecretStore
 from services.registry.store import ToolStore
 from shared import jetstream
+from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.storage import build_engine
-from shared.subjects import CATALOG_BUCKET
+from shared.subjects import CATALOG_BUCKET, SECRETS_BUCKET
 from shared.tools import Tool
 from tests.support.keys import ADMIN_KEY, AS_ADMIN, admin_only
 
@@ -47,7 +50,14 @@ ID_RULE = r"String should match pattern '^[A-Za-z0-9_\-=]{1,128}$'"
 
 
 def canonical(document: dict[str, Any]) -> dict[str, Any]:
-    return Tool.model_validate(document).model_dump(mode="json")
+    return Tool.model_validate(document).public_dump()
+
+
+def in_catalog(
+    document: dict[str, Any], platform: bool = True, owner: str = "default"
+) -> dict[str, Any]:
+    """The tool as dispatchers get it: with whose it is and who registered it."""
+    return {**canonical(document), "platform": platform, "owner_account": owner}
 
 
 def with_fields(document: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -129,7 +139,7 @@ async def test_posting_a_tool_stores_and_distributes_it(
 
     assert response.status_code == 201
     assert response.json() == {"agent_id": "salon-bot", "tools": [canonical(BOOK)]}
-    assert await catalog.entry("tools.salon-bot.BookAppointment") == canonical(BOOK)
+    assert await catalog.entry("tools.salon-bot.BookAppointment") == in_catalog(BOOK)
     assert await catalog.entry("agents.salon-bot") == {
         "agent_id": "salon-bot",
         "account_id": "default",
@@ -161,7 +171,7 @@ async def test_posting_a_tool_again_replaces_it(
         "agent_id": "salon-bot",
         "tools": [canonical(changed), canonical(CANCEL)],
     }
-    assert await catalog.entry("tools.salon-bot.BookAppointment") == canonical(changed)
+    assert await catalog.entry("tools.salon-bot.BookAppointment") == in_catalog(changed)
 
 
 async def test_get_one_tool_returns_its_canonical_form(client: httpx.AsyncClient) -> None:
@@ -523,7 +533,9 @@ async def test_start_up_makes_the_catalog_match_sql(
             "agents.salon-bot",
             "tools.salon-bot.BookAppointment",
         }
-        assert await catalog.entry("tools.salon-bot.BookAppointment") == canonical(BOOK)
+        assert await catalog.entry("tools.salon-bot.BookAppointment") == in_catalog(
+            BOOK, platform=False
+        )
     finally:
         await service.stop()
 
@@ -547,7 +559,14 @@ async def test_a_failed_catalog_write_is_503_and_a_retry_completes_it(tmp_path: 
     engine = build_engine(Settings(data_dir=tmp_path))
     kv = FlakyKeyValue()
     mirror = BucketMirror(None, CATALOG_BUCKET, kv)  # type: ignore[arg-type]
-    app = build_app(ToolStore(engine), CatalogWriter(mirror), admin_only())
+    secrets_kv = FlakyKeyValue()
+    secrets_kv.fail_next = False
+    secrets = SecretKeeper(
+        SecretStore(engine),
+        SecretBox(bytes(32)),
+        BucketMirror(None, SECRETS_BUCKET, secrets_kv),  # type: ignore[arg-type]
+    )
+    app = build_app(ToolStore(engine), CatalogWriter(mirror), admin_only(), secrets)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://registry", headers=AS_ADMIN

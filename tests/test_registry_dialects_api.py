@@ -14,6 +14,7 @@ import pytest
 
 from services.registry import dialects
 from services.registry.main import RegistryService
+from services.registry.tool_secrets import extract_signing_secrets
 from shared.settings import Settings
 from tests.dialect_support import EXAMPLES, example
 from tests.support.keys import ADMIN_KEY, AS_ADMIN
@@ -57,7 +58,9 @@ async def post(client: httpx.AsyncClient, dialect: str, file: str) -> httpx.Resp
 
 
 def canonical(dialect: str, file: str) -> list[dict[str, Any]]:
-    return [t.model_dump(mode="json") for t in dialects.parse(dialect, example(file))]
+    """The tools as the registry shows them: a signing secret becomes an account secret's name."""
+    parsed = dialects.parse(dialect, example(file))
+    return [t.public_dump() for t in extract_signing_secrets("salon-bot", parsed).tools]
 
 
 def assert_error(response: httpx.Response, status: int, code: str, message: str) -> None:

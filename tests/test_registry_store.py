@@ -26,6 +26,11 @@ def make_tool(name: str, url: str = "https://api.example.com/book", **extra: Any
     return Tool.model_validate({"name": name, "request": {"url": url}, **extra})
 
 
+def owned(tool: Tool, account_id: str = "default") -> Tool:
+    """A tool as the store reads it back: owned by its agent's account."""
+    return tool.model_copy(update={"owner_account": account_id})
+
+
 def test_an_agent_first_seen_with_tools_belongs_to_the_default_account(store: ToolStore) -> None:
     agent = store.put_tools("salon-bot", "midcall", [make_tool("Book")])
 
@@ -55,8 +60,8 @@ def test_put_tools_replaces_tools_by_name_and_keeps_the_others(store: ToolStore)
 
     store.put_tools("salon-bot", "midcall", [replacement])
 
-    assert store.list_tools("salon-bot") == [replacement, make_tool("Cancel")]
-    assert store.get_tool("salon-bot", "Book") == replacement
+    assert store.list_tools("salon-bot") == [owned(replacement), owned(make_tool("Cancel"))]
+    assert store.get_tool("salon-bot", "Book") == owned(replacement)
 
 
 def test_tools_are_listed_by_name_and_scoped_to_their_agent(store: ToolStore) -> None:
@@ -95,7 +100,7 @@ def test_a_tool_round_trips_every_field(store: ToolStore) -> None:
 
     store.put_tools("salon-bot", "midcall", [tool])
 
-    assert store.get_tool("salon-bot", "BookAppointment") == tool
+    assert store.get_tool("salon-bot", "BookAppointment") == owned(tool)
 
 
 def test_the_dialect_and_the_tools_own_source_are_kept(
@@ -121,7 +126,7 @@ def test_delete_tool_says_whether_it_existed(store: ToolStore) -> None:
     assert store.delete_tool("salon-bot", "Book") is True
     assert store.delete_tool("salon-bot", "Book") is False
     assert store.delete_tool("nobody", "Book") is False
-    assert store.list_tools("salon-bot") == [make_tool("Cancel")]
+    assert store.list_tools("salon-bot") == [owned(make_tool("Cancel"))]
 
 
 def test_all_agents_and_all_tools_cover_every_agent(store: ToolStore) -> None:
@@ -141,3 +146,17 @@ def test_putting_no_tools_still_registers_the_agent(store: ToolStore) -> None:
 
     assert store.get_agent("salon-bot") == AgentEntry(agent_id="salon-bot")
     assert store.list_tools("salon-bot") == []
+
+
+def test_a_tool_is_owned_by_its_agents_account_as_it_is_now(store: ToolStore) -> None:
+    stored = make_tool("Book").model_copy(update={"platform": True, "owner_account": "acme"})
+    store.put_agent(AgentEntry(agent_id="salon-bot", account_id="acme"))
+    store.put_tools("salon-bot", "midcall", [stored])
+
+    store.put_agent(AgentEntry(agent_id="salon-bot", account_id="globex"))
+
+    expected = owned(stored, "globex")
+    assert store.get_tool("salon-bot", "Book") == expected
+    assert store.list_tools("salon-bot") == [expected]
+    assert store.all_tools() == [("salon-bot", expected)]
+    assert expected.platform  # who registered it is kept with the tool

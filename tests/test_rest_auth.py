@@ -24,6 +24,8 @@ from tests.test_spine import booking_tool, new_call, place
 ACME_ONLY = ("acme-private-path", "acme-variable-value", "acme-call-")
 CALLERS = ("none", "wrong", "other", "own", "admin")
 PRIVATE_URL = "http://127.0.0.1:9/acme-private-path"
+# What no answer may ever contain, to anyone: a secret's value.
+SECRET_VALUE = "acme-secret-value-never-shown"
 
 
 @dataclass
@@ -47,6 +49,10 @@ class Endpoint:
 
 def statuses(other: int, own: int, admin: int | None = None, anyone: int = 401) -> dict[str, int]:
     return {"none": anyone, "wrong": anyone, "other": other, "own": own, "admin": admin or own}
+
+
+async def _temp_secret(world: World) -> None:
+    await world.fabric.set_secret("acme", "TEMP", SECRET_VALUE)
 
 
 async def _temp_tool(world: World) -> None:
@@ -101,6 +107,21 @@ ENDPOINTS = [
     Endpoint("registry", "GET", "/v1/accounts/acme", statuses(404, 200)),
     Endpoint("registry", "POST", "/v1/accounts/acme/keys", statuses(403, 403, 201)),
     Endpoint("registry", "GET", "/v1/accounts/acme/keys", statuses(404, 200)),
+    Endpoint("registry", "GET", "/v1/accounts/acme/secrets", statuses(404, 200)),
+    Endpoint(
+        "registry",
+        "PUT",
+        "/v1/accounts/acme/secrets/BOOKING_KEY",
+        statuses(404, 200),
+        {"value": SECRET_VALUE},
+    ),
+    Endpoint(
+        "registry",
+        "DELETE",
+        "/v1/accounts/acme/secrets/TEMP",
+        statuses(404, 204),
+        before=_temp_secret,
+    ),
     Endpoint("billing", "GET", "/v1/usage?account_id=acme", statuses(404, 200)),
     Endpoint("billing", "GET", "/v1/usage/conversations/{conversation}", statuses(404, 200)),
 ]
@@ -120,6 +141,9 @@ async def world(fabric: Fabric, api: RecordingApi) -> World:
     globex, _ = await _account_key(fabric, "globex")
     as_acme = bearer(acme)
     registry = fabric.registry
+    # The tool's {{secrets.BOOKING_KEY}}: each account's own (the platform's are the admin's).
+    await fabric.set_secret("acme", "BOOKING_KEY", SECRET_VALUE, headers=as_acme)
+    await fabric.set_secret("globex", "BOOKING_KEY", "globex-booking-key", headers=bearer(globex))
     # acme's agent, put there with acme's own key; its API answers and fails in turn.
     await registry.put("/v1/agents/acme-bot", json={"account_id": "acme"}, headers=as_acme)
     api.reply("POST", "/acme-private-path", json={"mark": "acme-variable-value"})
@@ -198,6 +222,7 @@ async def test_every_endpoint_answers_each_caller_as_documented_and_leaks_nothin
                 if caller not in ("own", "admin") and endpoint.path != "/metrics/":
                     for private in ACME_ONLY:
                         assert private not in response.text, (where, private)
+                assert SECRET_VALUE not in response.text, where
     assert len(seen) == len(ENDPOINTS) * len(CALLERS)
 
 

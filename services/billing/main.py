@@ -24,7 +24,7 @@ class BillingService:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._engine: Engine | None = None
-        self.broker = build_broker(settings.nats_servers(), self.name, self._reconnected)
+        self.broker = build_broker(settings, self.name, self._reconnected)
         self._consumers: tuple[BatchConsumer, WorkConsumer] | None = None
         self._http: HttpServer | None = None
 
@@ -36,7 +36,7 @@ class BillingService:
         # Creating (or upgrading) the tables is blocking I/O, slow on a remote PostgreSQL.
         self._engine = await asyncio.to_thread(build_engine, self._settings)
         store = await asyncio.to_thread(UsageStore, self._engine)
-        client, js = await connect(self.broker)
+        client, js = await connect(self.broker, self._settings)
         await self.broker.start()
         self._consumers = consumers(client, store)
         for consumer in self._consumers:

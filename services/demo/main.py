@@ -15,8 +15,9 @@ import httpx
 from services.demo.runtime import Runtime, new_traceparent
 from services.demo.salon_api import SalonApi
 from services.demo.script import SCRIPT, SECRET_NAME, Turn, tools
-from services.supervisor import Fabric, free_port
+from services.supervisor import Fabric
 from shared.api_keys import bearer
+from shared.nats_server import free_port
 from shared.settings import Settings
 
 AGENT = "salon-bot"
@@ -47,20 +48,21 @@ async def run_demo(settings: Settings) -> int:
             f"Fabric up in {time.perf_counter() - started:.1f} s: NATS {fabric.nats_url}, "
             f"salon API {api_url}\n"
         )
-        await _play(settings, fabric.nats_url, api_url, fabric.admin_key)
+        await _play(settings, fabric, api_url)
     finally:
         await fabric.stop()
         await salon.stop()
     return 0
 
 
-async def _play(settings: Settings, nats_url: str, api_url: str, key: str) -> None:
+async def _play(settings: Settings, fabric: Fabric, api_url: str) -> None:
     registry = f"http://{settings.host}:{settings.registry_port}"
     billing = f"http://{settings.host}:{settings.billing_port}"
     conversation = f"demo-{secrets.token_hex(4)}"
-    async with httpx.AsyncClient(timeout=10, headers=bearer(key)) as http:
+    async with httpx.AsyncClient(timeout=10, headers=bearer(fabric.admin_key)) as http:
         await _register(http, registry, api_url)
-        runtime = await Runtime.connect(nats_url)
+        # As a runtime connects: its own user, allowed only the contract's subjects.
+        runtime = await Runtime.connect(fabric.nats_url, **fabric.runtime_options())
         await runtime.listen(conversation)
         accepted = 0
         for number, turn in enumerate(SCRIPT, 1):

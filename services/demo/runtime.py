@@ -30,8 +30,9 @@ class Runtime:
         self._changed = asyncio.Condition()
 
     @classmethod
-    async def connect(cls, url: str) -> "Runtime":
-        return cls(await nats.connect(url))
+    async def connect(cls, url: str, **options: Any) -> "Runtime":
+        """``options``: nats.connect's, e.g. the runtime's user, password and inbox prefix."""
+        return cls(await nats.connect(url, **options))
 
     async def listen(self, conversation_id: str) -> None:
         await self.client.subscribe(f"midcall.conv.{conversation_id}.>", cb=self._on_event)

@@ -21,7 +21,7 @@ class DispatcherService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.directory = Directory()
-        self.broker = build_broker(settings.nats_servers(), self.name, self._reconnected)
+        self.broker = build_broker(settings, self.name, self._reconnected)
         self.consumers: list[WorkConsumer] = []
 
     def _reconnected(self) -> None:
@@ -31,7 +31,7 @@ class DispatcherService:
 
     async def start(self) -> None:
         metrics.serve(self.settings.metrics_port, self.settings.host)
-        client, js = await connect(self.broker)
+        client, js = await connect(self.broker, self.settings)
         # Tools are in memory before the first call is taken.
         catalog = await js.stream_info(f"KV_{subjects.CATALOG_BUCKET}")
         await self.directory.follow(

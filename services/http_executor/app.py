@@ -111,5 +111,8 @@ def register(broker: NatsBroker, app: ExecutorApp) -> None:
         subjects.ALL_ENDED,
         decoder=raw_body,
         title="ConversationEnded",
+        # The runtime published it through JetStream: its reply subject awaits the
+        # stream's ack, and is the runtime's own inbox, which no service may answer on.
+        no_reply=True,
         description="Cancels the conversation's in-flight calls",
     )(app.on_ended)

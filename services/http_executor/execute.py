@@ -8,6 +8,7 @@ always within the call's deadline); everything else is final.
 import asyncio
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -20,7 +21,9 @@ from services.http_executor.client import NotConnected, Sender, TransportError
 from services.http_executor.destinations import DestinationPolicy, blocked, blocked_cause
 from services.http_executor.render import RenderedRequest, render_request
 from services.http_executor.retries import Attempt, retry_after_s, retry_delay, status_reason
+from services.http_executor.secret_scope import SecretScope
 from services.http_executor.signing import signature_headers
+from services.http_executor.tool_hosts import check_allowed_host, check_chosen_host
 from shared.errors import CallRejected, ErrorCode
 from shared.events import (
     ErrorInfo,
@@ -47,12 +50,13 @@ class Executor:
         self,
         sender: Sender,
         policy: DestinationPolicy,
-        secrets: dict[str, str],
+        secrets: SecretScope | Mapping[str, str],
         breakers: Breakers | None = None,
     ) -> None:
+        """``secrets``: a scope, or the platform's secrets alone (no account secrets)."""
         self.sender = sender
         self.policy = policy
-        self.secrets = secrets
+        self.secrets = secrets if isinstance(secrets, SecretScope) else SecretScope(secrets)
         self.breakers = breakers or Breakers()
 
     async def run(self, work: ExecuteRequest) -> ExecutionOutcome:
@@ -60,7 +64,9 @@ class Executor:
         answer: HttpResponse | CallRejected
         log: list[HttpAttempt] = []
         try:
-            request = render_request(work, self.secrets)
+            check_chosen_host(work)  # before any secret is opened
+            request = render_request(work, await self.secrets.for_work(work))
+            check_allowed_host(work, request.url)
             self.policy.check_literal(request.url)
         except CallRejected as failure:
             answer = failure
@@ -86,7 +92,8 @@ class Executor:
         self, work: ExecuteRequest, request: RenderedRequest, log: list[HttpAttempt]
     ) -> HttpResponse | CallRejected:
         """Send until an answer is final; each attempt made is appended to ``log``."""
-        host = urlsplit(request.url).netloc
+        # host:port, without any user:password a URL may carry.
+        host = urlsplit(request.url).netloc.rpartition("@")[2]
         while True:
             if not self.breakers.allow(host):
                 return _resting(work)
@@ -132,7 +139,7 @@ class Executor:
                 {
                     "http.request.method": request.method,
                     "server.address": url.hostname or "",
-                    "url.path": url.path,
+                    "url.path": request.redact(url.path),  # a webhook's path may be its secret
                 }
             )
             headers = {**request.headers, **self._signature(work, request)}

@@ -1,15 +1,19 @@
 """Composition root of the HTTP executor."""
 
+import asyncio
+
 from services.http_executor.app import DURABLE, ExecutorApp, register
 from services.http_executor.client import Sender, connection_limit
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
+from services.http_executor.secret_scope import AccountSecrets, SecretScope
 from shared import metrics, subjects
 from shared.broker import build_broker, connect
 from shared.call_marks import CallMarks
 from shared.consumer import WorkConsumer
 from shared.memory import MemoryBudget
 from shared.messaging import Publisher
+from shared.secret_box import SecretBox, settings_master_key
 from shared.settings import Settings, secrets_from_env
 
 # Calls mostly wait on APIs: pull many at a time so a burst is taken in quickly.
@@ -20,9 +24,10 @@ class HttpExecutorService:
     name = "http-executor"
 
     def __init__(self, settings: Settings, secrets: dict[str, str] | None = None) -> None:
+        """``secrets``: the platform's (default ``MIDCALL_SECRET_*``), for admin-made tools."""
         self.settings = settings
         self.secrets = secrets_from_env() if secrets is None else secrets
-        self.broker = build_broker(settings.nats_servers(), "http-executor", self._reconnected)
+        self.broker = build_broker(settings, "http-executor", self._reconnected)
         self.sender: Sender | None = None
         self.consumer: WorkConsumer | None = None
 
@@ -32,14 +37,17 @@ class HttpExecutorService:
 
     async def start(self) -> None:
         metrics.serve(self.settings.metrics_port, self.settings.host)
-        client, js = await connect(self.broker)
+        client, js = await connect(self.broker, self.settings)
         # A response must fit in one NATS message with its envelope.
         cap = min(self.settings.max_response_bytes, client.max_payload - 64 * 1024)
         policy = DestinationPolicy(self.settings.allow_destinations)
         connections = connection_limit(self.settings.max_connections)
         self.sender = Sender(connections, policy, cap)
         marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
-        app = ExecutorApp(Publisher(js), Executor(self.sender, policy, self.secrets), marks)
+        box = SecretBox(await asyncio.to_thread(settings_master_key, self.settings))
+        accounts = AccountSecrets(await js.key_value(subjects.SECRETS_BUCKET), box)
+        secrets = SecretScope(self.secrets, accounts)
+        app = ExecutorApp(Publisher(js), Executor(self.sender, policy, secrets), marks)
         register(self.broker, app)
         await self.broker.start()
         self.consumer = WorkConsumer(

@@ -15,9 +15,10 @@ from urllib.parse import quote
 
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest
-from shared.templates import MISSING, TEMPLATE, as_text, references, render_string, render_value
+from shared.templates import MISSING, TEMPLATE, as_text, render_string, render_value
 
 USER_AGENT = "midcall/0.1"
+REDACTED = "***"
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,16 @@ class RenderedRequest:
     params: list[tuple[str, str | int | float | bool | None]] = field(default_factory=list)
     body: bytes | None = None
     # The tool's signing secrets, resolved; the executor signs each attempt.
-    signing_secrets: tuple[str, ...] = ()
+    signing_secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Every secret value the request was rendered with, to keep out of spans.
+    secret_values: tuple[str, ...] = field(default=(), repr=False)
+
+    def redact(self, text: str) -> str:
+        """``text`` with each secret value (as written, or percent-encoded) as ``***``."""
+        for value in sorted(self.secret_values, key=len, reverse=True):
+            for form in {value, quote(value, safe="")}:
+                text = text.replace(form, REDACTED) if form else text
+        return text
 
 
 def scope_for(work: ExecuteRequest, secrets: dict[str, str]) -> dict[str, Any]:
@@ -62,16 +72,13 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
         )
         if spec.signing
         else (),
+        secret_values=tuple(secrets[name] for name in sorted(secret_names(work))),
     )
 
 
 def secret_names(work: ExecuteRequest) -> set[str]:
     """The ``{{secrets.NAME}}`` the tool's request refers to."""
-    return {
-        ref.partition(".")[2]
-        for ref in references(list(work.tool.request.templated().values()))
-        if ref.startswith("secrets.")
-    }
+    return work.tool.request.secret_names()
 
 
 def _require_secrets(work: ExecuteRequest, secrets: dict[str, str]) -> None:

@@ -34,15 +34,21 @@ async def sync_keys(accounts: AccountStore, keys: BucketMirror) -> None:
     await keys.sync({key.key_id: key.model_dump_json().encode() for key in live})
 
 
+def visible(accounts: AccountStore, account_id: str, caller: Principal) -> Account:
+    """The account, if the caller may see it; another account's answers as unknown, so
+    ids do not leak."""
+    account = accounts.get(account_id) if caller.may_see(account_id) else None
+    if account is None:
+        raise unknown_account(account_id)
+    return account
+
+
+def unknown_account(account_id: str) -> ApiError:
+    return ApiError(404, "unknown_account", f"there is no account '{account_id}'")
+
+
 def build_router(accounts: AccountStore, keys: BucketMirror) -> APIRouter:
     router = APIRouter(prefix="/v1/accounts", dependencies=AUTHENTICATED)
-
-    def visible(account_id: str, caller: Principal) -> Account:
-        # Another account's answers as unknown, so ids do not leak.
-        account = accounts.get(account_id) if caller.may_see(account_id) else None
-        if account is None:
-            raise ApiError(404, "unknown_account", f"there is no account '{account_id}'")
-        return account
 
     @router.post("", status_code=201)
     async def create_account(body: AccountBody, caller: Caller) -> Account:
@@ -61,12 +67,12 @@ def build_router(accounts: AccountStore, keys: BucketMirror) -> APIRouter:
 
     @router.get("/{account_id}")
     async def get_account(account_id: AccountId, caller: Caller) -> Account:
-        return await asyncio.to_thread(visible, account_id, caller)
+        return await asyncio.to_thread(visible, accounts, account_id, caller)
 
     @router.post("/{account_id}/keys", status_code=201)
     async def create_key(account_id: AccountId, caller: Caller) -> NewKey:
         require_admin(caller)
-        await asyncio.to_thread(visible, account_id, caller)
+        await asyncio.to_thread(visible, accounts, account_id, caller)
         key, stored = new_key(account_id)
         info = await asyncio.to_thread(accounts.add_key, stored)
         await keys.put(stored.key_id, stored.model_dump_json().encode())
@@ -74,13 +80,13 @@ def build_router(accounts: AccountStore, keys: BucketMirror) -> APIRouter:
 
     @router.get("/{account_id}/keys")
     async def list_keys(account_id: AccountId, caller: Caller) -> dict[str, Any]:
-        await asyncio.to_thread(visible, account_id, caller)
+        await asyncio.to_thread(visible, accounts, account_id, caller)
         return {"keys": await asyncio.to_thread(accounts.keys, account_id)}
 
     @router.delete("/{account_id}/keys/{key_id}", status_code=204, response_class=Response)
     async def revoke_key(account_id: AccountId, key_id: KeyId, caller: Caller) -> Response:
         """Revoke a key (an account may revoke its own, even the one it calls with)."""
-        await asyncio.to_thread(visible, account_id, caller)
+        await asyncio.to_thread(visible, accounts, account_id, caller)
         if not await asyncio.to_thread(accounts.revoke, account_id, key_id):
             raise ApiError(404, "unknown_key", f"account '{account_id}' has no key '{key_id}'")
         # Also when revoked before: a retry after a failed bucket write heals it.

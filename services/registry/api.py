@@ -12,14 +12,15 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.registry import dialects, manifest
+from services.registry import dialects, manifest, tool_secrets
 from services.registry.bucket_mirror import BucketUnavailable
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.dialects import rules
+from services.registry.secret_keeper import SecretKeeper
 from services.registry.store import NotTheirs, QuotaExceeded, ToolStore
 from shared import json_depth
 from shared.api_keys import AUTHENTICATED, Caller, KeyRing, Principal
-from shared.catalog import AgentEntry
+from shared.catalog import DEFAULT_ACCOUNT, AgentEntry
 from shared.events import ID_PATTERN
 from shared.http_api import ApiError, error_body, install_error_handlers
 from shared.json_depth import TooDeep
@@ -41,20 +42,23 @@ class AgentBody(BaseModel):
     name: str | None = Field(default=None, max_length=256)
 
 
-def build_app(store: ToolStore, writer: CatalogWriter, keyring: KeyRing) -> FastAPI:
+def build_app(
+    store: ToolStore, writer: CatalogWriter, keyring: KeyRing, secrets: SecretKeeper
+) -> FastAPI:
     app = FastAPI(title="Midcall registry", version="1")
     app.state.keyring = keyring
     install_error_handlers(app)
     app.add_exception_handler(BucketUnavailable, _bucket_unavailable)
-    app.include_router(_Endpoints(store, writer).router())
+    app.include_router(_Endpoints(store, writer, secrets).router())
     app.add_api_route("/healthz", _healthz, methods=["GET"])
     return app
 
 
 class _Endpoints:
-    def __init__(self, store: ToolStore, writer: CatalogWriter) -> None:
+    def __init__(self, store: ToolStore, writer: CatalogWriter, secrets: SecretKeeper) -> None:
         self._store = store
         self._writer = writer
+        self._secrets = secrets
         self._writes = asyncio.Lock()
 
     def router(self) -> APIRouter:
@@ -88,6 +92,10 @@ class _Endpoints:
             except QuotaExceeded as exc:
                 raise _over_quota(exc) from exc
             await self._writer.put_agent(agent)
+            if existing is not None and existing.account_id != agent.account_id:
+                # Its tools now use the new account's secrets: dispatchers must see the owner.
+                for tool in await asyncio.to_thread(self._store.list_tools, agent_id):
+                    await self._writer.put_tool(agent_id, tool)
         return agent.model_dump(mode="json")
 
     async def get_agent(self, agent_id: AgentId, caller: Caller) -> dict[str, Any]:
@@ -97,11 +105,19 @@ class _Endpoints:
     async def post_tools(
         self, agent_id: AgentId, request: Request, caller: Caller, dialect: str = dialects.MIDCALL
     ) -> dict[str, Any]:
+        """Store the document's tools for the agent; see ``tool_secrets`` for their secrets."""
         media_type = dialects.require(dialect).media_type
         document = _document(await request.body(), media_type)
-        tools = dialects.parse(dialect, document)
-        sources = dialects.sources(dialect, document, tools)
+        parsed = dialects.parse(dialect, document)
         async with self._writes:
+            owner = await asyncio.to_thread(self._owner_for_tools, agent_id, caller)
+            extracted = tool_secrets.extract_signing_secrets(agent_id, parsed)
+            tools = tool_secrets.stamp(extracted.tools, owner, platform=caller.is_admin)
+            if not caller.is_admin:
+                known = await self._secrets.names(owner) | extracted.secrets.keys()
+                tool_secrets.require_known(tools, owner, known)
+            # The literal values never reach SQL in the sources kept either.
+            sources = [extracted.scrub(s) for s in dialects.sources(dialect, document, parsed)]
             try:
                 agent = await asyncio.to_thread(
                     self._store.put_tools, agent_id, dialect, tools, sources, caller.account_id
@@ -110,6 +126,10 @@ class _Endpoints:
                 raise _over_quota(exc) from exc
             except NotTheirs as exc:
                 raise _unknown_agent(agent_id) from exc
+            # Before the catalog: no dispatcher sees a tool before its secrets are there.
+            for name, value in extracted.secrets.items():
+                await self._secrets.put(agent.account_id, name, value)
+            tools = tool_secrets.stamp(tools, agent.account_id, platform=caller.is_admin)
             await self._writer.put_agent(agent)
             for tool in tools:
                 await self._writer.put_tool(agent_id, tool)
@@ -150,6 +170,15 @@ class _Endpoints:
     ) -> dict[str, Any]:
         tools = await asyncio.to_thread(self._agent_tools, agent_id, caller)
         return {"format": fmt, "tools": manifest.render(fmt, tools)}
+
+    def _owner_for_tools(self, agent_id: str, caller: Principal) -> str:
+        """The account the agent's tools belong to: its own, or the one a new agent joins."""
+        agent = self._store.get_agent(agent_id)
+        if agent is None:
+            return caller.account_id or DEFAULT_ACCOUNT
+        if not caller.may_see(agent.account_id):
+            raise _unknown_agent(agent_id)
+        return agent.account_id
 
     def _require_agent(self, agent_id: str, caller: Principal) -> AgentEntry:
         """The agent, if the caller may see it; another account's answers as unknown."""
@@ -211,7 +240,7 @@ def _over_quota(exc: QuotaExceeded) -> ApiError:
 
 
 def _tools_body(agent_id: str, tools: list[Tool]) -> dict[str, Any]:
-    return {"agent_id": agent_id, "tools": [tool.model_dump(mode="json") for tool in tools]}
+    return {"agent_id": agent_id, "tools": [dialects.show(tool) for tool in tools]}
 
 
 async def _bucket_unavailable(_: Request, exc: Exception) -> JSONResponse:

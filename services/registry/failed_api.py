@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from services.registry.failures import (
     FailedCall,
@@ -17,7 +17,7 @@ from services.registry.failures import (
 from services.registry.replays import ReplayBody, Replayer, ReplayReport
 from shared.api_keys import AUTHENTICATED, Caller, Principal
 from shared.events import ID_PATTERN
-from shared.http_api import ApiError, UtcDatetime
+from shared.http_api import ApiError, RowId, UtcDatetime
 from shared.outages import TRANSIENT
 
 P = ParamSpec("P")
@@ -40,9 +40,9 @@ def build_router(store: FailureStore, replayer: Replayer) -> APIRouter:
         state: State | None = None,
         since: Annotated[UtcDatetime | None, Query(description="inclusive, RFC 3339")] = None,
         until: Annotated[UtcDatetime | None, Query(description="exclusive, RFC 3339")] = None,
-        ids: Annotated[list[int] | None, Query(alias="id", max_length=MAX_PAGE)] = None,
+        ids: Annotated[list[RowId] | None, Query(alias="id", max_length=MAX_PAGE)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        before_id: Annotated[int | None, Query(description="the next page, newest first")] = None,
+        before_id: Annotated[RowId | None, Query(description="the next page, newest first")] = None,
         *,
         caller: Caller,
     ) -> dict[str, Any]:
@@ -63,7 +63,9 @@ def build_router(store: FailureStore, replayer: Replayer) -> APIRouter:
         return {"failed": page, "next_before_id": page[-1].id if more else None}
 
     @router.get("/{failure_id}")
-    async def show_failed(failure_id: int, caller: Caller) -> FailedCallDetail:
+    async def show_failed(
+        failure_id: Annotated[int, Path(ge=1, le=2**63 - 1)], caller: Caller
+    ) -> FailedCallDetail:
         """One failed call with the call, the tool as used and every run's HTTP attempts."""
         found = await _stored(store.get, failure_id)
         if found is None or not caller.may_see(found.account_id):

@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 from sqlalchemy import Column, Engine, Index, Text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field as SqlField
 from sqlmodel import Session, SQLModel, col, select
 
+from services.registry import dialects
 from shared.events import CallRun, ErrorInfo, HttpAttempt, ToolCall, utcnow
 from shared.storage import UtcDateTime
 from shared.tools import DECLARED_BEFORE, Tool
@@ -100,6 +101,11 @@ class FailedCallDetail(FailedCall):
     tool_definition: Tool | None = None
     runs: list[Run] = Field(default_factory=list)
     dead_letter: DeadLetter | None = None
+
+    @field_serializer("tool_definition")
+    def _as_shown(self, tool: Tool | None) -> dict[str, Any] | None:
+        # As the tools API shows it: the registry's internal fields are for the executor.
+        return None if tool is None else dialects.show(tool)
 
 
 class Filters(BaseModel):

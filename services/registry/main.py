@@ -4,13 +4,15 @@ import asyncio
 
 from sqlalchemy import Engine
 
-from services.registry import accounts_api, conversations, failed_api, failure_intake
+from services.registry import accounts_api, conversations, failed_api, failure_intake, secrets_api
 from services.registry.accounts import AccountStore
 from services.registry.api import build_app
 from services.registry.bucket_mirror import BucketMirror
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.failures import FailureStore
 from services.registry.replays import Replayer
+from services.registry.secret_keeper import SecretKeeper
+from services.registry.secret_store import SecretStore
 from services.registry.store import ToolStore
 from shared import subjects
 from shared.api_keys import KeyRing, admin_key
@@ -20,6 +22,7 @@ from shared.consumer import BatchConsumer
 from shared.conversations import ConversationVariables
 from shared.http_server import HttpServer
 from shared.messaging import Publisher
+from shared.secret_box import SecretBox, settings_master_key
 from shared.settings import Settings
 from shared.storage import build_engine
 from shared.tools import Tool
@@ -33,7 +36,7 @@ class RegistryService:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._engine: Engine | None = None
-        self.broker = build_broker(settings.nats_servers(), self.name, self._reconnected)
+        self.broker = build_broker(settings, self.name, self._reconnected)
         self._http: HttpServer | None = None
         self._consumers: list[BatchConsumer] = []
 
@@ -47,15 +50,19 @@ class RegistryService:
         store = ToolStore(self._engine)
         failures = FailureStore(self._engine)
         accounts = AccountStore(self._engine)
-        client, js = await connect(self.broker)
+        client, js = await connect(self.broker, self._settings)
         await self.broker.start()
         writer = await CatalogWriter.open(js)
         await writer.sync(*await asyncio.to_thread(_snapshot, store))
         keys = await BucketMirror.open(js, subjects.API_KEYS_BUCKET)
         await accounts_api.sync_keys(accounts, keys)
         keyring = KeyRing(admin_key(self._settings), await js.key_value(subjects.API_KEYS_BUCKET))
-        app = build_app(store, writer, keyring)
+        box = SecretBox(await asyncio.to_thread(settings_master_key, self._settings))
+        secrets = await SecretKeeper.open(js, SecretStore(self._engine), box)
+        await secrets.sync()
+        app = build_app(store, writer, keyring, secrets)
         app.include_router(accounts_api.build_router(accounts, keys))
+        app.include_router(secrets_api.build_router(accounts, secrets))
         kv = await js.key_value(subjects.CONVERSATIONS_BUCKET)
         app.include_router(conversations.build_router(ConversationVariables(kv)))
         replayer = Replayer(failures, store, Publisher(js))

@@ -23,7 +23,7 @@ from shared import subjects
 from shared.catalog import DEFAULT_ACCOUNT
 from shared.errors import CallRejected
 from shared.events import ID_PATTERN, ExecuteRequest, ReplayRequest, utcnow
-from shared.http_api import UtcDatetime
+from shared.http_api import RowId, UtcDatetime, Utf8Text
 from shared.messaging import Publisher, msg_id
 from shared.tools import Tool
 
@@ -39,8 +39,8 @@ class ReplayBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] | None = Field(default=None, max_length=MAX_REPLAY)
-    call_ids: list[str] | None = Field(default=None, max_length=MAX_REPLAY)
+    ids: list[RowId] | None = Field(default=None, max_length=MAX_REPLAY)
+    call_ids: list[Utf8Text] | None = Field(default=None, max_length=MAX_REPLAY)
     agent_id: str | None = Field(default=None, pattern=ID_PATTERN)
     account_id: str | None = Field(default=None, pattern=ID_PATTERN)
     tool: str | None = Field(default=None, max_length=128)

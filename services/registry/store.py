@@ -14,7 +14,7 @@ from sqlalchemy import DateTime, Engine, Text, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Field, Session, SQLModel, col, delete, select
-from sqlmodel.sql.expression import SelectOfScalar
+from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from shared.catalog import DEFAULT_ACCOUNT, AgentEntry
 from shared.events import utcnow
@@ -147,15 +147,16 @@ class ToolStore:
         return entry
 
     def list_tools(self, agent_id: str) -> list[Tool]:
-        query = select(ToolRow.definition).where(col(ToolRow.agent_id) == agent_id)
+        query = self._owned().where(col(ToolRow.agent_id) == agent_id)
         with Session(self._engine) as session:
-            definitions = session.exec(query.order_by(col(ToolRow.name))).all()
-        return [Tool.model_validate_json(d) for d in definitions]
+            rows = session.exec(query.order_by(col(ToolRow.name))).all()
+        return [_owned_tool(definition, account_id) for _, definition, account_id in rows]
 
     def get_tool(self, agent_id: str, name: str) -> Tool | None:
+        query = self._owned().where(col(ToolRow.agent_id) == agent_id, col(ToolRow.name) == name)
         with Session(self._engine) as session:
-            row = session.get(ToolRow, (agent_id, name))
-            return None if row is None else Tool.model_validate_json(row.definition)
+            row = session.exec(query).first()
+        return None if row is None else _owned_tool(row[1], row[2])
 
     def delete_tool(self, agent_id: str, name: str) -> bool:
         """Whether the tool existed."""
@@ -173,10 +174,17 @@ class ToolStore:
 
     def all_tools(self) -> list[tuple[str, Tool]]:
         """Every tool with its agent id, for syncing the catalog."""
-        query = select(ToolRow.agent_id, ToolRow.definition)
         with Session(self._engine) as session:
-            rows = session.exec(query).all()
-        return [(agent_id, Tool.model_validate_json(d)) for agent_id, d in rows]
+            rows = session.exec(self._owned()).all()
+        return [(agent_id, _owned_tool(d, account_id)) for agent_id, d, account_id in rows]
+
+    @staticmethod
+    def _owned() -> Select[str, str, str]:
+        # A tool's owner is its agent's account as it is now (an agent may move), so
+        # it is read from the agent, never kept in the definition.
+        return select(ToolRow.agent_id, ToolRow.definition, AgentRow.account_id).join(
+            AgentRow, col(AgentRow.agent_id) == col(ToolRow.agent_id)
+        )
 
     def _agent_for_tools(self, session: Session, agent_id: str, account_id: str) -> AgentRow:
         """The agent, first added to ``account_id`` (within its quota) if new."""
@@ -253,12 +261,17 @@ def _source_text(source: Any) -> str | None:
     return None if source is None else json.dumps(source, ensure_ascii=False)
 
 
+def _owned_tool(definition: str, account_id: str) -> Tool:
+    return Tool.model_validate_json(definition).model_copy(update={"owner_account": account_id})
+
+
 def _tool_row(agent_id: str, dialect: str, tool: Tool, source: str | None) -> dict[str, Any]:
     return {
         "agent_id": agent_id,
         "name": tool.name,
         "dialect": dialect,
-        "definition": tool.model_dump_json(),
+        # Who registered it (``platform``) is kept; the owner is read from the agent.
+        "definition": tool.model_dump_json(exclude={"owner_account"}),
         "source": source,
         "updated_at": utcnow(),
     }

@@ -28,7 +28,7 @@ class ResultInjectorService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = build_broker(settings.nats_servers(), "result-injector", self._reconnected)
+        self.broker = build_broker(settings, "result-injector", self._reconnected)
         self.consumers: list[WorkConsumer] = []
 
     def _reconnected(self) -> None:
@@ -38,7 +38,7 @@ class ResultInjectorService:
     async def start(self) -> None:
         metrics.serve(self.settings.metrics_port, self.settings.host)
         count_tokens("warm")  # loads the vocabulary now, not during the first call
-        client, js = await connect(self.broker)
+        client, js = await connect(self.broker, self.settings)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
         marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
         injector = Injector(

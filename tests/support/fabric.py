@@ -20,10 +20,12 @@ from services.http_executor.main import HttpExecutorService
 from services.registry.main import RegistryService
 from services.result_injector.main import ResultInjectorService
 from shared import subjects
+from shared.api_keys import bearer
 from shared.service import Runnable
 from shared.settings import Settings
 from tests.support.keys import ADMIN_KEY, AS_ADMIN
 
+# The platform's secrets (MIDCALL_SECRET_<NAME>): only tools the admin registers use them.
 SECRETS = {
     "BOOKING_KEY": "s3cr3t-booking-key",
     "HOOK_OLD": "whsec_b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZA==",
@@ -62,6 +64,22 @@ class Fabric:
         assert response.status_code == 201, response.text
         return response.json()["tools"]
 
+    async def account(self, account_id: str) -> dict[str, str]:
+        """A new account and a key for it: the headers to call the REST APIs as it."""
+        made = await self.registry.post("/v1/accounts", json={"account_id": account_id})
+        assert made.status_code == 201, made.text
+        key = await self.registry.post(f"/v1/accounts/{account_id}/keys")
+        assert key.status_code == 201, key.text
+        return bearer(key.json()["key"])
+
+    async def set_secret(
+        self, account_id: str, name: str, value: str, headers: dict[str, str] | None = None
+    ) -> None:
+        response = await self.registry.put(
+            f"/v1/accounts/{account_id}/secrets/{name}", json={"value": value}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+
     async def drained(self, timeout_s: float = 10.0) -> None:
         """Wait until every service has finished (acked) everything published so far."""
         js = self.nc.jetstream()
@@ -84,6 +102,9 @@ async def start_fabric(nats_url: str, data_dir: Path, database_url: str) -> Fabr
         billing_port=0,
         allow_destinations="127.0.0.1",
         admin_key=ADMIN_KEY,
+        # The services share the test runner's process, whose memory grows over a whole
+        # suite: past the default budget they would stop taking work.
+        memory_budget_mb=64 * 1024,
     )
     registry, billing = RegistryService(settings), BillingService(settings)
     services: list[Runnable] = [

@@ -26,12 +26,15 @@ class Dialect:
     split: Callable[[Any], list[Any]] | None = None
     # How documents in this dialect travel over HTTP, both ways.
     media_type: str = JSON
+    # An export as shown: secret-valued fields masked (after the round trip, which
+    # must compare the real values).
+    redact: Callable[[Any], Any] | None = None
 
 
 MIDCALL = "midcall"
 _DIALECTS = {
-    MIDCALL: Dialect(midcall.parse, midcall.export, midcall.split),
-    "vocode": Dialect(vocode.parse, vocode.export, vocode.split),
+    MIDCALL: Dialect(midcall.parse, midcall.export, midcall.split, redact=midcall.redact),
+    "vocode": Dialect(vocode.parse, vocode.export, vocode.split, redact=vocode.redact),
     "bland": Dialect(bland.parse, bland.export, bland.split),
     "aivoco": Dialect(aivoco.parse, aivoco.export, aivoco.split),
     "xml": Dialect(xml.parse, xml.export, xml.split, xml.MEDIA_TYPE),
@@ -77,19 +80,27 @@ def sources(dialect: str, document: Any, tools: list[Tool]) -> list[Any]:
 
 
 def export(dialect: str, tool: Tool) -> dict[str, Any] | str:
-    """The tool as ``dialect`` writes it, or a 409 naming what the dialect cannot express."""
+    """The tool as ``dialect`` writes it, or a 409 naming what the dialect cannot express.
+
+    Secret values are masked (``***``); the registry's internal fields are left out.
+    """
     chosen = require(dialect)
     document = chosen.export(tool)
     try:
         (again,) = chosen.parse(document)
     except ApiError as exc:
         raise _not_expressible(dialect, tool, exc.message, exc.details) from exc
-    lost = roundtrip.differences(tool.model_dump(mode="json"), again.model_dump(mode="json"))
+    lost = roundtrip.differences(tool.public_dump(), again.public_dump())
     if lost:
         raise _not_expressible(
             dialect, tool, f"{dialect} has no way to say {', '.join(lost)}", lost
         )
-    return document
+    return document if chosen.redact is None else chosen.redact(document)
+
+
+def show(tool: Tool) -> dict[str, Any]:
+    """The canonical tool as REST answers show it: no internal fields, no secret values."""
+    return midcall.redact(midcall.export(tool))
 
 
 def _not_expressible(dialect: str, tool: Tool, reason: str, details: Any) -> ApiError:

@@ -3,7 +3,10 @@
 from typing import Any
 
 from services.registry.dialects.canonical import validate
+from shared.account_secrets import referenced_name
 from shared.tools import Tool
+
+REDACTED = "***"
 
 
 def parse(document: Any) -> list[Tool]:
@@ -18,4 +21,17 @@ def split(document: Any) -> list[Any]:
 
 
 def export(tool: Tool) -> dict[str, Any]:
-    return tool.model_dump(mode="json")
+    return tool.public_dump()
+
+
+def redact(document: dict[str, Any]) -> dict[str, Any]:
+    """Signing secrets kept as literals (tools stored before account secrets) as ``***``.
+
+    References (``{{secrets.NAME}}``) are shown: they name a secret, never hold one.
+    """
+    signing = document.get("request", {}).get("signing")
+    if not signing:
+        return document
+    masked = [s if referenced_name(s) else REDACTED for s in signing["secrets"]]
+    request = {**document["request"], "signing": {**signing, "secrets": masked}}
+    return {**document, "request": request}

@@ -3,9 +3,11 @@
 Vocode POSTs ``{"payload": <arguments>}`` as Python's ``json.dumps`` writes it
 (the bytes its receivers re-serialize to check ``x-vocode-signature``), waits
 10 seconds, and reads ``{"result": ..., "agent_message": ...}`` back.
+
+``signature_secret`` is the value itself or ``{{secrets.NAME}}``; the
+registry keeps a value as an account secret, and an export shows ``***``.
 """
 
-import binascii
 import json
 from base64 import b64decode
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 from services.registry.dialects import rules
 from services.registry.dialects.canonical import validate
 from shared import json_depth
+from shared.account_secrets import referenced_name
 from shared.json_depth import TooDeep
 from shared.tools import Tool
 
@@ -30,6 +33,7 @@ REQUIRED = ("name", "description", "url", "input_schema")
 FLAGS = ("speak_on_send", "speak_on_receive")
 # Vocode's only processing mode: the agent stays silent until the result.
 MUTED = "muted"
+REDACTED = "***"
 BODY = {"payload": "{{input}}"}
 TIMEOUT_S = 10
 RETRY = {"attempts": 3, "on": ["connection_error"], "backoff_s": 0.2}
@@ -69,6 +73,13 @@ def export(tool: Tool) -> dict[str, Any]:
     return document
 
 
+def redact(document: dict[str, Any]) -> dict[str, Any]:
+    """The secret is the account's, kept sealed: an export names that there is one."""
+    if "signature_secret" in document:
+        return {**document, "signature_secret": REDACTED}
+    return document
+
+
 def _problems(label: str, action: dict[str, Any]) -> list[str]:
     problems = [*rules.missing(label, action, REQUIRED), *rules.unknown(label, action, FIELDS)]
     problems += [
@@ -98,11 +109,20 @@ def _schema_problem(value: Any) -> str | None:
 
 
 def _secret_problem(value: Any) -> str | None:
+    # A reference to an account secret set over REST, or the value itself (which the
+    # registry then keeps as an account secret: see services.registry.tool_secrets).
+    if isinstance(value, str) and referenced_name(value):
+        return None
     try:
         key = b64decode(value, validate=True) if isinstance(value, str) else b""
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or text that is not ASCII
         key = b""
-    return None if key else "signature_secret must be base64, such as base64 of 32 random bytes"
+    if key:
+        return None
+    return (
+        "signature_secret must be base64, such as base64 of 32 random bytes, "
+        "or a reference to an account secret: {{secrets.NAME}}"
+    )
 
 
 def _mode_problem(value: Any) -> str | None:

@@ -1,0 +1,557 @@
+"""Who may do what on NATS: one user per role, each allowed only its own subjects.
+
+nats-server checks every publish and subscribe against the user's allow
+lists; anything not listed is refused (a publish is dropped with a
+``Permissions Violation``, so a JetStream request gets no answer and times
+out). JetStream is driven by publishing on ``$JS.API.*`` subjects and acking
+on the reply subjects of delivered messages, so each role is also given the
+API subjects of exactly the streams, consumers and buckets its code touches:
+
+- a durable pull consumer (``shared.pull_flow``): create it, pull from it,
+  ack on ``$JS.ACK.<stream>.<durable>.>``; with the max-deliveries backstop
+  (``shared.exhausted``) also its advisory, and reading (and, from a
+  work-queue stream, deleting) the message it names;
+- a JetStream publish (``shared.messaging.Publisher``): the subject, with
+  the PubAck coming back to the role's own inbox;
+- a KV bucket (``shared.call_marks``, ``shared.conversations``, the
+  registry's catalog writer, the dispatcher's watch): its stream's info,
+  gets, puts on ``$KV.<bucket>.>``, or an ordered push consumer for a watch.
+
+Each role has its own inbox prefix (``_INBOX_<role>``) and may subscribe
+only under it, so no one can listen to another role's replies (KV values,
+PubAcks, pulled messages). Nothing here answers requests: no role needs
+``allow_responses``.
+
+Streams and buckets are created only by ``Role.SETUP`` (``midcall up``'s
+supervisor, or a one-shot setup step): services may read the info of the
+streams they use, never create, update or delete one.
+
+A runtime reads its conversations on core NATS, or through consumers of its
+own on ``MIDCALL_CONV``, where only services publish and no service keeps a
+durable (an unnamed consumer create may name, and so rewrite, any consumer
+of its stream: billing's durable for ``ended`` lives on ``MIDCALL_ENDED``,
+where runtimes get no consumer API). It never gets ``MSG.NEXT`` anywhere: a
+pull delivers stored messages, headers included, to whatever reply subject
+the puller names, which would let it store its own messages, dedupe ids and
+all, where it may not publish.
+
+What subject permissions cannot do, inside one account (a test pins it as an
+expected failure): nats-server publishes the answer to a request on whatever
+reply subject the requester chose, unchecked, so a runtime can have a PubAck
+(server-made JSON, no headers) stored on ``midcall.exec.<id>`` or as a KV
+entry (a call's claim). Runtimes in an account of their own, importing the
+contract's subjects, close this.
+"""
+
+import json
+import os
+import secrets
+import stat
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TypedDict
+
+from nats.js.api import RetentionPolicy
+
+from shared import jetstream, subjects
+
+CREDENTIALS_FILE = "nats-credentials.json"
+PASSWORD_BYTES = 32  # secrets.token_urlsafe: 43 characters, [A-Za-z0-9_-]
+PASSWORD_ENV_PREFIX = "MIDCALL_NATS_PASSWORD_"
+
+
+class Role(StrEnum):
+    """One NATS user each; the value is the user name (and names the inbox prefix)."""
+
+    SETUP = "setup"  # creates streams and buckets; `midcall up` waits for readiness
+    RUNTIME = "runtime"  # a voice runtime: the public contract only
+    DISPATCHER = "dispatcher"
+    HTTP_EXECUTOR = "http-executor"
+    RESULT_INJECTOR = "result-injector"
+    REGISTRY = "registry"
+    BILLING = "billing"
+    OPS = "ops"  # an operator's tools: replays, and reading dead letters
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """Allow lists for one user; everything else is denied by nats-server."""
+
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    # Publishing on the reply subject of a request received; no role answers requests.
+    allow_responses: bool = False
+
+    def __add__(self, other: "Permissions") -> "Permissions":
+        return Permissions(
+            publish=_unique(self.publish + other.publish),
+            subscribe=_unique(self.subscribe + other.subscribe),
+            allow_responses=self.allow_responses or other.allow_responses,
+        )
+
+
+@dataclass(frozen=True)
+class DurableGrant:
+    """A durable pull consumer a role reads (names as in the services' ``Durable``)."""
+
+    stream: str
+    name: str
+    filter_subject: str
+    # Whether its service watches the max-deliveries advisory (``shared.exhausted``):
+    # true for the durables built with ``max_deliver`` and a ``give_up``.
+    exhausted: bool = False
+
+
+# The durables of each service; tests/test_nats_permissions.py checks these against
+# the services' own ``Durable`` definitions, so the two cannot drift apart.
+DURABLES: Mapping[Role, tuple[DurableGrant, ...]] = {
+    Role.DISPATCHER: (
+        DurableGrant(subjects.CALLS_STREAM, "midcall-dispatcher", subjects.ALL_CALLS, True),
+        DurableGrant(subjects.OPS_STREAM, "midcall-dispatcher-replays", subjects.ALL_REPLAYS, True),
+    ),
+    Role.HTTP_EXECUTOR: (
+        DurableGrant(subjects.WORK_STREAM, "midcall-http-executor", subjects.ALL_EXEC, True),
+    ),
+    Role.RESULT_INJECTOR: (
+        DurableGrant(subjects.WORK_STREAM, "midcall-result-injector", subjects.ALL_EXECUTED, True),
+        DurableGrant(subjects.TIMERS_STREAM, "midcall-deadlines", subjects.ALL_DEADLINES, True),
+    ),
+    Role.BILLING: (
+        DurableGrant(subjects.USAGE_STREAM, "midcall-billing-usage", subjects.ALL_USAGE),
+        DurableGrant(subjects.ENDED_STREAM, "midcall-billing-ended", subjects.ALL_ENDED),
+    ),
+    Role.REGISTRY: (
+        DurableGrant(subjects.OPS_STREAM, "midcall-registry-runs", subjects.ALL_RUNS),
+        DurableGrant(subjects.DEAD_STREAM, "midcall-registry-dead-letters", subjects.ALL_DEAD),
+    ),
+}
+
+# Roles that run as a service process and announce readiness on ``midcall.ready.<role>``.
+SERVICES = frozenset(
+    {Role.DISPATCHER, Role.HTTP_EXECUTOR, Role.RESULT_INJECTOR, Role.REGISTRY, Role.BILLING}
+)
+
+
+def inbox_prefix(role: Role) -> str:
+    """The role's inbox prefix, for ``nats.connect(inbox_prefix=...)``.
+
+    nats-py builds every reply subject from it (requests, JetStream publishes,
+    KV gets, pull inboxes, push consumers' deliver subjects); one token of its
+    own per role, so ``_INBOX_<role>.>`` covers exactly that role's inboxes.
+    """
+    return f"_INBOX_{role.value}"
+
+
+def permissions(role: Role) -> Permissions:
+    """The allow lists of ``role``: what its code publishes and subscribes, nothing else."""
+    grants = _own_inbox(role) + _ROLE_GRANTS[role]()
+    if role in SERVICES:
+        # shared.service announces the service on core NATS once it serves.
+        grants += Permissions(publish=(subjects.ready(role.value),))
+    for durable in DURABLES.get(role, ()):
+        grants += _durable(durable)
+    return grants
+
+
+# --- building blocks -------------------------------------------------------------------
+
+JS_API = "$JS.API"
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _own_inbox(role: Role) -> Permissions:
+    # Every answer to this role (PubAcks, API responses, KV values, pulled and
+    # pushed messages) arrives under its inbox prefix; it cannot listen on others'.
+    return Permissions(subscribe=(f"{inbox_prefix(role)}.>",))
+
+
+def _publishes(*subject_patterns: str) -> Permissions:
+    """Events published through JetStream: the subject; the PubAck comes to the inbox."""
+    return Permissions(publish=subject_patterns)
+
+
+def _stream_info(stream: str) -> Permissions:
+    # js.stream_info / js.key_value read a stream's config and state; read-only.
+    return Permissions(publish=(f"{JS_API}.STREAM.INFO.{stream}",))
+
+
+def _work_queue(stream: str) -> bool:
+    return any(
+        s.name == stream and s.retention == RetentionPolicy.WORK_QUEUE for s in jetstream.STREAMS
+    )
+
+
+def _durable(durable: DurableGrant) -> Permissions:
+    stream, name = durable.stream, durable.name
+    grants = Permissions(
+        publish=(
+            # PullFlow creates (or updates) its durable: nats-py 2.16 sends a config with a
+            # durable_name on the legacy subject; newer clients name it (with its filter).
+            f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.{name}",
+            f"{JS_API}.CONSUMER.CREATE.{stream}.{name}",
+            f"{JS_API}.CONSUMER.CREATE.{stream}.{name}.{durable.filter_subject}",
+            # Pull requests; the messages come to the pull inbox.
+            f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{name}",
+            # Acks, naks and in-progress beats go to each message's reply subject.
+            f"$JS.ACK.{stream}.{name}.>",
+        )
+    )
+    if durable.exhausted:
+        grants += _exhausted(durable)
+    return grants
+
+
+def _exhausted(durable: DurableGrant) -> Permissions:
+    """shared.exhausted: the advisory, then the message it names, from its stream."""
+    stream = durable.stream
+    publish = [f"{JS_API}.STREAM.MSG.GET.{stream}", f"{JS_API}.STREAM.INFO.{stream}"]
+    if _work_queue(stream):
+        # From a work queue it is deleted once handed over, as an ack would have removed it.
+        publish.append(f"{JS_API}.STREAM.MSG.DELETE.{stream}")
+    advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable.name}"
+    return Permissions(publish=tuple(publish), subscribe=(advisory,))
+
+
+def _kv_stream(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+def _kv_read(bucket: str) -> Permissions:
+    stream = _kv_stream(bucket)
+    return _stream_info(stream) + Permissions(
+        publish=(
+            # KeyValue.get: the last message on $KV.<bucket>.<key>; which API depends on
+            # the bucket's allow_direct (off for ours today; both, so turning it on is safe).
+            f"{JS_API}.STREAM.MSG.GET.{stream}",
+            f"{JS_API}.DIRECT.GET.{stream}",
+            f"{JS_API}.DIRECT.GET.{stream}.>",
+        )
+    )
+
+
+def _kv_write(bucket: str) -> Permissions:
+    # put / create / update / delete are JetStream publishes on the key's subject.
+    return Permissions(publish=(f"$KV.{bucket}.>",))
+
+
+def _kv_watch(bucket: str) -> Permissions:
+    """KeyValue.watchall: an ordered push consumer delivered to the role's inbox (a
+    bucket's stream has no durables for the create subject to touch)."""
+    stream = _kv_stream(bucket)
+    return (
+        _stream_info(stream)
+        + push_consumers(stream)
+        # The watch reads its consumer's pending count once it starts.
+        + Permissions(publish=(f"{JS_API}.CONSUMER.INFO.{stream}.*",))
+    )
+
+
+def _dead_letters(*stages: str) -> Permissions:
+    # shared.messaging.DeadLetters: a service sets aside what it cannot read, per stage.
+    return _publishes(*(subjects.dead(stage) for stage in stages))
+
+
+# --- the roles -------------------------------------------------------------------------
+
+
+def _setup() -> Permissions:
+    """shared.jetstream.ensure (info, then create if missing) and readiness of services."""
+    streams = [stream.name for stream in jetstream.STREAMS if stream.name is not None]
+    streams += [_kv_stream(bucket.bucket) for bucket in jetstream.BUCKETS]
+    publish = [
+        subject
+        for stream in streams
+        for subject in (f"{JS_API}.STREAM.INFO.{stream}", f"{JS_API}.STREAM.CREATE.{stream}")
+    ]
+    # The one upgrade ensure makes to a stream: MIDCALL_CONV gives ``ended`` away.
+    publish.append(f"{JS_API}.STREAM.UPDATE.{subjects.CONV_STREAM}")
+    # `midcall up` counts services as they announce themselves.
+    return Permissions(publish=tuple(publish), subscribe=(subjects.ready("*"),))
+
+
+def _runtime() -> Permissions:
+    """The public contract: calls and ends in; everything about a conversation out."""
+    core = Permissions(
+        publish=(
+            subjects.ALL_CALLS,  # ToolCalls, through JetStream
+            subjects.ALL_ENDED,  # the conversation is over
+        ),
+        # Core NATS: what the fabric says about its conversations (pending, result, ended).
+        subscribe=(subjects.ALL_CONV,),
+    )
+    # Catching up through MIDCALL_CONV with a consumer: withheld while billing keeps its
+    # durable there (see push_consumers).
+    if stream_has_durables(subjects.CONV_STREAM):
+        return core
+    return core + push_consumers(subjects.CONV_STREAM)
+
+
+def push_consumers(stream: str) -> Permissions:
+    """Reading ``stream`` through ephemeral push consumers delivered to the own inbox
+    (nats-py's ``js.subscribe(..., stream=..., ordered_consumer=True)``).
+
+    Safe only on a stream no service keeps a durable on: the unnamed create
+    subject still takes a consumer ``name`` in its body, and with it creates *or
+    updates* any consumer of the stream, durables included (nats-server 2.15.1
+    turns billing's durable into an ephemeral with another filter). Never
+    ``MSG.NEXT``: a pull delivers stored messages, headers and all, to whatever
+    reply subject the puller names, stream subjects included, where their
+    ``Nats-Msg-Id`` pre-empts a service's.
+    """
+    return Permissions(
+        publish=(
+            f"{JS_API}.CONSUMER.CREATE.{stream}",
+            # Flow-control replies of the push consumer.
+            f"$JS.FC.{stream}.>",
+        )
+    )
+
+
+def stream_has_durables(stream: str) -> bool:
+    """Whether a service keeps a durable consumer on ``stream``."""
+    return any(d.stream == stream for durables in DURABLES.values() for d in durables)
+
+
+def _dispatcher() -> Permissions:
+    return (
+        _publishes(
+            subjects.ALL_EXEC,  # work items for the executors
+            f"{subjects.PREFIX}.conv.*.pending",
+            f"{subjects.PREFIX}.conv.*.result",  # a call refused is answered here at once
+            subjects.ALL_TIMERS,  # a deadline timer per call (shared.deadline_timers.arm)
+            subjects.ALL_RUNS,  # refused calls ops may want to replay
+        )
+        + _dead_letters("calls", "replay")
+        + _kv_watch(subjects.CATALOG_BUCKET)  # services.dispatcher.directory
+        # CallMarks.claim: a create, which reads the key when it finds one.
+        + _kv_read(subjects.CALL_CLAIMS_BUCKET)
+        + _kv_write(subjects.CALL_CLAIMS_BUCKET)
+    )
+
+
+def _http_executor() -> Permissions:
+    return (
+        _publishes(subjects.ALL_EXECUTED)
+        + _dead_letters("exec")
+        # CallMarks.has / mark: was the call executed before its ack was lost.
+        + _kv_read(subjects.CALL_CLAIMS_BUCKET)
+        + _kv_write(subjects.CALL_CLAIMS_BUCKET)
+        # Core NATS, every replica: a conversation's end cancels its calls in flight.
+        + Permissions(subscribe=(subjects.ALL_ENDED,))
+        # The accounts' secrets, sealed; opened here only (secret_scope).
+        + _kv_read(subjects.SECRETS_BUCKET)
+    )
+
+
+def _result_injector() -> Permissions:
+    return (
+        _publishes(
+            f"{subjects.PREFIX}.conv.*.result",
+            subjects.ALL_USAGE,
+            subjects.ALL_RUNS,
+            # DeadlineTimers.disarm: a purge of the call's schedule, fire and forget.
+            f"{JS_API}.STREAM.PURGE.{subjects.TIMERS_STREAM}",
+        )
+        + _dead_letters("executed", "deadline")
+        + _kv_read(subjects.CALL_CLAIMS_BUCKET)
+        + _kv_write(subjects.CALL_CLAIMS_BUCKET)
+        + _kv_read(subjects.CONVERSATIONS_BUCKET)  # ConversationVariables.merge: CAS
+        + _kv_write(subjects.CONVERSATIONS_BUCKET)
+    )
+
+
+def _registry() -> Permissions:
+    # A dead letter is replayed on the subject it first came on: any subject some
+    # service consumes (the filters of every durable but the dead letters' own).
+    originals = [
+        durable.filter_subject
+        for durables in DURABLES.values()
+        for durable in durables
+        if durable.stream != subjects.DEAD_STREAM
+    ]
+    return (
+        _publishes(subjects.ALL_REPLAYS, *originals)
+        + _kv_read(subjects.CATALOG_BUCKET)  # CatalogWriter: stored keys, live or deleted
+        + _kv_write(subjects.CATALOG_BUCKET)
+        + _kv_read(subjects.CONVERSATIONS_BUCKET)  # /v1/conversations/{id}/variables
+        # Account keys: mirrored from SQL (BucketMirror), and checked on each request (KeyRing).
+        + _kv_read(subjects.API_KEYS_BUCKET)
+        + _kv_write(subjects.API_KEYS_BUCKET)
+        # Sealed account secrets, mirrored from SQL (BucketMirror).
+        + _kv_read(subjects.SECRETS_BUCKET)
+        + _kv_write(subjects.SECRETS_BUCKET)
+    )
+
+
+def _billing() -> Permissions:
+    # KeyRing: its REST API checks account keys (digests) in the bucket.
+    return _dead_letters("billing") + _kv_read(subjects.API_KEYS_BUCKET)
+
+
+def _ops() -> Permissions:
+    """An operator's own tools (nats CLI with ``--inbox-prefix _INBOX_ops``): replay a
+    failed call, read the dead letters, see every stream's and consumer's state."""
+    return _publishes(subjects.ALL_REPLAYS) + Permissions(
+        publish=(
+            f"{JS_API}.INFO",
+            f"{JS_API}.STREAM.NAMES",
+            f"{JS_API}.STREAM.LIST",
+            f"{JS_API}.STREAM.INFO.*",
+            f"{JS_API}.CONSUMER.NAMES.*",
+            f"{JS_API}.CONSUMER.LIST.*",
+            f"{JS_API}.CONSUMER.INFO.*.*",
+            f"{JS_API}.STREAM.MSG.GET.{subjects.DEAD_STREAM}",
+        )
+    )
+
+
+_ROLE_GRANTS: Mapping[Role, Callable[[], Permissions]] = {
+    Role.SETUP: _setup,
+    Role.RUNTIME: _runtime,
+    Role.DISPATCHER: _dispatcher,
+    Role.HTTP_EXECUTOR: _http_executor,
+    Role.RESULT_INJECTOR: _result_injector,
+    Role.REGISTRY: _registry,
+    Role.BILLING: _billing,
+    Role.OPS: _ops,
+}
+
+
+# --- connecting ------------------------------------------------------------------------
+
+
+class ConnectOptions(TypedDict):
+    """Keyword arguments for ``nats.connect`` (FastStream: ``NatsUserPassword`` and
+    ``inbox_prefix``)."""
+
+    user: str
+    password: str
+    inbox_prefix: str
+
+
+def connect_options(role: Role, password: str) -> ConnectOptions:
+    return {"user": role.value, "password": password, "inbox_prefix": inbox_prefix(role)}
+
+
+# --- the server's configuration --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NatsUser:
+    """One entry of the ``users`` list; ``password`` is as written in the config: a
+    quoted string, or a ``$VARIABLE`` nats-server resolves from its environment."""
+
+    name: str
+    password: str
+    permissions: Permissions
+
+
+def render_authorization(passwords: Mapping[Role, str]) -> str:
+    """The ``authorization`` block of nats-server.conf: a user per role in ``passwords``.
+
+    Plain passwords (the ``bcrypt`` package is not a dependency): the file must
+    be readable by nats-server only (mode 0600). nats-server logs a warning
+    about plaintext passwords at startup.
+    """
+    return render_users(
+        NatsUser(role.value, json.dumps(password), permissions(role))
+        for role, password in passwords.items()
+    )
+
+
+def render_authorization_from_env(roles: Iterable[Role] = tuple(Role)) -> str:
+    """The same block with each password read by nats-server from its environment
+    (``$MIDCALL_NATS_PASSWORD_<ROLE>``), for a config file kept in the repository."""
+    return render_users(
+        NatsUser(role.value, f"${password_env(role)}", permissions(role)) for role in roles
+    )
+
+
+def password_env(role: Role) -> str:
+    """The environment variable holding ``role``'s password (e.g. for compose)."""
+    return PASSWORD_ENV_PREFIX + role.value.upper().replace("-", "_")
+
+
+def render_users(users: Iterable[NatsUser]) -> str:
+    """An ``authorization`` block with exactly these users; no other may connect."""
+    entries = "\n".join(_render_user(user) for user in users)
+    return f"authorization {{\n  users = [\n{entries}\n  ]\n}}\n"
+
+
+def _render_user(user: NatsUser) -> str:
+    granted = user.permissions
+    # Subjects are JSON strings: quoted, so "$JS..." is never read as a variable.
+    lines = [
+        "    {",
+        f"      user: {json.dumps(user.name)}",
+        f"      password: {user.password}",
+        "      permissions: {",
+        f"        publish: {{ allow: {json.dumps(list(granted.publish))} }}",
+        f"        subscribe: {{ allow: {json.dumps(list(granted.subscribe))} }}",
+    ]
+    if granted.allow_responses:
+        lines.append("        allow_responses: true")
+    lines += ["      }", "    }"]
+    return "\n".join(lines)
+
+
+# --- credentials kept across restarts --------------------------------------------------
+
+
+def load_or_create_credentials(data_dir: Path) -> dict[Role, str]:
+    """Every role's password, generated on first use and kept in ``data_dir`` (mode 0600).
+
+    Idempotent: an existing password is never replaced, so a restarted fabric
+    (and a nats-server reusing its config) keeps working; a role added since
+    gets one of its own.
+    """
+    path = data_dir / CREDENTIALS_FILE
+    stored = read_credentials(path) if path.exists() else {}
+    missing = [role for role in Role if role not in stored]
+    if missing:
+        stored |= {role: secrets.token_urlsafe(PASSWORD_BYTES) for role in missing}
+        write_private(path, json.dumps({role.value: p for role, p in stored.items()}, indent=2))
+    return stored
+
+
+def read_credentials(path: Path) -> dict[Role, str]:
+    """The passwords in ``path``; roles this version does not know are ignored."""
+    _make_private(path)
+    stored = json.loads(path.read_text())
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} does not hold NATS credentials")
+    known = {role.value: role for role in Role}
+    return {
+        known[name]: password
+        for name, password in stored.items()
+        if name in known and isinstance(password, str) and password
+    }
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by this user only, atomically (never a half-written file,
+    never a moment with wider permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file with mode 0600.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _make_private(path: Path) -> None:
+    # A copy restored from a backup may have come back readable by others.
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o600)

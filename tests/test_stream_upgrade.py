@@ -1,0 +1,44 @@
+"""Streams made by an older version are brought up to date by ``ensure``."""
+
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.api import StorageType, StreamConfig
+
+from shared import jetstream, subjects
+
+
+@pytest.fixture
+async def client(nats_url: str) -> AsyncIterator[Client]:
+    connection = await nats.connect(nats_url)
+    yield connection
+    await connection.close()
+
+
+async def test_an_old_conv_stream_gives_ended_its_own_stream_and_keeps_its_events(
+    client: Client,
+) -> None:
+    js = client.jetstream()
+    # As versions before NATS users made it: every conversation subject in one stream.
+    old = StreamConfig(
+        name=subjects.CONV_STREAM,
+        subjects=[subjects.ALL_CONV],
+        storage=StorageType.FILE,
+        max_age=jetstream.DAY,
+        duplicate_window=120.0,
+    )
+    await js.add_stream(old)
+    await js.publish(subjects.result("c1"), b"{}")
+    await js.publish(subjects.ended("c1"), b"{}")
+
+    await jetstream.ensure(js)
+    await jetstream.ensure(js)  # a second start changes nothing
+
+    conv = await js.stream_info(subjects.CONV_STREAM)
+    assert conv.config.subjects == [subjects.ALL_PENDING, subjects.ALL_RESULTS]
+    assert conv.state.messages == 2  # what was stored stays until it ages out
+    ack = await js.publish(subjects.ended("c2"), b"{}")
+    assert ack.stream == subjects.ENDED_STREAM
+    assert (await js.publish(subjects.result("c2"), b"{}")).stream == subjects.CONV_STREAM
