@@ -9,6 +9,7 @@ published again on the subject it first came on.
 """
 
 import asyncio
+import secrets
 from datetime import timedelta
 from typing import Literal
 
@@ -177,8 +178,10 @@ class Replayer:
         letter = row.dead_letter
         assert letter is not None
         replays = await asyncio.to_thread(self._failures.start_replay, row.id)
-        # Its own dedupe id: the original's (if any) may still be in the stream's window.
-        headers = {"Nats-Msg-Id": f"replay/{letter.stage}/{letter.sequence}/{replays}"}
+        # Its own dedupe id (the original's may still be in the stream's window), with a
+        # nonce: whoever may publish on that subject must not be able to take it first.
+        nonce = secrets.token_hex(8)
+        headers = {"Nats-Msg-Id": f"replay/{letter.stage}/{letter.sequence}/{replays}/{nonce}"}
         await self._publisher.raw(letter.body, letter.subject, None, headers)
         await asyncio.to_thread(self._failures.replayed, row.id)
 
