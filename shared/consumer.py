@@ -158,7 +158,7 @@ class WorkConsumer:
         self._stopping = False
         self._flow = PullFlow(client, durable, self._start_one, self._capacity, batch)
         self._heartbeat = Heartbeat(durable.ack_wait_s / 3)
-        limited = durable.max_deliver > 0 and give_up is not None
+        limited = durable.max_deliver > 0
         self._exhausted = Exhausted(client, durable, give_up) if limited and give_up else None
 
     async def start(self) -> None:

@@ -56,7 +56,8 @@ class Exhausted:
 
     async def _on_advisory(self, advisory: Msg) -> None:
         try:
-            sequence = int(json.loads(advisory.data)["stream_seq"])
+            event = json.loads(advisory.data)
+            sequence = int(event["stream_seq"])
         except (ValueError, KeyError, TypeError):
             log.error("unreadable max-deliveries advisory: %r", advisory.data[:200])
             return
@@ -72,7 +73,7 @@ class Exhausted:
             data=stored.data or b"",
             headers=stored.headers,
         )
-        deliveries = json.loads(advisory.data).get("deliveries")
+        deliveries = event.get("deliveries")
         failure = DeliveriesExhausted(f"delivered {deliveries} times without an end")
         log.error("%s: giving up on stream sequence %d: %s", self._durable.name, sequence, failure)
         await self._give_up(message, failure)
