@@ -11,7 +11,7 @@ from typing import Any
 
 import nats
 from faststream.nats import NatsBroker
-from faststream.nats.security import NatsUserPassword
+from faststream.nats.security import NatsCredentials, NatsSecurity, NatsUserPassword
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -38,10 +38,9 @@ def build_broker(
             on_reconnect()
 
     signing_in = sign_in(settings, service_name)
-    security = NatsUserPassword(signing_in["user"], signing_in["password"]) if signing_in else None
     return NatsBroker(
         settings.nats_servers(),
-        security=security,
+        security=_security(signing_in),
         inbox_prefix=signing_in.get("inbox_prefix", DEFAULT_INBOX),
         name=f"midcall-{service_name}",
         logger=logger,
@@ -53,9 +52,22 @@ def build_broker(
     )
 
 
+def _security(signing_in: dict[str, Any]) -> NatsSecurity | None:
+    """The same sign-in, as FastStream takes it."""
+    if "user_credentials" in signing_in:
+        return NatsCredentials(signing_in["user_credentials"])
+    if "user" in signing_in:
+        return NatsUserPassword(signing_in["user"], signing_in["password"])
+    return None
+
+
 def sign_in(settings: Settings, role: str) -> dict[str, Any]:
-    """nats-py connect options: the settings' user and password, and the role's own
-    inbox prefix (a signed-in role may read replies under its prefix only)."""
+    """nats-py connect options: the settings' user and password or credentials file,
+    and the role's own inbox prefix (a signed-in role may read replies under its
+    prefix only)."""
+    if settings.nats_credentials is not None:
+        credentials = str(settings.nats_credentials)
+        return {"user_credentials": credentials, "inbox_prefix": _inbox(role)}
     if settings.nats_user is None:
         return {}
     password = settings.nats_password.get_secret_value() if settings.nats_password else ""
@@ -77,7 +89,7 @@ async def connect(broker: NatsBroker, settings: Settings) -> tuple[Client, JetSt
 
 
 def signed_in(settings: Settings) -> bool:
-    return settings.nats_user is not None
+    return settings.nats_user is not None or settings.nats_credentials is not None
 
 
 async def create_streams(settings: Settings) -> None:

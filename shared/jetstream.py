@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 from shared import subjects
 
 DAY = 24 * 3600.0
+MAX_CONV_CONSUMERS = 10_000
 
 STREAMS = (
     # Calls are kept a week for audit and replay; 2 minutes of Nats-Msg-Id de-duplication.
@@ -30,12 +31,15 @@ STREAMS = (
     ),
     # What the fabric tells runtimes; a day lets a reconnecting runtime catch up.
     # Only services publish here, so no one else can take a result's dedupe id.
+    # Runtimes create consumers of their own here: bounded, so they cannot exhaust
+    # nats-server's memory (ephemerals of a runtime gone are removed within seconds).
     StreamConfig(
         name=subjects.CONV_STREAM,
         subjects=[subjects.ALL_PENDING, subjects.ALL_RESULTS],
         storage=StorageType.FILE,
         max_age=DAY,
         duplicate_window=120.0,
+        max_consumers=MAX_CONV_CONSUMERS,
     ),
     # What runtimes say of a conversation: it ended (billing and executors listen).
     StreamConfig(
@@ -121,7 +125,7 @@ async def ensure(js: JetStreamContext) -> None:
     so processes starting at once may race here safely; an operator's tuned
     stream (other settings) is never overwritten.
     """
-    await _split_ended_from_conv(js)
+    await _upgrade_conv(js)
     for stream in STREAMS:
         assert stream.name is not None
         try:
@@ -135,19 +139,27 @@ async def ensure(js: JetStreamContext) -> None:
             await js.create_key_value(bucket)
 
 
-async def _split_ended_from_conv(js: JetStreamContext) -> None:
-    """Upgrade a MIDCALL_CONV made before ``ended`` had its own stream.
+async def _upgrade_conv(js: JetStreamContext) -> None:
+    """Upgrade a MIDCALL_CONV made by an earlier version.
 
-    It held ``midcall.conv.>``: runtimes publishing ``ended`` there could take a
-    result's dedupe id, and billing's durable there kept runtimes from reading
-    it through consumers of their own. Its subjects shrink to pending and
-    result, so MIDCALL_ENDED can be created next; ends stored before stay
-    where they are until they age out.
+    - It held ``midcall.conv.>``: runtimes publishing ``ended`` there could take
+      a result's dedupe id, and billing's durable there kept runtimes from
+      reading it through consumers of their own. Its subjects shrink to pending
+      and result, so MIDCALL_ENDED can be created next; ends stored before stay
+      where they are until they age out.
+    - It allowed any number of consumers, which runtimes now create: it gets
+      the bound, unless an operator set one.
     """
     try:
         info = await js.stream_info(subjects.CONV_STREAM)
     except NotFoundError:
         return
-    if subjects.ALL_CONV in (info.config.subjects or []):
-        info.config.subjects = [subjects.ALL_PENDING, subjects.ALL_RESULTS]
-        await js.update_stream(info.config)
+    config, changed = info.config, False
+    if subjects.ALL_CONV in (config.subjects or []):
+        config.subjects = [subjects.ALL_PENDING, subjects.ALL_RESULTS]
+        changed = True
+    if config.max_consumers is None or config.max_consumers <= 0:  # -1: unlimited
+        config.max_consumers = MAX_CONV_CONSUMERS
+        changed = True
+    if changed:
+        await js.update_stream(config)

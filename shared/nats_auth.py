@@ -26,21 +26,29 @@ Streams and buckets are created only by ``Role.SETUP`` (``midcall up``'s
 supervisor, or a one-shot setup step): services may read the info of the
 streams they use, never create, update or delete one.
 
-A runtime reads its conversations on core NATS, or through consumers of its
-own on ``MIDCALL_CONV``, where only services publish and no service keeps a
-durable (an unnamed consumer create may name, and so rewrite, any consumer
-of its stream: billing's durable for ``ended`` lives on ``MIDCALL_ENDED``,
-where runtimes get no consumer API). It never gets ``MSG.NEXT`` anywhere: a
-pull delivers stored messages, headers included, to whatever reply subject
-the puller names, which would let it store its own messages, dedupe ids and
-all, where it may not publish.
+Runtimes live in an account of their own (``Account.RUNTIMES``); everything
+else lives in Midcall's (``Account.MIDCALL``), where JetStream is. The
+runtimes' account sees only what Midcall's exports to it (``RUNTIME_SHARES``):
+calls and ends go in as *service* imports, pending and result events come out
+as *stream* imports. An account boundary is what subject permissions cannot
+give inside one account: nats-server sends the answer to a request (a PubAck,
+an API response) to whatever reply subject the requester names, unchecked, so
+a runtime in Midcall's account could have a server-made PubAck stored as a KV
+entry (a call's claim, suppressing the call). Across a service import the
+reply subject is the server's own (``_R_.<random>``), mapped back into the
+runtimes' account, where there is no stream to store anything.
 
-What subject permissions cannot do, inside one account (a test pins it as an
-expected failure): nats-server publishes the answer to a request on whatever
-reply subject the requester chose, unchecked, so a runtime can have a PubAck
-(server-made JSON, no headers) stored on ``midcall.exec.<id>`` or as a KV
-entry (a call's claim). Runtimes in an account of their own, importing the
-contract's subjects, close this.
+A runtime may also read ``MIDCALL_CONV`` through consumers of its own: the
+one JetStream API subject it needs, consumer create on that stream, is
+imported under the JetStream domain ``midcall`` (nats-py:
+``nc.jetstream(domain="midcall")``), because an account without JetStream
+answers ``$JS.API`` itself ("JetStream not enabled"). Its consumers deliver
+to its own inbox, exported back to it. No service keeps a durable on
+``MIDCALL_CONV``: a create that names a consumer may rewrite any consumer of
+the stream (billing's durable for ``ended`` lives on ``MIDCALL_ENDED``, out of
+reach). A deliver subject is the requester's choice and is not checked by
+nats-server either, but stored conversation events carry
+``Nats-Expected-Stream: MIDCALL_CONV``, so no other stream stores them.
 """
 
 import json
@@ -52,7 +60,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from nats.js.api import RetentionPolicy
 
@@ -74,6 +82,22 @@ class Role(StrEnum):
     REGISTRY = "registry"
     BILLING = "billing"
     OPS = "ops"  # an operator's tools: replays, and reading dead letters
+
+
+class Account(StrEnum):
+    """The NATS accounts of a Midcall server; the value is the account's name."""
+
+    MIDCALL = "MIDCALL"  # services, setup, ops: JetStream, streams and buckets live here
+    RUNTIMES = "RUNTIMES"  # voice runtimes: only what Midcall's account exports to them
+
+
+def account(role: Role) -> Account:
+    return Account.RUNTIMES if role == Role.RUNTIME else Account.MIDCALL
+
+
+# The JetStream domain under which runtimes reach the one JetStream API subject they
+# may use: ``$JS.midcall.API.CONSUMER.CREATE.MIDCALL_CONV``.
+RUNTIME_JS_DOMAIN = "midcall"
 
 
 @dataclass(frozen=True)
@@ -276,33 +300,68 @@ def _setup() -> Permissions:
 
 
 def _runtime() -> Permissions:
-    """The public contract: calls and ends in; everything about a conversation out."""
-    core = Permissions(
-        publish=(
-            subjects.ALL_CALLS,  # ToolCalls, through JetStream
-            subjects.ALL_ENDED,  # the conversation is over
-        ),
-        # Core NATS: what the fabric says about its conversations (pending, result, ended).
-        subscribe=(subjects.ALL_CONV,),
-    )
-    # Catching up through MIDCALL_CONV with a consumer: withheld while billing keeps its
-    # durable there (see push_consumers).
-    if stream_has_durables(subjects.CONV_STREAM):
-        return core
-    return core + push_consumers(subjects.CONV_STREAM)
+    """The public contract: calls and ends in; everything about a conversation out.
+
+    Granted inside the runtimes' account, where runtimes hear one another: no
+    runtime may publish a pending or a result that other runtimes would take
+    for the fabric's.
+    """
+    publish = [share.local for share in runtime_shares() if share.kind == "service"]
+    # Core NATS: pending and result (imported), ended (from runtimes, in their account).
+    return Permissions(publish=tuple(publish), subscribe=(subjects.ALL_CONV,))
+
+
+@dataclass(frozen=True)
+class Share:
+    """A subject Midcall's account exports to the runtimes' account, which imports it.
+
+    A ``service`` carries what runtimes publish into Midcall's account (a reply
+    comes back through the server's own reply subject); a ``stream`` carries
+    what Midcall's account publishes out to runtimes.
+    """
+
+    kind: Literal["service", "stream"]
+    subject: str  # in Midcall's account
+    to: str = ""  # in the runtimes' account, when not the same subject
+
+    @property
+    def local(self) -> str:
+        return self.to or self.subject
+
+
+def runtime_shares() -> tuple[Share, ...]:
+    """What the runtimes' account imports from Midcall's: the public contract."""
+    shares = [
+        Share("service", subjects.ALL_CALLS),  # ToolCalls, through JetStream
+        Share("service", subjects.ALL_ENDED),  # the conversation is over
+        Share("stream", subjects.ALL_PENDING),
+        Share("stream", subjects.ALL_RESULTS),
+        # Not ``midcall.conv.>``: ends come from runtimes, who hear them in their own
+        # account; importing them back would deliver each twice.
+    ]
+    # Catching up through MIDCALL_CONV with consumers of their own: withheld were a
+    # service ever to keep a durable there (an unnamed create could rewrite it).
+    if not stream_has_durables(subjects.CONV_STREAM):
+        stream = subjects.CONV_STREAM
+        create = f"CONSUMER.CREATE.{stream}"
+        shares += [
+            Share("service", f"{JS_API}.{create}", f"$JS.{RUNTIME_JS_DOMAIN}.API.{create}"),
+            # Flow-control replies of its push consumers.
+            Share("service", f"$JS.FC.{stream}.>"),
+            # What its consumers deliver, to the inbox it named.
+            Share("stream", f"{inbox_prefix(Role.RUNTIME)}.>"),
+        ]
+    return tuple(shares)
 
 
 def push_consumers(stream: str) -> Permissions:
     """Reading ``stream`` through ephemeral push consumers delivered to the own inbox
-    (nats-py's ``js.subscribe(..., stream=..., ordered_consumer=True)``).
+    (nats-py's ``js.subscribe(..., stream=..., ordered_consumer=True)``; a KV watch).
 
     Safe only on a stream no service keeps a durable on: the unnamed create
     subject still takes a consumer ``name`` in its body, and with it creates *or
     updates* any consumer of the stream, durables included (nats-server 2.15.1
-    turns billing's durable into an ephemeral with another filter). Never
-    ``MSG.NEXT``: a pull delivers stored messages, headers and all, to whatever
-    reply subject the puller names, stream subjects included, where their
-    ``Nats-Msg-Id`` pre-empts a service's.
+    turns billing's durable into an ephemeral with another filter).
     """
     return Permissions(
         publish=(
@@ -444,33 +503,36 @@ def connect_options(role: Role, password: str) -> ConnectOptions:
 
 @dataclass(frozen=True)
 class NatsUser:
-    """One entry of the ``users`` list; ``password`` is as written in the config: a
-    quoted string, or a ``$VARIABLE`` nats-server resolves from its environment."""
+    """One entry of an account's ``users`` list; ``password`` is as written in the
+    config: a quoted string, or a ``$VARIABLE`` nats-server resolves from its
+    environment."""
 
     name: str
     password: str
     permissions: Permissions
+    account: Account = Account.MIDCALL
+
+
+def role_user(role: Role, password: str) -> NatsUser:
+    return NatsUser(role.value, password, permissions(role), account(role))
 
 
 def render_authorization(passwords: Mapping[Role, str]) -> str:
-    """The ``authorization`` block of nats-server.conf: a user per role in ``passwords``.
+    """The ``accounts`` block of nats-server.conf: a user per role in ``passwords``.
 
     Plain passwords (the ``bcrypt`` package is not a dependency): the file must
     be readable by nats-server only (mode 0600). nats-server logs a warning
     about plaintext passwords at startup.
     """
-    return render_users(
-        NatsUser(role.value, json.dumps(password), permissions(role))
-        for role, password in passwords.items()
+    return render_accounts(
+        role_user(role, json.dumps(password)) for role, password in passwords.items()
     )
 
 
 def render_authorization_from_env(roles: Iterable[Role] = tuple(Role)) -> str:
     """The same block with each password read by nats-server from its environment
     (``$MIDCALL_NATS_PASSWORD_<ROLE>``), for a config file kept in the repository."""
-    return render_users(
-        NatsUser(role.value, f"${password_env(role)}", permissions(role)) for role in roles
-    )
+    return render_accounts(role_user(role, f"${password_env(role)}") for role in roles)
 
 
 def password_env(role: Role) -> str:
@@ -478,26 +540,65 @@ def password_env(role: Role) -> str:
     return PASSWORD_ENV_PREFIX + role.value.upper().replace("-", "_")
 
 
-def render_users(users: Iterable[NatsUser]) -> str:
-    """An ``authorization`` block with exactly these users; no other may connect."""
-    entries = "\n".join(_render_user(user) for user in users)
-    return f"authorization {{\n  users = [\n{entries}\n  ]\n}}\n"
+def render_accounts(users: Iterable[NatsUser]) -> str:
+    """An ``accounts`` block with exactly these users, each in its account; no other
+    may connect. Midcall's account has JetStream and exports ``RUNTIME_SHARES`` to
+    the runtimes' account only; the runtimes' account imports them."""
+    members: dict[Account, list[NatsUser]] = {name: [] for name in Account}
+    for user in users:
+        members[user.account].append(user)
+    shares = runtime_shares()
+    exports = [
+        f"{{ {share.kind}: {json.dumps(share.subject)}, accounts: [{Account.RUNTIMES}] }}"
+        for share in shares
+    ]
+    imports = [_render_import(share) for share in shares]
+    midcall = ["jetstream: enabled", *_render_list("users", members[Account.MIDCALL])]
+    midcall += _render_list("exports", exports)
+    runtimes = _render_list("users", members[Account.RUNTIMES]) + _render_list("imports", imports)
+    return "\n".join(
+        [
+            "accounts {",
+            *_render_account(Account.MIDCALL, midcall),
+            *_render_account(Account.RUNTIMES, runtimes),
+            "}",
+            "",
+        ]
+    )
+
+
+def _render_account(name: Account, body: list[str]) -> list[str]:
+    return [f"  {name} {{", *(f"    {line}" for line in body), "  }"]
+
+
+def _render_list(key: str, entries: Iterable[NatsUser | str]) -> list[str]:
+    lines = [f"{key} = ["]
+    for entry in entries:
+        text = _render_user(entry) if isinstance(entry, NatsUser) else entry
+        lines += [f"  {line}" for line in text.split("\n")]
+    return [*lines, "]"]
+
+
+def _render_import(share: Share) -> str:
+    source = f"{{ account: {Account.MIDCALL}, subject: {json.dumps(share.subject)} }}"
+    mapped = f", to: {json.dumps(share.to)}" if share.to else ""
+    return f"{{ {share.kind}: {source}{mapped} }}"
 
 
 def _render_user(user: NatsUser) -> str:
     granted = user.permissions
     # Subjects are JSON strings: quoted, so "$JS..." is never read as a variable.
     lines = [
-        "    {",
-        f"      user: {json.dumps(user.name)}",
-        f"      password: {user.password}",
-        "      permissions: {",
-        f"        publish: {{ allow: {json.dumps(list(granted.publish))} }}",
-        f"        subscribe: {{ allow: {json.dumps(list(granted.subscribe))} }}",
+        "{",
+        f"  user: {json.dumps(user.name)}",
+        f"  password: {user.password}",
+        "  permissions: {",
+        f"    publish: {{ allow: {json.dumps(list(granted.publish))} }}",
+        f"    subscribe: {{ allow: {json.dumps(list(granted.subscribe))} }}",
     ]
     if granted.allow_responses:
-        lines.append("        allow_responses: true")
-    lines += ["      }", "    }"]
+        lines.append("    allow_responses: true")
+    lines += ["  }", "}"]
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_PREFIX = "MIDCALL_SECRET_"
@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     # see shared.nats_auth); none: an open server (tests, a bench).
     nats_user: str | None = None
     nats_password: SecretStr | None = None
+    # Or a .creds file (a user JWT and its nkey seed), for a server in operator mode
+    # (NGS, Synadia Cloud, or one run with nsc's accounts).
+    nats_credentials: FilePath | None = None
     data_dir: Path = Path(".midcall")
     database_url: str | None = None
     host: str = "127.0.0.1"
@@ -49,6 +52,12 @@ class Settings(BaseSettings):
     # Seals account secrets (shared.secret_box); registry and executors must share it.
     # Unset: the one generated into data_dir at first start.
     master_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_sign_in(self) -> "Settings":
+        if self.nats_user is not None and self.nats_credentials is not None:
+            raise ValueError("set MIDCALL_NATS_USER or MIDCALL_NATS_CREDENTIALS, not both")
+        return self
 
     def sqlalchemy_url(self) -> str:
         """The storage URL; ``postgresql://`` means psycopg 3, the driver we ship."""

@@ -59,6 +59,7 @@ from shared.nats_auth import (
     CREDENTIALS_FILE,
     DURABLES,
     JS_API,
+    RUNTIME_JS_DOMAIN,
     SERVICES,
     NatsUser,
     Permissions,
@@ -70,8 +71,9 @@ from shared.nats_auth import (
     permissions,
     push_consumers,
     read_credentials,
+    render_accounts,
     render_authorization_from_env,
-    render_users,
+    role_user,
     stream_has_durables,
 )
 from shared.nats_server import NatsServer
@@ -85,8 +87,9 @@ CALL = "call-1"
 REFUSED_S = 0.5
 SETTLE_S = 10.0
 
-ROOT = "root"  # tests only: sees everything, to check what landed where
-# Tests only: a runtime with grants it must not have, to show why it has not.
+ROOT = "root"  # tests only: sees everything in Midcall's account, to check what landed where
+# Tests only: a runtime's grants plus more, inside Midcall's account, to show why no
+# client there gets them.
 PULLING_RUNTIME = "runtime-that-pulls"
 PUSHING_RUNTIME = "runtime-with-push-consumers"
 
@@ -197,8 +200,9 @@ def _test_users(passwords: dict[str, str]) -> list[NatsUser]:
 async def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Secured]:
     passwords = load_or_create_credentials(tmp_path / "data")
     extra = {name: secrets.token_urlsafe(16) for name in (ROOT, PULLING_RUNTIME, PUSHING_RUNTIME)}
-    users = [NatsUser(r.value, json.dumps(p), permissions(r)) for r, p in passwords.items()]
-    server = NatsServer(tmp_path / "nats", authorization=render_users(users + _test_users(extra)))
+    users = [role_user(role, json.dumps(password)) for role, password in passwords.items()]
+    authorization = render_accounts(users + _test_users(extra))
+    server = NatsServer(tmp_path / "nats", authorization=authorization)
     fabric = Secured(server.start(), passwords, extra)
     try:
         setup = await fabric.connect(Role.SETUP)
@@ -367,10 +371,13 @@ def test_a_runtime_is_granted_the_contract_only() -> None:
         assert not allowed(granted.publish, subject), subject
     assert not allowed(granted.subscribe, f"$KV.{subjects.CATALOG_BUCKET}.k")
     # No service keeps a durable on MIDCALL_CONV, so a runtime may read it with consumers
-    # of its own; none may go beside billing's durable on MIDCALL_ENDED.
+    # of its own (under the imported domain); none may go beside billing's durable on
+    # MIDCALL_ENDED.
     assert not stream_has_durables(subjects.CONV_STREAM)
-    assert allowed(granted.publish, f"{JS_API}.CONSUMER.CREATE.{subjects.CONV_STREAM}")
-    assert not allowed(granted.publish, f"{JS_API}.CONSUMER.CREATE.{subjects.ENDED_STREAM}")
+    domain_api = f"$JS.{RUNTIME_JS_DOMAIN}.API"
+    assert allowed(granted.publish, f"{domain_api}.CONSUMER.CREATE.{subjects.CONV_STREAM}")
+    for api in (JS_API, domain_api):
+        assert not allowed(granted.publish, f"{api}.CONSUMER.CREATE.{subjects.ENDED_STREAM}")
 
 
 def test_credentials_are_made_once_kept_private_and_completed(tmp_path: Path) -> None:
@@ -540,22 +547,58 @@ async def test_a_runtime_cannot_pre_empt_a_result_through_its_ended_events(
     assert not ack.duplicate
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="within one account nats-server answers on any reply subject: runtimes need an "
-    "account of their own, importing the contract's subjects",
-)
 async def test_a_runtime_cannot_have_answers_stored_where_it_may_not_publish(
     secured: Secured,
 ) -> None:
+    """A request's answer goes to the reply subject its requester names; a runtime's
+    names one in the runtimes' account, where no stream stores anything."""
     root = (await secured.connect_as(ROOT, "_INBOX")).nc
     claims = await root.subscribe(f"$KV.{subjects.CALL_CLAIMS_BUCKET}.>")
+    work = await root.subscribe(subjects.ALL_EXEC)
     runtime = await secured.connect(Role.RUNTIME)
-    # The PubAck of this call would land in the claims bucket as the call's claim.
+    # The PubAck of a call would otherwise land in the claims bucket as the call's claim,
+    # and a consumer create's answer on the executors' work subject.
     claim = f"$KV.{subjects.CALL_CLAIMS_BUCKET}.{run_key(CONV, CALL, 1)}"
+    create = f"$JS.{RUNTIME_JS_DOMAIN}.API.CONSUMER.CREATE.{subjects.CONV_STREAM}"
     await runtime.nc.publish(subjects.calls(CONV), b"{}", reply=claim)
-    with pytest.raises(nats.errors.TimeoutError):
-        await claims.next_msg(timeout=1.0)
+    await runtime.nc.publish(create, b"{}", reply=subjects.execute(CONV))
+    # The same requests again, answered to the runtime's inbox: answered after the first.
+    acked = await runtime.nc.request(subjects.calls(CONV), b"{}", timeout=SETTLE_S)
+    assert json.loads(acked.data)["seq"] == 2  # the first call was stored, and acked
+    refused = await runtime.nc.request(create, b"{}", timeout=SETTLE_S)
+    assert "error" in json.loads(refused.data)
+    await root.flush()
+    for subscription in (claims, work):
+        assert subscription.pending_msgs == 0
+    js = await secured.root()
+    assert (await js.stream_info(f"KV_{subjects.CALL_CLAIMS_BUCKET}")).state.messages == 0
+    assert (await js.stream_info(subjects.WORK_STREAM)).state.messages == 0
+    await runtime.clean()
+
+
+async def test_a_runtimes_consumer_cannot_store_events_in_another_stream(
+    secured: Secured,
+) -> None:
+    """A consumer's deliver subject is its creator's choice, in Midcall's account; stored
+    conversation events carry ``Nats-Expected-Stream``, so no other stream takes them."""
+    injector = await secured.connect(Role.RESULT_INJECTOR)
+    await Publisher(injector.nc.jetstream()).result(result())
+    root = (await secured.connect_as(ROOT, "_INBOX")).nc
+    claim = f"$KV.{subjects.CALL_CLAIMS_BUCKET}.{run_key(CONV, CALL, 1)}"
+    delivered = await root.subscribe(claim)  # someone listening: the consumer delivers
+    runtime = await secured.connect(Role.RUNTIME)
+    config = ConsumerConfig(deliver_subject=claim, ack_policy=AckPolicy.NONE)
+    request = {"stream_name": subjects.CONV_STREAM, "config": config.as_dict()}
+    create = f"$JS.{RUNTIME_JS_DOMAIN}.API.CONSUMER.CREATE.{subjects.CONV_STREAM}"
+    answer = await runtime.nc.request(create, json.dumps(request).encode(), timeout=SETTLE_S)
+    assert "error" not in json.loads(answer.data)
+    message = await delivered.next_msg(timeout=SETTLE_S)
+    assert json.loads(message.data)["result"] == "real"
+    assert message.headers is not None
+    assert message.headers["Nats-Expected-Stream"] == subjects.CONV_STREAM
+    js = await secured.root()
+    assert (await js.stream_info(f"KV_{subjects.CALL_CLAIMS_BUCKET}")).state.messages == 0
+    await runtime.clean()
 
 
 # --- why the runtime has no pull, and no consumers beside a durable ---------------------
@@ -600,13 +643,14 @@ async def test_an_unnamed_consumer_create_still_rewrites_a_durable(secured: Secu
     assert info.config.filter_subject == subjects.ended("nobody")
 
 
-async def test_push_consumers_let_a_runtime_catch_up_on_its_inbox(secured: Secured) -> None:
-    """The grant a runtime gets on MIDCALL_CONV, where no durable lives, is enough."""
+async def test_a_runtime_catches_up_through_a_consumer_of_its_own(secured: Secured) -> None:
+    """What the runtimes' account imports of MIDCALL_CONV's API, where no durable lives,
+    is enough for an ordered consumer (created, delivered, flow-controlled)."""
     injector = await secured.connect(Role.RESULT_INJECTOR)
     await Publisher(injector.nc.jetstream()).result(result())  # before the runtime listens
-    runtime = await secured.connect_as(PUSHING_RUNTIME)
+    runtime = await secured.connect(Role.RUNTIME)
     inbox = Inbox()
-    await runtime.js.subscribe(
+    await runtime.nc.jetstream(domain=RUNTIME_JS_DOMAIN).subscribe(
         subjects.conversation(CONV),
         stream=subjects.CONV_STREAM,
         ordered_consumer=True,

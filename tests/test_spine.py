@@ -295,7 +295,8 @@ async def test_timeout_is_bounded_by_the_calls_deadline(fabric: Fabric, api: Rec
             attempts=1,
         ),
     ]
-    assert result["duration_ms"] < 1000  # the API's 5 s were not waited for
+    # The API's 5 s were not waited for (a loose bound: a loaded CI machine adds seconds).
+    assert result["duration_ms"] < 4000
 
 
 async def test_connection_error(fabric: Fabric, api: RecordingApi) -> None:
