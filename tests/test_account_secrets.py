@@ -265,6 +265,32 @@ async def test_a_vocode_signature_secret_is_kept_as_an_account_secret(
     assert VOCODE_SECRET not in _database_dump(fabric)
 
 
+async def test_a_tools_own_signing_secret_goes_with_it_and_no_other_secret_does(
+    fabric: Fabric, api: RecordingApi, keys: Keys
+) -> None:
+    secret = "/v1/accounts/acme/secrets/ACME_TOKEN"
+    assert (await fabric.registry.put(secret, json={"value": VALUE}, headers=keys.acme)).is_success
+    document = example("vocode_meeting_booking.json", **{"http://example.com": api.url})
+    posted = await fabric.registry.post(
+        f"/v1/agents/{AGENT}/tools",
+        params={"dialect": "vocode"},
+        content=document,
+        headers=keys.acme,
+    )
+    assert posted.status_code == 201, posted.text
+    assert (await post_tools(fabric, keys.acme, notify(api.url))).status_code == 201
+
+    for tool in ("Meeting_Booking_Assistant", "Notify"):
+        deleted = await fabric.registry.delete(
+            f"/v1/agents/{AGENT}/tools/{tool}", headers=keys.acme
+        )
+        assert deleted.status_code == 204, deleted.text
+
+    listed = await fabric.registry.get("/v1/accounts/acme/secrets", headers=keys.acme)
+    # The signing secret made from Vocode's signature_secret is gone; the account's own stays.
+    assert [s["name"] for s in listed.json()["secrets"]] == ["ACME_TOKEN"]
+
+
 # --- hosts the LLM chooses -------------------------------------------------------------------
 
 

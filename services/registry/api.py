@@ -155,9 +155,13 @@ class _Endpoints:
             agent = await asyncio.to_thread(self._store.get_agent, agent_id)
             if agent is not None and not caller.may_see(agent.account_id):
                 raise _unknown_agent(agent_id)
+            tool = await asyncio.to_thread(self._store.get_tool, agent_id, name)
             existed = await asyncio.to_thread(self._store.delete_tool, agent_id, name)
             # Also when SQL had no such tool: a retry after a failed catalog write heals it.
             await self._writer.delete_tool(agent_id, name)
+            if agent is not None and tool is not None:
+                for secret in tool_secrets.own_signing_secrets(agent_id, tool):
+                    await self._secrets.delete(agent.account_id, secret)
         if not existed:
             await asyncio.to_thread(self._raise_unknown_tool, agent_id, name, caller)
         return Response(status_code=204)

@@ -56,6 +56,16 @@ def signing_secret_name(agent_id: str, tool_name: str, index: int) -> str:
     return f"SIGNING_{tool_name}"[:_NAME_ROOM] + f"_{digest}"
 
 
+def own_signing_secrets(agent_id: str, tool: Tool) -> set[str]:
+    """The account secrets made from ``tool``'s literal signing secrets, which it still
+    uses: no other tool refers to them, so they go when it goes."""
+    signing = tool.request.signing
+    if signing is None:
+        return set()
+    derived = {signing_secret_name(agent_id, tool.name, i) for i in range(len(signing.secrets))}
+    return derived & tool.request.secret_names()
+
+
 def extract_signing_secrets(agent_id: str, tools: list[Tool]) -> Extracted:
     extracted = Extracted(tools=[])
     for tool in tools:
