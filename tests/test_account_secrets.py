@@ -62,6 +62,14 @@ async def post_tools(fabric: Fabric, headers: dict[str, str], *tools: Any) -> ht
     )
 
 
+async def post_vocode(fabric: Fabric, api: RecordingApi, headers: dict[str, str]) -> httpx.Response:
+    """Vocode's meeting-booking action, with its literal signature_secret, sent to ``api``."""
+    document = example("vocode_meeting_booking.json", **{"http://example.com": api.url})
+    return await fabric.registry.post(
+        f"/v1/agents/{AGENT}/tools", params={"dialect": "vocode"}, content=document, headers=headers
+    )
+
+
 async def call(fabric: Fabric, tool: str = "Notify", **fields: Any) -> dict[str, Any]:
     return await place(fabric, new_call(tool=tool, agent_id=AGENT, **fields))
 
@@ -234,14 +242,8 @@ async def test_a_vocode_signature_secret_is_kept_as_an_account_secret(
     fabric: Fabric, api: RecordingApi, keys: Keys
 ) -> None:
     api.route("POST", "/booking", vocode_receiver)
-    document = example("vocode_meeting_booking.json", **{"http://example.com": api.url})
 
-    posted = await fabric.registry.post(
-        f"/v1/agents/{AGENT}/tools",
-        params={"dialect": "vocode"},
-        content=document,
-        headers=keys.acme,
-    )
+    posted = await post_vocode(fabric, api, keys.acme)
     tool_path = f"/v1/agents/{AGENT}/tools/Meeting_Booking_Assistant"
     exported = await fabric.registry.get(tool_path, params={"dialect": "vocode"}, headers=keys.acme)
     canonical = await fabric.registry.get(tool_path, headers=keys.acme)
@@ -270,13 +272,7 @@ async def test_a_tools_own_signing_secret_goes_with_it_and_no_other_secret_does(
 ) -> None:
     secret = "/v1/accounts/acme/secrets/ACME_TOKEN"
     assert (await fabric.registry.put(secret, json={"value": VALUE}, headers=keys.acme)).is_success
-    document = example("vocode_meeting_booking.json", **{"http://example.com": api.url})
-    posted = await fabric.registry.post(
-        f"/v1/agents/{AGENT}/tools",
-        params={"dialect": "vocode"},
-        content=document,
-        headers=keys.acme,
-    )
+    posted = await post_vocode(fabric, api, keys.acme)
     assert posted.status_code == 201, posted.text
     assert (await post_tools(fabric, keys.acme, notify(api.url))).status_code == 201
 
