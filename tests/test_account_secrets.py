@@ -287,6 +287,27 @@ async def test_a_tools_own_signing_secret_goes_with_it_and_no_other_secret_does(
     assert [s["name"] for s in listed.json()["secrets"]] == ["ACME_TOKEN"]
 
 
+async def test_a_tools_own_signing_secret_moves_with_its_agent(
+    fabric: Fabric, api: RecordingApi, keys: Keys
+) -> None:
+    api.route("POST", "/booking", vocode_receiver)
+    assert (await post_vocode(fabric, api, keys.acme)).status_code == 201
+
+    moved = await fabric.registry.put(f"/v1/agents/{AGENT}", json={"account_id": "globex"})
+    result = await call(
+        fabric, tool="Meeting_Booking_Assistant", arguments={"length": "30m", "time": "10:30am"}
+    )
+
+    assert moved.status_code == 200, moved.text
+    assert result["status"] == "success", result["error"]  # signed with the same secret
+    acme = await fabric.registry.get("/v1/accounts/acme/secrets", headers=keys.acme)
+    globex = await fabric.registry.get("/v1/accounts/globex/secrets", headers=keys.globex)
+    assert acme.json()["secrets"] == []
+    assert [s["name"][:33] for s in globex.json()["secrets"]] == [
+        "SIGNING_Meeting_Booking_Assistant"
+    ]
+
+
 # --- hosts the LLM chooses -------------------------------------------------------------------
 
 

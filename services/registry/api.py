@@ -93,10 +93,21 @@ class _Endpoints:
                 raise _over_quota(exc) from exc
             await self._writer.put_agent(agent)
             if existing is not None and existing.account_id != agent.account_id:
-                # Its tools now use the new account's secrets: dispatchers must see the owner.
-                for tool in await asyncio.to_thread(self._store.list_tools, agent_id):
-                    await self._writer.put_tool(agent_id, tool)
+                await self._move_tools(agent_id, existing.account_id, agent.account_id)
         return agent.model_dump(mode="json")
+
+    async def _move_tools(self, agent_id: str, source: str, target: str) -> None:
+        """The agent's tools now use the ``target`` account's secrets: dispatchers must see
+        the new owner. Each tool's own signing secret moves with it, there before the
+        tool is, and gone from ``source`` once no dispatcher can still use it there."""
+        moved = []
+        for tool in await asyncio.to_thread(self._store.list_tools, agent_id):
+            for secret in tool_secrets.own_signing_secrets(agent_id, tool):
+                if await self._secrets.copy(secret, source, target):
+                    moved.append(secret)
+            await self._writer.put_tool(agent_id, tool)
+        for secret in moved:
+            await self._secrets.delete(source, secret)
 
     async def get_agent(self, agent_id: AgentId, caller: Caller) -> dict[str, Any]:
         agent = await asyncio.to_thread(self._require_agent, agent_id, caller)

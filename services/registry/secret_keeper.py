@@ -42,6 +42,15 @@ class SecretKeeper:
             await self._bucket.put(where, sealed.encode())
         return info
 
+    async def copy(self, name: str, source_account: str, target_account: str) -> bool:
+        """Give ``target_account`` the secret ``name`` of ``source_account`` (sealed anew:
+        a ciphertext opens only in its own slot); whether the source had it."""
+        sealed = await asyncio.to_thread(self._store.sealed, source_account, name)
+        if sealed is None:
+            return False
+        await self.put(target_account, name, self._box.open(sealed, slot(source_account, name)))
+        return True
+
     async def delete(self, account_id: str, name: str) -> bool:
         """Whether the account had it."""
         async with self._writes:

@@ -66,6 +66,11 @@ class SecretStore:
             rows = session.exec(query.order_by(col(SecretRow.name))).all()
         return [SecretInfo(name=name, updated_at=updated_at) for name, updated_at in rows]
 
+    def sealed(self, account_id: str, name: str) -> str | None:
+        with Session(self._engine) as session:
+            row = session.get(SecretRow, (account_id, name))
+        return None if row is None else row.sealed
+
     def names(self, account_id: str) -> set[str]:
         return {info.name for info in self.infos(account_id)}
 
