@@ -12,6 +12,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamConsumerLimits,
 )
 from nats.js.errors import NotFoundError
 
@@ -19,6 +20,7 @@ from shared import subjects
 
 DAY = 24 * 3600.0
 MAX_CONV_CONSUMERS = 10_000
+CONV_CONSUMER_LIMITS = StreamConsumerLimits(inactive_threshold=60.0)
 
 STREAMS = (
     # Calls are kept a week for audit and replay; 2 minutes of Nats-Msg-Id de-duplication.
@@ -31,8 +33,9 @@ STREAMS = (
     ),
     # What the fabric tells runtimes; a day lets a reconnecting runtime catch up.
     # Only services publish here, so no one else can take a result's dedupe id.
-    # Runtimes create consumers of their own here: bounded, so they cannot exhaust
-    # nats-server's memory (ephemerals of a runtime gone are removed within seconds).
+    # Runtimes create consumers of their own here: bounded in number, and each gone
+    # within a minute of its runtime (nats-server refuses a longer inactive threshold),
+    # so runtimes cannot exhaust nats-server's memory, nor keep the slots.
     StreamConfig(
         name=subjects.CONV_STREAM,
         subjects=[subjects.ALL_PENDING, subjects.ALL_RESULTS],
@@ -40,6 +43,7 @@ STREAMS = (
         max_age=DAY,
         duplicate_window=120.0,
         max_consumers=MAX_CONV_CONSUMERS,
+        consumer_limits=CONV_CONSUMER_LIMITS,
     ),
     # What runtimes say of a conversation: it ended (billing and executors listen).
     StreamConfig(
@@ -147,8 +151,8 @@ async def _upgrade_conv(js: JetStreamContext) -> None:
       reading it through consumers of their own. Its subjects shrink to pending
       and result, so MIDCALL_ENDED can be created next; ends stored before stay
       where they are until they age out.
-    - It allowed any number of consumers, which runtimes now create: it gets
-      the bound, unless an operator set one.
+    - It allowed any number of consumers, kept as long as they asked, and
+      runtimes now create them: it gets the bounds, unless an operator set some.
     """
     try:
         info = await js.stream_info(subjects.CONV_STREAM)
@@ -160,6 +164,9 @@ async def _upgrade_conv(js: JetStreamContext) -> None:
         changed = True
     if config.max_consumers is None or config.max_consumers <= 0:  # -1: unlimited
         config.max_consumers = MAX_CONV_CONSUMERS
+        changed = True
+    if config.consumer_limits is None or config.consumer_limits.inactive_threshold is None:
+        config.consumer_limits = CONV_CONSUMER_LIMITS
         changed = True
     if changed:
         await js.update_stream(config)

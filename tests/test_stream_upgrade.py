@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, StorageType, StreamConfig, StreamConsumerLimits
 from nats.js.errors import BadRequestError
 
 from shared import jetstream, subjects
@@ -41,23 +41,31 @@ async def test_an_old_conv_stream_gives_ended_its_own_stream_and_keeps_its_event
     assert conv.config.subjects == [subjects.ALL_PENDING, subjects.ALL_RESULTS]
     assert conv.state.messages == 2  # what was stored stays until it ages out
     assert conv.config.max_consumers == jetstream.MAX_CONV_CONSUMERS
+    assert conv.config.consumer_limits == jetstream.CONV_CONSUMER_LIMITS
     ack = await js.publish(subjects.ended("c2"), b"{}")
     assert ack.stream == subjects.ENDED_STREAM
     assert (await js.publish(subjects.result("c2"), b"{}")).stream == subjects.CONV_STREAM
 
 
-async def test_runtimes_consumers_are_bounded_unless_an_operator_chose_a_bound(
+async def test_runtimes_consumers_are_bounded_unless_an_operator_chose_bounds(
     client: Client,
 ) -> None:
     js = client.jetstream()
     await jetstream.ensure(js)
     conv = await js.stream_info(subjects.CONV_STREAM)
     assert conv.config.max_consumers == jetstream.MAX_CONV_CONSUMERS
-    conv.config.max_consumers = 2  # tuned by an operator
+    assert conv.config.consumer_limits == StreamConsumerLimits(inactive_threshold=60.0)
+    lingering = ConsumerConfig(inactive_threshold=61.0)
+    with pytest.raises(BadRequestError, match="inactive threshold exceeds system limit of 1m0s"):
+        await js.add_consumer(subjects.CONV_STREAM, lingering)
+    # Tuned by an operator: kept as they are.
+    conv.config.max_consumers = 2
+    conv.config.consumer_limits = StreamConsumerLimits(inactive_threshold=120.0)
     await js.update_stream(conv.config)
     await jetstream.ensure(js)
-    assert (await js.stream_info(subjects.CONV_STREAM)).config.max_consumers == 2
+    tuned = (await js.stream_info(subjects.CONV_STREAM)).config
+    assert (tuned.max_consumers, tuned.consumer_limits) == (2, conv.config.consumer_limits)
     for _ in range(2):
-        await js.add_consumer(subjects.CONV_STREAM)
+        await js.add_consumer(subjects.CONV_STREAM, lingering)
     with pytest.raises(BadRequestError, match="maximum consumers limit reached"):
         await js.add_consumer(subjects.CONV_STREAM)
