@@ -46,9 +46,13 @@ answers ``$JS.API`` itself ("JetStream not enabled"). Its consumers deliver
 to its own inbox, exported back to it. No service keeps a durable on
 ``MIDCALL_CONV``: a create that names a consumer may rewrite any consumer of
 the stream (billing's durable for ``ended`` lives on ``MIDCALL_ENDED``, out of
-reach). A deliver subject is the requester's choice and is not checked by
-nats-server either, but stored conversation events carry
-``Nats-Expected-Stream: MIDCALL_CONV``, so no other stream stores them.
+reach). A deliver subject is the requester's choice, in Midcall's account,
+and nats-server does not check it either; but a push consumer delivers only
+where a client listens (nats-server's own subscriptions, its API among them,
+do not count, measured on 2.15.1), the clients there listen on their random
+inboxes, on ``ended`` (which runtimes may publish anyway) and on readiness at
+start, and stored conversation events carry ``Nats-Expected-Stream:
+MIDCALL_CONV``, so no other stream stores them.
 """
 
 import json
