@@ -1,16 +1,21 @@
 """Midcall under test: ``midcall up``'s processes and an embedded nats-server, in a temp dir.
 
-Also what the benchmark asks of the fabric from outside, as an operator
-would: the processes' ids (to read their cost from /proc), whether billing
-has stored every usage record (JetStream consumer state), and billing's totals.
+As ``midcall up`` runs it: nats-server with a user per role, runtimes in an
+account of their own. Also what the benchmark asks of the fabric from outside,
+as an operator would (the ``ops`` user): the processes' ids (to read their
+cost from /proc), whether billing has stored every usage record (JetStream
+consumer state), and billing's totals.
 """
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import nats
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from bench.plan import ACCOUNT, AGENT, tools
@@ -19,6 +24,7 @@ from services.result_injector.app import DEADLINES
 from services.supervisor import Fabric
 from shared import subjects
 from shared.api_keys import bearer
+from shared.nats_auth import Role, connect_options
 from shared.nats_server import free_port
 from shared.settings import Settings
 
@@ -34,6 +40,15 @@ class BenchFabric:
     @property
     def nats_url(self) -> str:
         return self.fabric.nats_url
+
+    def runtime_options(self) -> dict[str, Any]:
+        """nats.connect options of a voice runtime (the ``runtime`` user)."""
+        return self.fabric.runtime_options()
+
+    async def ops(self) -> Client:
+        """An operator's connection: streams' and consumers' state, nothing more."""
+        options = connect_options(Role.OPS, self.fabric.credentials[Role.OPS])
+        return await nats.connect(self.nats_url, **options)
 
     def pids(self) -> dict[str, int]:
         """Every service process by key (``dispatcher-2``), and the nats-server."""
@@ -132,9 +147,8 @@ async def running(data_dir: Path, replicas: int) -> AsyncIterator[BenchFabric]:
         "MIDCALL_LOG_LEVEL": "WARNING",
     }
     # Always an embedded server, even if MIDCALL_NATS_URL is set: its cost is measured.
-    # An open server: the harness reads streams and consumers no runtime may.
     settings = Settings(data_dir=data_dir, nats_url=None)
-    fabric = Fabric(settings, env, replicas=replicas, nats_auth=False)
+    fabric = Fabric(settings, env, replicas=replicas)
     try:
         await fabric.start()
         yield BenchFabric(

@@ -37,6 +37,7 @@ from bench.plan import ACCOUNT, AGENT, arguments
 from services.demo.runtime import new_traceparent
 from services.supervisor import Fabric
 from shared import subjects
+from shared.nats_auth import RUNTIME_JS_DOMAIN
 
 log = logging.getLogger("bench.fault")
 TOOL = "CheckSlotsUnderFire"
@@ -140,14 +141,18 @@ async def inject_faults(
     return done
 
 
-async def stored_results(url: str) -> Counter[str]:
+async def stored_results(bench: BenchFabric) -> Counter[str]:
     """Results in MIDCALL_CONV by call id: what a runtime reading the stream would get."""
-    client = await nats.connect(url)
+    client = await nats.connect(bench.nats_url, **bench.runtime_options())
+    ops = await bench.ops()
     try:
-        js = client.jetstream()
-        info = await js.stream_info(subjects.CONV_STREAM)
+        js = client.jetstream(domain=RUNTIME_JS_DOMAIN)
+        info = await ops.jetstream().stream_info(subjects.CONV_STREAM)
         sub = await js.subscribe(
-            "midcall.conv.*.result", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            subjects.ALL_RESULTS,
+            stream=subjects.CONV_STREAM,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
         )
         counts: Counter[str] = Counter()
         seen = 0
@@ -162,6 +167,7 @@ async def stored_results(url: str) -> Counter[str]:
         return counts
     finally:
         await client.close()
+        await ops.close()
 
 
 async def run(calls: int, rate: float, every_s: float, down_s: float) -> Counts:
@@ -189,7 +195,12 @@ async def _under_fire(
         (await http.post(f"/v1/agents/{AGENT}/tools", json={"tools": [tool]})).raise_for_status()
     await asyncio.sleep(1.0)  # the registry's write reaches the dispatchers' catalogs
     listener = Listener()
-    client = await nats.connect(bench.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    client = await nats.connect(
+        bench.nats_url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+        **bench.runtime_options(),
+    )
     await client.subscribe("midcall.conv.*.>", cb=listener.on_event)
     keys = [key for key in bench.fabric.children if key != "registry"] + ["registry"]
     faults = asyncio.create_task(inject_faults(bench.fabric, keys, every_s, down_s))
@@ -198,7 +209,7 @@ async def _under_fire(
     await _settle(listener, sent)
     await client.close()
     _count_events(counts, listener, sent)
-    counts.stored_twice = sum(n > 1 for n in (await stored_results(bench.nats_url)).values())
+    counts.stored_twice = sum(n > 1 for n in (await stored_results(bench)).values())
     async with httpx.AsyncClient() as http:
         executions = (await http.get(f"{api_url}/executions")).json()
         counts.api_executions_beyond_one = sum(max(0, len(n) - 1) for n in executions.values())

@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from nats.js import JetStreamContext
+
 from bench import load
 from bench.fabric import BenchFabric, redeliveries, usage_seq, wait_billed, wait_timers_fired
 from bench.figures import Burst, Loop, Losses, Midcall, Process
@@ -39,12 +41,17 @@ class Metered:
 
 class Driver:
     def __init__(
-        self, runtime: BenchRuntime, fabric: BenchFabric, plan: Plan, api_pid: int
+        self,
+        runtime: BenchRuntime,
+        ops: JetStreamContext,
+        fabric: BenchFabric,
+        plan: Plan,
+        api_pid: int,
     ) -> None:
         self.runtime = runtime
         self.fabric = fabric
         self.plan = plan
-        self.js = runtime.client.jetstream()
+        self.js = ops  # streams' and consumers' state, as an operator reads it
         self.losses = Losses()
         self.pids = {**fabric.pids(), "api": api_pid, "runtime": os.getpid()}
         self.turns = itertools.count()

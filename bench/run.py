@@ -64,11 +64,15 @@ async def run(plan: Plan) -> Report:
             async with running(Path(data_dir), plan.replicas) as fabric:
                 await fabric.register(api.url, plan.delay_s)
                 log.info("midcall: fabric up, %d replica(s)", plan.replicas)
-                runtime = await BenchRuntime.connect(fabric.nats_url, AGENT)
+                options = fabric.runtime_options()
+                runtime = await BenchRuntime.connect(fabric.nats_url, AGENT, **options)
+                ops = await fabric.ops()
                 try:
-                    through = await Driver(runtime, fabric, plan, api.pid).measure()
+                    driver = Driver(runtime, ops.jetstream(), fabric, plan, api.pid)
+                    through = await driver.measure()
                 finally:
                     await runtime.close()
+                    await ops.close()
     finally:
         api.stop()
     elapsed = time.perf_counter() - started

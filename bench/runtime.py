@@ -57,8 +57,9 @@ class BenchRuntime:
         self.accepted = 0
 
     @classmethod
-    async def connect(cls, url: str, agent_id: str) -> "BenchRuntime":
-        runtime = cls(await nats.connect(url), agent_id)
+    async def connect(cls, url: str, agent_id: str, **options: Any) -> "BenchRuntime":
+        """Signed in with ``options`` (the runtime user's, from ``BenchFabric``)."""
+        runtime = cls(await nats.connect(url, **options), agent_id)
         await runtime.client.subscribe(EVERY_CONVERSATION, cb=runtime._on_event)
         await runtime.client.flush()
         return runtime
