@@ -69,7 +69,6 @@ class Fabric:
         settings: Settings,
         extra_env: Mapping[str, str] | None = None,
         replicas: int = 1,
-        nats_auth: bool = True,
     ) -> None:
         self.settings = settings
         self.extra_env = dict(extra_env or {})
@@ -77,9 +76,7 @@ class Fabric:
         self.nats: NatsServer | None = None
         self.nats_url = settings.nats_url or ""
         self.children: dict[str, subprocess.Popen[bytes]] = {}
-        # An embedded server runs with a user per role (shared.nats_auth), unless a
-        # benchmark that reads every stream asks for an open one.
-        self._nats_auth = nats_auth
+        # An embedded server runs with a user per role (shared.nats_auth).
         self.credentials: dict[Role, str] = {}
         # Set by ``start`` when it created the data directory's admin key, to show once.
         self.new_admin_key: str | None = None
@@ -99,8 +96,7 @@ class Fabric:
         self.new_admin_key = ensure_admin_key(self.settings)
         if not self.nats_url:
             data_dir = self.settings.data_dir
-            if self._nats_auth:
-                self.credentials = load_or_create_credentials(data_dir)
+            self.credentials = load_or_create_credentials(data_dir)
             self.nats = self._nats_server(stable_port(data_dir))
             self.nats_url = self.nats.start()
             log.info("embedded nats-server at %s (data in %s)", self.nats_url, data_dir)
@@ -134,7 +130,7 @@ class Fabric:
             await client.close()
 
     def _nats_server(self, port: int) -> NatsServer:
-        authorization = render_authorization(self.credentials) if self.credentials else ""
+        authorization = render_authorization(self.credentials)
         return NatsServer(self.settings.data_dir, port=port, authorization=authorization)
 
     async def _connect(self) -> Client:
