@@ -28,7 +28,7 @@ streams they use, never create, update or delete one.
 
 Runtimes live in an account of their own (``Account.RUNTIMES``); everything
 else lives in Midcall's (``Account.MIDCALL``), where JetStream is. The
-runtimes' account sees only what Midcall's exports to it (``RUNTIME_SHARES``):
+runtimes' account sees only what Midcall's exports to it (``runtime_shares()``):
 calls and ends go in as *service* imports, pending and result events come out
 as *stream* imports. An account boundary is what subject permissions cannot
 give inside one account: nats-server sends the answer to a request (a PubAck,
@@ -546,7 +546,7 @@ def password_env(role: Role) -> str:
 
 def render_accounts(users: Iterable[NatsUser]) -> str:
     """An ``accounts`` block with exactly these users, each in its account; no other
-    may connect. Midcall's account has JetStream and exports ``RUNTIME_SHARES`` to
+    may connect. Midcall's account has JetStream and exports ``runtime_shares()`` to
     the runtimes' account only; the runtimes' account imports them."""
     members: dict[Account, list[NatsUser]] = {name: [] for name in Account}
     for user in users:

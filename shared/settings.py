@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     nats_url: str | None = None
     # How a service signs in to NATS: user and password (each service its own role's,
-    # see shared.nats_auth); none: an open server (tests, a bench).
+    # see shared.nats_auth); none: an open server (the tests' in-process fabric).
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     # Or a .creds file (a user JWT and its nkey seed), for a server in operator mode
