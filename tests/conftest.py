@@ -12,16 +12,22 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from services.billing.api import build_app as build_billing_app
+from services.billing.store import UsageStore
 from shared.nats_server import NatsServer
+from shared.settings import Settings
+from shared.storage import build_engine
 from shared.tracing import build_provider
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric, start_fabric, stop_fabric
+from tests.support.keys import AS_ADMIN, admin_only
 
 POSTGRES_URL = os.environ.get(
     "MIDCALL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -71,6 +77,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'midcall.db'}"
     else:
         yield from _postgres_schema()
+
+
+@pytest.fixture
+def usage_store(database_url: str, tmp_path: Path) -> Iterator[UsageStore]:
+    """Billing's store on each database, no NATS."""
+    engine = build_engine(Settings(database_url=database_url, data_dir=tmp_path))
+    yield UsageStore(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+async def billing_api(usage_store: UsageStore) -> AsyncIterator[httpx.AsyncClient]:
+    """Billing's REST API over ``usage_store``, called with the admin key."""
+    transport = httpx.ASGITransport(app=build_billing_app(usage_store, admin_only()))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://billing", headers=AS_ADMIN
+    ) as client:
+        yield client
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +16,6 @@ from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.billing.api import build_app
 from services.billing.app import USAGE, consumers
 from services.billing.main import BillingService
 from services.billing.store import StoreUnavailable, UsageStore
@@ -26,7 +25,7 @@ from shared.messaging import REASON_HEADER, SUBJECT_HEADER
 from shared.settings import Settings
 from shared.storage import build_engine
 from tests.factories import T0, usage
-from tests.support.keys import ADMIN_KEY, AS_ADMIN, admin_only
+from tests.support.keys import ADMIN_KEY, AS_ADMIN
 
 T = TypeVar("T")
 WAIT_S = 10.0
@@ -53,29 +52,15 @@ async def publish_usage(js: JetStreamContext, record: UsageRecord, msg_id: str) 
 # -- the REST API over a real store, no NATS ------------------------------------------------
 
 
-@pytest.fixture
-def store(database_url: str, tmp_path: Path) -> Iterator[UsageStore]:
-    engine = build_engine(Settings(database_url=database_url, data_dir=tmp_path))
-    yield UsageStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-async def api(store: UsageStore) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_app(store, admin_only()))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://billing", headers=AS_ADMIN
-    ) as client:
-        yield client
-
-
 async def test_account_usage_is_exactly_the_contract_shape(
-    api: httpx.AsyncClient, store: UsageStore
+    billing_api: httpx.AsyncClient, usage_store: UsageStore
 ) -> None:
-    store.record(usage("call-1"))
-    store.record(usage("call-2", status="error", input_tokens=5, output_tokens=0, units=0.125))
+    usage_store.record(usage("call-1"))
+    usage_store.record(
+        usage("call-2", status="error", input_tokens=5, output_tokens=0, units=0.125)
+    )
 
-    response = await api.get("/v1/usage", params={"account_id": "acme"})
+    response = await billing_api.get("/v1/usage", params={"account_id": "acme"})
 
     assert response.status_code == 200
     assert response.json() == {
@@ -90,12 +75,12 @@ async def test_account_usage_is_exactly_the_contract_shape(
 
 
 async def test_account_usage_between_since_inclusive_and_until_exclusive(
-    api: httpx.AsyncClient, store: UsageStore
+    billing_api: httpx.AsyncClient, usage_store: UsageStore
 ) -> None:
     for minute in range(3):
-        store.record(usage(f"call-{minute}", at=T0 + timedelta(minutes=minute)))
+        usage_store.record(usage(f"call-{minute}", at=T0 + timedelta(minutes=minute)))
 
-    response = await api.get(
+    response = await billing_api.get(
         "/v1/usage",
         params={
             "account_id": "acme",
@@ -115,8 +100,8 @@ async def test_account_usage_between_since_inclusive_and_until_exclusive(
     }
 
 
-async def test_an_account_without_usage_has_zero_totals(api: httpx.AsyncClient) -> None:
-    response = await api.get("/v1/usage", params={"account_id": "nobody"})
+async def test_an_account_without_usage_has_zero_totals(billing_api: httpx.AsyncClient) -> None:
+    response = await billing_api.get("/v1/usage", params={"account_id": "nobody"})
 
     assert response.json() == {
         "account_id": "nobody",
@@ -138,9 +123,9 @@ async def test_an_account_without_usage_has_zero_totals(api: httpx.AsyncClient) 
     ],
 )
 async def test_a_malformed_time_is_a_422_naming_the_parameter(
-    api: httpx.AsyncClient, parameter: str, value: str
+    billing_api: httpx.AsyncClient, parameter: str, value: str
 ) -> None:
-    response = await api.get("/v1/usage", params={"account_id": "acme", parameter: value})
+    response = await billing_api.get("/v1/usage", params={"account_id": "acme", parameter: value})
 
     assert response.status_code == 422
     error = response.json()["error"]
@@ -148,15 +133,15 @@ async def test_a_malformed_time_is_a_422_naming_the_parameter(
     assert error["message"].startswith(f"query.{parameter}: ")
 
 
-async def test_account_id_is_required(api: httpx.AsyncClient) -> None:
-    response = await api.get("/v1/usage")
+async def test_account_id_is_required(billing_api: httpx.AsyncClient) -> None:
+    response = await billing_api.get("/v1/usage")
 
     assert response.status_code == 422
     assert response.json()["error"]["message"] == "query.account_id: Field required"
 
 
-async def test_an_unknown_conversation_is_a_404(api: httpx.AsyncClient) -> None:
-    response = await api.get("/v1/usage/conversations/conv-unknown")
+async def test_an_unknown_conversation_is_a_404(billing_api: httpx.AsyncClient) -> None:
+    response = await billing_api.get("/v1/usage/conversations/conv-unknown")
 
     assert response.status_code == 404
     assert response.json() == {
@@ -168,8 +153,8 @@ async def test_an_unknown_conversation_is_a_404(api: httpx.AsyncClient) -> None:
     }
 
 
-async def test_healthz(api: httpx.AsyncClient) -> None:
-    response = await api.get("/healthz")
+async def test_healthz(billing_api: httpx.AsyncClient) -> None:
+    response = await billing_api.get("/healthz")
 
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 

@@ -16,7 +16,6 @@ import pytest
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
-from services.billing.api import build_app as build_billing_app
 from services.billing.store import UsageStore
 from services.registry import dialects
 from services.registry import store as registry_store
@@ -30,7 +29,7 @@ from shared.storage import build_engine
 from shared.tools import DECLARED_BEFORE, Tool
 from tests import test_registry_api
 from tests.factories import usage
-from tests.support.keys import AS_ADMIN, admin_only
+from tests.support.keys import AS_ADMIN
 from tests.test_registry_api import CANCEL, Catalog, assert_error, settings_for
 
 # The registry API tests' fixtures: a RegistryService over NATS and SQL, its client, the catalog.
@@ -207,22 +206,6 @@ async def test_an_xml_document_at_the_limit_is_accepted(client: httpx.AsyncClien
 # --- times that do not fit in UTC -----------------------------------------------------------
 
 
-@pytest.fixture
-def usage_store(database_url: str, tmp_path: Path) -> Iterator[UsageStore]:
-    engine = build_engine(Settings(database_url=database_url, data_dir=tmp_path))
-    yield UsageStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-async def billing(usage_store: UsageStore) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_billing_app(usage_store, admin_only()))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://billing", headers=AS_ADMIN
-    ) as http:
-        yield http
-
-
 @pytest.mark.parametrize(
     ("parameter", "value"),
     [
@@ -233,9 +216,9 @@ async def billing(usage_store: UsageStore) -> AsyncIterator[httpx.AsyncClient]:
     ],
 )
 async def test_a_usage_time_out_of_range_in_utc_is_422(
-    billing: httpx.AsyncClient, parameter: str, value: str
+    billing_api: httpx.AsyncClient, parameter: str, value: str
 ) -> None:
-    response = await billing.get("/v1/usage", params={"account_id": "acme", parameter: value})
+    response = await billing_api.get("/v1/usage", params={"account_id": "acme", parameter: value})
 
     message = f"query.{parameter}: {OUT_OF_RANGE.format(value)}"
     assert_error(response, 422, "invalid_request", message)
@@ -243,7 +226,7 @@ async def test_a_usage_time_out_of_range_in_utc_is_422(
 
 
 async def test_the_widest_usage_range_that_fits_in_utc_is_answered(
-    billing: httpx.AsyncClient, usage_store: UsageStore
+    billing_api: httpx.AsyncClient, usage_store: UsageStore
 ) -> None:
     usage_store.record(usage("call-1"))
     params = {
@@ -252,7 +235,7 @@ async def test_the_widest_usage_range_that_fits_in_utc_is_answered(
         "until": "9999-12-31T23:59:59+00:01",
     }
 
-    response = await billing.get("/v1/usage", params=params)
+    response = await billing_api.get("/v1/usage", params=params)
 
     assert (response.status_code, response.json()["calls"]) == (200, 1)
 
