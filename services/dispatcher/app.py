@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from nats.aio.msg import Msg
 
-from services.dispatcher.binding import bind, check_arguments, pending_for
+from services.dispatcher.binding import bind, check_arguments, deadline, pending_for
 from services.dispatcher.directory import Directory, Entry
 from services.dispatcher.loops import LoopBreaker
 from shared import subjects
@@ -138,8 +138,7 @@ class Dispatcher:
             await self._reject(call, rejected, entry.tool, attempt)
             return
         accepted = utcnow()
-        deadline_s = (call.deadline_ms / 1000) if call.deadline_ms else entry.tool.request.timeout_s
-        deadline_at = accepted + timedelta(seconds=deadline_s)
+        deadline_at = deadline(call, entry.tool, accepted)
         work = ExecuteRequest(
             call=call,
             tool=entry.tool,

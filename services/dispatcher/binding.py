@@ -3,6 +3,7 @@
 Pure functions: the dispatcher's whole decision about a call, testable without NATS.
 """
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -53,6 +54,12 @@ def bind(call: ToolCall, tool: Tool) -> dict[str, Any]:
                 {"parameter": parameter.name},
             )
     return bound
+
+
+def deadline(call: ToolCall, tool: Tool, accepted_at: datetime) -> datetime:
+    """When the call must be answered: its own deadline, else its tool's timeout."""
+    seconds = (call.deadline_ms / 1000) if call.deadline_ms else tool.request.timeout_s
+    return accepted_at + timedelta(seconds=seconds)
 
 
 def _coerce(parameter: ContextParameter, value: Any) -> Any:

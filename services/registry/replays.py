@@ -10,12 +10,11 @@ published again on the subject it first came on.
 
 import asyncio
 import secrets
-from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.dispatcher.binding import bind, check_arguments
+from services.dispatcher.binding import bind, check_arguments, deadline
 from services.dispatcher.directory import Entry
 from services.http_executor.preview import RequestPreview, preview
 from services.registry.failures import FailedCallDetail, FailureStore, Filters
@@ -192,14 +191,13 @@ def _planned(row: FailedCallDetail, tool: Tool) -> RequestPreview:
     assert call is not None
     check_arguments(call, Entry.of(tool).validator)
     now = utcnow()
-    deadline_s = (call.deadline_ms / 1000) if call.deadline_ms else tool.request.timeout_s
     work = ExecuteRequest(
         call=call,
         tool=tool,
         account_id=row.account_id or DEFAULT_ACCOUNT,
         bound=bind(call, tool),
         accepted_at=now,
-        deadline_at=now + timedelta(seconds=deadline_s),
+        deadline_at=deadline(call, tool, now),
     )
     return preview(work)
 
