@@ -19,6 +19,11 @@ def failed(result: ToolCallResult, failure: CallRejected, tool: Tool | None) -> 
     return result
 
 
+def error_info(failure: CallRejected) -> ErrorInfo:
+    """A failure as an outcome carries it, before the tool's wording is applied."""
+    return ErrorInfo(code=failure.code, message=failure.message, details=failure.details)
+
+
 def internal_failure(tool_name: str, failure: Exception) -> CallRejected:
     """A call that broke our code in a way no retry fixes: it ends now, in words to say."""
     return CallRejected(

@@ -12,10 +12,10 @@ from services.http_executor.execute import Executor, cancelled, too_large
 from shared import subjects
 from shared.call_marks import CallMarks, Mark
 from shared.consumer import redelivered
-from shared.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
+from shared.events import ConversationEnded, ExecuteRequest, ExecutionOutcome
 from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
 from shared.pull_flow import CALL_MAX_DELIVER, Durable
-from shared.results import internal_failure
+from shared.results import error_info, internal_failure
 from shared.tools import DECLARED_BEFORE
 from shared.tracing import tracer
 
@@ -68,8 +68,7 @@ class ExecutorApp:
         work = await self.dead_letters.read(ExecuteRequest, message, DECLARED_BEFORE)
         if work is None:
             return
-        rejected = internal_failure(work.tool.name, failure)
-        error = ErrorInfo(code=rejected.code, message=rejected.message, details=rejected.details)
+        error = error_info(internal_failure(work.tool.name, failure))
         await self._publish(ExecutionOutcome(request=work, failure=error))
 
     async def _publish(self, outcome: ExecutionOutcome) -> None:

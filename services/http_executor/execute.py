@@ -34,7 +34,7 @@ from shared.events import (
     utcnow,
 )
 from shared.metrics import RETRIES
-from shared.results import timed_out
+from shared.results import error_info, timed_out
 from shared.tracing import tracer
 
 # Failures the tool's retry policy may name (the rest are final).
@@ -81,9 +81,7 @@ class Executor:
             attempt_log=log,
         )
         if isinstance(answer, CallRejected):
-            outcome.failure = ErrorInfo(
-                code=answer.code, message=answer.message, details=answer.details
-            )
+            outcome.failure = error_info(answer)
         else:
             outcome.response = answer
         return outcome

@@ -12,7 +12,6 @@ from shared.conversations import ConversationVariables
 from shared.deadline_timers import CALL_KEY_HEADER, DeadlineTimers
 from shared.events import (
     CallRun,
-    ErrorInfo,
     ExecuteRequest,
     ExecutionOutcome,
     ToolCallResult,
@@ -23,7 +22,7 @@ from shared.messaging import DeadLetters, Publisher
 from shared.metering import PriceBook, count_json_tokens
 from shared.metrics import CALLS, RESULT_SECONDS, seconds_since
 from shared.pull_flow import CALL_MAX_DELIVER, Durable
-from shared.results import failed, internal_failure, timed_out
+from shared.results import error_info, failed, internal_failure, timed_out
 from shared.runs import worth_keeping
 from shared.tools import DECLARED_BEFORE
 from shared.tracing import current_trace_id, tracer
@@ -95,8 +94,7 @@ class Injector:
         call, attempt = work.call, work.attempt
         if not await self.marks.claim_answer(call.conversation_id, call.call_id, attempt, DEADLINE):
             return  # answered meanwhile, or its outcome came just now and answers it
-        rejected = timed_out(work)
-        failure = ErrorInfo(code=rejected.code, message=rejected.message, details=rejected.details)
+        failure = error_info(timed_out(work))
         elapsed_ms = (utcnow() - work.accepted_at).total_seconds() * 1000
         await self._answer(
             ExecutionOutcome(request=work, failure=failure, duration_ms=round(elapsed_ms, 1))
