@@ -7,9 +7,10 @@ and every field added here must be optional with a default.
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.errors import ErrorCode
+from shared.json_depth import nests_deeper, too_deep
 from shared.tools import Tool
 
 MAX_DEADLINE_MS = 60_000
@@ -44,6 +45,15 @@ class ToolCall(Event):
     def _cap_deadline(cls, value: int | None) -> int | None:
         # The contract: a deadline never extends past 60 s; longer ones are capped.
         return None if value is None else min(value, MAX_DEADLINE_MS)
+
+    @field_validator("arguments", "context")
+    @classmethod
+    def _not_too_deep(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Held to the limit of REST's documents: binding, jsonschema and json.dumps
+        # recurse a level per level.
+        if nests_deeper(value):
+            raise ValueError(too_deep(f"the {info.field_name} object"))
+        return value
 
 
 class ToolCallPending(Event):

@@ -8,10 +8,16 @@ recursion.
 """
 
 import json
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 MAX_DEPTH = 32
+
+# A JSON string (skipped whole, brackets inside it are text) or a bracket.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_OPENING = (b"[", b"{")
+_CLOSING = (b"]", b"}")
 
 Children = Callable[[Any], Iterable[Any] | None]
 """A node's children, or None for a leaf (which adds no level)."""
@@ -73,3 +79,38 @@ def loads(text: str | bytes, subject: str, limit: int = MAX_DEPTH) -> Any:
         raise TooDeep(subject, limit) from exc
     check_depth(value, subject, limit)
     return value
+
+
+def shallow(text: bytes, limit: int = MAX_DEPTH) -> bytes:
+    """``text`` with each array or object past ``limit`` levels replaced by ``null``.
+
+    Read from the raw bytes, without parsing or recursion, so that what is left
+    can be given to parsers that recurse a level per level, however deep the
+    original. ``text`` unchanged when nothing in it is that deep.
+    """
+    if text.count(b"[") + text.count(b"{") <= limit:  # too few brackets to nest that deep
+        return text
+    pieces, kept = [], 0
+    for start, end in _too_deep_spans(text, limit):
+        pieces += [text[kept:start], b"null"]
+        kept = end
+    return b"".join([*pieces, text[kept:]]) if pieces else text
+
+
+def _too_deep_spans(text: bytes, limit: int) -> Iterator[tuple[int, int]]:
+    """Where each outermost array or object past ``limit`` levels starts and ends.
+
+    One left open runs to the end of ``text`` (which is then not JSON anyway).
+    """
+    depth = start = 0
+    for token in _TOKENS.finditer(text):
+        if token[0] in _OPENING:
+            depth += 1
+            if depth == limit + 1:
+                start = token.start()
+        elif token[0] in _CLOSING:
+            if depth == limit + 1:
+                yield start, token.end()
+            depth -= 1
+    if depth > limit:
+        yield start, len(text)

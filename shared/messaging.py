@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
-from shared import subjects
+from shared import json_depth, subjects
 from shared.events import CallRun, ToolCallPending, ToolCallResult, UsageRecord
 from shared.metrics import DEAD_LETTERS
 from shared.outages import PATIENCE_S, patiently
@@ -28,6 +28,10 @@ MAX_REASON_CHARS = 512
 # A publish whose ack is lost (the server restarted) is sent again after this,
 # not waited on: JetStream's default 0.5 s is too short for a loaded server.
 PUBLISH_ATTEMPT_S = 2.0
+# Room for every message the fabric makes (an outcome holds a work item, which holds
+# a call, which holds arguments of up to MAX_DEPTH levels), and far less than the
+# parsers' own recursion limits (pydantic's 200, the interpreter's 1,000).
+MESSAGE_DEPTH = 2 * json_depth.MAX_DEPTH
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,10 +41,21 @@ class Undecodable(Exception):
 
 
 def decode(model: type[M], body: bytes, context: dict[str, Any] | None = None) -> M:
+    """``body`` as ``model``, or ``Undecodable`` saying what is wrong with it.
+
+    A body nested past ``MESSAGE_DEPTH`` is validated as far as it can be read,
+    so a call with arguments a million levels deep is told what one past the
+    arguments' own limit is.
+    """
+    readable = json_depth.shallow(body, MESSAGE_DEPTH)
     try:
-        return model.model_validate_json(body, context=context)
+        decoded = model.model_validate_json(readable, context=context)
     except ValidationError as exc:
         raise Undecodable(describe(exc)) from exc
+    if readable != body:  # what was cut off could not be checked
+        too_deep = json_depth.too_deep("the message", MESSAGE_DEPTH)
+        raise Undecodable(f"invalid {model.__name__}: body: {too_deep}")
+    return decoded
 
 
 def describe(error: ValidationError) -> str:
@@ -51,10 +66,14 @@ def describe(error: ValidationError) -> str:
 
 
 def loose_fields(body: bytes) -> dict[str, Any]:
-    """Whatever top-level fields a broken message still has, to address an error reply."""
+    """Whatever top-level fields a broken message still has, to address an error reply.
+
+    However deep the message, its top-level fields can be read: anything nested
+    past ``MESSAGE_DEPTH`` is read as null.
+    """
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON, or nested past what can be read
+        value = json.loads(json_depth.shallow(body, MESSAGE_DEPTH))
+    except ValueError:  # not JSON
         return {}
     return value if isinstance(value, dict) else {}
 

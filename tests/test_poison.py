@@ -5,12 +5,14 @@ import secrets
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from shared import subjects
-from shared.messaging import REASON_HEADER
+from shared.json_depth import MAX_DEPTH, shallow
+from shared.messaging import MESSAGE_DEPTH, Undecodable, decode, loose_fields
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
-from tests.test_spine import AGENT, booking_tool, new_call, place
+from tests.test_spine import AGENT, booking_tool, error_result, events_of, new_call, place
 
 ONE_SECOND = 1.0
 
@@ -53,19 +55,66 @@ async def test_a_lone_surrogate_gets_an_error_result(ready: Fabric, field: str) 
     await next_call_succeeds(ready)
 
 
-async def test_a_call_nested_too_deep_to_read_is_set_aside_at_once(ready: Fabric) -> None:
-    call = new_call()
-    deep = "[" * 1000 + "]" * 1000
+def with_deep_arguments(call: dict[str, Any], depth: int) -> bytes:
+    """``call`` with its arguments ``depth`` levels deep (written by hand: json.dumps recurses)."""
+    deep = "[" * (depth - 1) + "]" * (depth - 1)
     body = json.dumps(call).replace('"arguments": {', f'"arguments": {{"deep": {deep}, ', 1)
-    dead = await ready.nc.subscribe(subjects.dead("calls"))
+    return body.encode()
 
-    await publish_raw(ready, call["conversation_id"], body.encode())
 
-    # Not even its call id can be read back: a dead letter, with why, for ops.
-    letter = await dead.next_msg(timeout=ONE_SECOND)
-    assert letter.data == body.encode()
-    assert "recursion limit" in (letter.headers or {})[REASON_HEADER]
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1_000, 100_000])
+async def test_arguments_nested_past_the_limit_get_an_error_result(
+    ready: Fabric, depth: int
+) -> None:
+    call = new_call()
+    await ready.runtime.listen(call["conversation_id"])
+
+    await publish_raw(ready, call["conversation_id"], with_deep_arguments(call, depth))
+
+    await error_for(ready, call["conversation_id"], call["call_id"])
+    assert events_of(ready, call) == [
+        error_result(
+            call,
+            "invalid_arguments",
+            "The tool call could not be read: invalid ToolCall: arguments: Value error, "
+            f"the arguments object is nested deeper than the limit of {MAX_DEPTH} levels.",
+        )
+    ]
+    # Answered, so not set aside: nothing waits in the dead letters for ops.
+    dead = await ready.nc.jetstream().stream_info(subjects.DEAD_STREAM)
+    assert dead.state.messages == 0
     await next_call_succeeds(ready)
+
+
+async def test_arguments_at_the_depth_limit_are_accepted(ready: Fabric) -> None:
+    call = new_call()
+    await ready.runtime.listen(call["conversation_id"])
+
+    await publish_raw(ready, call["conversation_id"], with_deep_arguments(call, MAX_DEPTH))
+
+    result = await ready.runtime.wait_for(call["conversation_id"], "result", call["call_id"])
+    assert result["status"] == "success", result
+
+
+def test_past_a_depth_what_is_nested_deeper_reads_as_null() -> None:
+    assert shallow(b'{"a": "[[[", "b": [[[1]], [2]], "c": 3}', 2) == (
+        b'{"a": "[[[", "b": [null, null], "c": 3}'
+    )
+    assert shallow(b'{"a": [[[', 2) == b'{"a": [null'
+
+
+def test_a_message_too_deep_to_read_is_undecodable_whatever_its_fields_allow() -> None:
+    class Anything(BaseModel):
+        value: Any
+
+    deep = b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    with pytest.raises(Undecodable) as raised:
+        decode(Anything, deep)
+
+    limit = f"the message is nested deeper than the limit of {MESSAGE_DEPTH} levels"
+    assert str(raised.value) == f"invalid Anything: body: {limit}"
+    assert loose_fields(b'{"call_id": "c-1", "deep": ' + deep + b"}")["call_id"] == "c-1"
 
 
 async def test_a_call_too_large_to_carry_gets_an_error_and_no_pending(ready: Fabric) -> None:
