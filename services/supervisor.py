@@ -26,6 +26,7 @@ from services.catalog import SERVICES
 from shared import jetstream, subjects
 from shared.api_keys import ADMIN_KEY_FILE, admin_key, ensure_admin_key
 from shared.broker import sign_in
+from shared.data_dir import private_dir
 from shared.nats_auth import (
     CREDENTIALS_FILE,
     Role,
@@ -93,6 +94,9 @@ class Fabric:
         return dict(connect_options(Role.RUNTIME, self.credentials[Role.RUNTIME]))
 
     async def start(self) -> None:
+        # Before anything is kept there; a data directory an older version left open
+        # is tightened, with all it holds.
+        private_dir(self.settings.data_dir)
         self.new_admin_key = ensure_admin_key(self.settings)
         if not self.nats_url:
             data_dir = self.settings.data_dir

@@ -27,6 +27,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from shared.data_dir import private_dir
 from shared.events import utcnow
 from shared.http_api import ApiError
 from shared.settings import Settings
@@ -179,7 +180,7 @@ def ensure_admin_key(settings: Settings) -> str | None:
     path = settings.data_dir / ADMIN_KEY_FILE
     if _configured(settings) or path.exists():
         return None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     key = f"{KEY_PREFIX}_admin_{secrets.token_urlsafe(32)}"
     # Readable by its owner only, and never overwritten if two processes race.
     try:

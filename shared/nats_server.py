@@ -15,6 +15,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from shared.data_dir import OTHERS, private_dir, private_file
 from shared.nats_auth import write_private
 from shared.processes import die_with_parent
 
@@ -57,10 +58,9 @@ class NatsServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
-        store = self.data_dir / "jetstream"
-        ports_dir = self.data_dir / "run"
-        store.mkdir(parents=True, exist_ok=True)
-        ports_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        store = private_dir(self.data_dir / "jetstream")
+        ports_dir = private_dir(self.data_dir / "run")
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         config = self.data_dir / "nats-server.conf"
@@ -70,11 +70,12 @@ class NatsServer:
         self._process = subprocess.Popen(
             [binary(), "-c", str(config), "--ports_file_dir", str(ports_dir)],
             stdout=subprocess.DEVNULL,
-            stderr=(self.data_dir / "nats-server.log").open("ab"),
+            stderr=private_file(self.data_dir / "nats-server.log").open("ab"),
             # Out of the terminal's process group: Ctrl-C must not stop the server
             # before the services have drained their connections through it.
             start_new_session=True,
             preexec_fn=die_with_parent,
+            umask=OTHERS,  # the streams' messages are the tenants' calls and results
         )
         self.url = self._wait_for_port(ports_dir)
         return self.url
@@ -122,8 +123,8 @@ def stable_port(data_dir: Path) -> int:
     if path.exists():
         return int(path.read_text())
     port = DEFAULT_PORT if _free(DEFAULT_PORT) else free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{port}\n")
+    private_dir(data_dir)
+    private_file(path).write_text(f"{port}\n")
     return port
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.data_dir import private_dir
 from shared.settings import Settings
 
 MASTER_KEY_FILE = "master.key"
@@ -102,7 +103,7 @@ def _create(path: Path) -> None:
     that loses the race reads the winner's complete key, never a half-written one,
     and a key once there is never replaced (every stored secret depends on it).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".master-key-")
     try:
         with os.fdopen(descriptor, "w") as file:  # mkstemp makes it 0600

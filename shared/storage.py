@@ -1,24 +1,34 @@
 """SQL engines for the services that store things (registry, billing)."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Engine, event
+from sqlalchemy import DateTime, Dialect, Engine, event, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel, create_engine
 
+from shared.data_dir import private_dir, private_sqlite
 from shared.settings import Settings
 
 
 def build_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url()
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = _sqlite_engine(url, settings.data_dir)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10)
     SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_engine(url: str, data_dir: Path) -> Engine:
+    private_dir(data_dir)
+    database = make_url(url).database
+    if database and database != ":memory:":  # a file: private before SQLite first opens it
+        private_sqlite(Path(database))
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 

@@ -1,8 +1,11 @@
 """``midcall up``: real processes, started and stopped the way an operator does it."""
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
+import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.api_keys import bearer
+from shared.data_dir import PRIVATE_DIR, PRIVATE_FILE
 from shared.nats_server import free_port
+
+# The umask most machines have: nothing up writes is private by its grace.
+OPEN_UMASK = 0o022
 
 
 def children(pid: int) -> list[int]:
@@ -52,6 +60,7 @@ async def start_up(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        umask=OPEN_UMASK,
         env={
             **os.environ,
             "MIDCALL_DATA_DIR": str(tmp_path / "data"),
@@ -142,3 +151,38 @@ async def test_the_first_up_prints_the_admin_key_once_and_it_opens_the_rest_api(
     assert (with_key.status_code, without.status_code) == (200, 401)
     assert [line for line in again if "admin key" in line] == []
     assert again[0].startswith("NATS for voice runtimes: user 'runtime'")
+
+
+def not_private(root: Path) -> list[str]:
+    """What under ``root`` is more than its owner's: not a 0700 directory or a 0600 file."""
+    found = []
+    for path in [root, *root.rglob("*")]:
+        with contextlib.suppress(FileNotFoundError):  # nats-server's temporary files come and go
+            mode = path.lstat().st_mode
+            if stat.S_IMODE(mode) != (PRIVATE_DIR if stat.S_ISDIR(mode) else PRIVATE_FILE):
+                found.append(f"{path.relative_to(root)} {oct(stat.S_IMODE(mode))}")
+    return found
+
+
+async def test_everything_up_keeps_is_its_owners_only_even_in_an_older_open_data_dir(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    with contextlib.closing(sqlite3.connect(data / "midcall.db")) as older:  # 0644, as it was
+        older.execute("CREATE TABLE kept (x)")
+    printed: list[str] = []
+    process, _, registry = await start_up(tmp_path, printed)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{registry}", headers=bearer(printed[1].strip())
+    ) as http:
+        made = await http.post("/v1/accounts", json={"account_id": "acme"})
+    running = sorted(p.name for p in data.iterdir())
+    open_while_running = not_private(data)
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 60)
+
+    assert made.status_code == 201, made.text
+    assert {"jetstream", "midcall.db", "midcall.db-wal", "midcall.db-shm"} <= set(running)
+    assert open_while_running == []
+    assert not_private(data) == []
