@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from shared.data_dir import private_dir
 from shared.events import utcnow
-from shared.http_api import ApiError
+from shared.http_api import ApiError, install_error_handlers
 from shared.settings import Settings
 
 KEY_PREFIX = "mck"
@@ -150,6 +152,37 @@ AUTHENTICATED = [Depends(_principal)]
 def bearer(key: str) -> dict[str, str]:
     """The header a REST client sends its key in."""
     return {"Authorization": f"Bearer {key}"}
+
+
+def rest_app(title: str, keyring: KeyRing) -> FastAPI:
+    """A REST service's app: its keys, the error shape, and what the API is.
+
+    FastAPI serves its OpenAPI document and docs pages to anyone; here they need
+    a key, as every endpoint but health and metrics does.
+    """
+    app = FastAPI(title=title, version="1", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.keyring = keyring
+    install_error_handlers(app)
+    app.include_router(_described(app))
+    return app
+
+
+def _described(app: FastAPI) -> APIRouter:
+    router = APIRouter(dependencies=AUTHENTICATED, include_in_schema=False)
+
+    @router.get("/openapi.json")
+    async def document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @router.get("/docs")
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI")
+
+    @router.get("/redoc")
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+
+    return router
 
 
 def require_admin(caller: Principal) -> None:

@@ -66,6 +66,13 @@ ENDPOINTS = [
     Endpoint("registry", "GET", "/metrics/", statuses(200, 200, anyone=200)),
     Endpoint("billing", "GET", "/healthz", statuses(200, 200, anyone=200)),
     Endpoint("billing", "GET", "/metrics/", statuses(200, 200, anyone=200)),
+    # What the API is, for any caller with a key: the OpenAPI document and its pages.
+    Endpoint("registry", "GET", "/openapi.json", statuses(200, 200)),
+    Endpoint("registry", "GET", "/docs", statuses(200, 200)),
+    Endpoint("registry", "GET", "/redoc", statuses(200, 200)),
+    Endpoint("billing", "GET", "/openapi.json", statuses(200, 200)),
+    Endpoint("billing", "GET", "/docs", statuses(200, 200)),
+    Endpoint("billing", "GET", "/redoc", statuses(200, 200)),
     Endpoint("registry", "PUT", "/v1/agents/acme-bot", statuses(403, 200), {"account_id": "acme"}),
     Endpoint("registry", "GET", "/v1/agents/acme-bot", statuses(404, 200)),
     Endpoint(
@@ -252,6 +259,20 @@ async def test_what_an_account_sees_is_its_own(world: World) -> None:
     keys = (await registry.get("/v1/accounts/acme/keys", headers=own)).json()["keys"]
     assert [k["key_id"] for k in keys] == [world.acme_key_id]
     assert set(keys[0]) == {"key_id", "account_id", "created_at", "revoked_at"}
+
+
+async def test_any_key_reads_the_openapi_document_and_its_pages(world: World) -> None:
+    other = world.keys["other"]
+    for client, title in (
+        (world.fabric.registry, "Midcall registry"),
+        (world.fabric.billing, "Midcall billing"),
+    ):
+        document = (await client.get("/openapi.json", headers=other)).json()
+        page = await client.get("/docs", headers=other)
+
+        assert document["info"]["title"] == title
+        assert not {"/openapi.json", "/docs", "/redoc"} & set(document["paths"])
+        assert "url: '/openapi.json'" in page.text
 
 
 async def test_a_revoked_key_stops_working_everywhere(world: World) -> None:

@@ -13,8 +13,8 @@ from services.billing.store import (
     UsageStore,
     totals_of,
 )
-from shared.api_keys import AUTHENTICATED, Caller, KeyRing
-from shared.http_api import ApiError, AwareUtcDatetime, install_error_handlers
+from shared.api_keys import AUTHENTICATED, Caller, KeyRing, rest_app
+from shared.http_api import ApiError, AwareUtcDatetime
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -89,10 +89,8 @@ async def conversation_usage(
 
 
 def build_app(store: UsageStore, keyring: KeyRing) -> FastAPI:
-    app = FastAPI(title="Midcall billing", version="1")
+    app = rest_app("Midcall billing", keyring)
     app.state.store = store
-    app.state.keyring = keyring
-    install_error_handlers(app)
     app.include_router(router)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     return app

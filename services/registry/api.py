@@ -19,10 +19,10 @@ from services.registry.dialects import rules
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.store import NotTheirs, QuotaExceeded, ToolStore
 from shared import json_depth
-from shared.api_keys import AUTHENTICATED, Caller, KeyRing, Principal
+from shared.api_keys import AUTHENTICATED, Caller, KeyRing, Principal, rest_app
 from shared.catalog import DEFAULT_ACCOUNT, AgentEntry
 from shared.events import ID_PATTERN
-from shared.http_api import ApiError, error_body, install_error_handlers
+from shared.http_api import ApiError, error_body
 from shared.json_depth import TooDeep
 from shared.tools import TOOL_NAME_PATTERN, Tool
 
@@ -45,9 +45,7 @@ class AgentBody(BaseModel):
 def build_app(
     store: ToolStore, writer: CatalogWriter, keyring: KeyRing, secrets: SecretKeeper
 ) -> FastAPI:
-    app = FastAPI(title="Midcall registry", version="1")
-    app.state.keyring = keyring
-    install_error_handlers(app)
+    app = rest_app("Midcall registry", keyring)
     app.add_exception_handler(BucketUnavailable, _bucket_unavailable)
     app.include_router(_Endpoints(store, writer, secrets).router())
     app.add_api_route("/healthz", _healthz, methods=["GET"])
