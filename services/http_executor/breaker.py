@@ -42,14 +42,16 @@ class Breakers:
         circuit.probing = True
         return True
 
-    def record(self, host: str, healthy: bool) -> None:
+    def record(self, host: str, healthy: bool, shown: str | None = None) -> None:
+        """``shown``: the host as the metric may name it (its secrets hidden); ``host`` if None."""
+        label = host if shown is None else shown
         if healthy:
             if self._circuits.pop(host, None) is not None:
-                BREAKER_OPEN.labels(host).set(0)
+                BREAKER_OPEN.labels(label).set(0)
             return
         circuit = self._circuits.setdefault(host, _Circuit())
         circuit.failures += 1
         circuit.probing = False
         if circuit.failures >= self.threshold:
             circuit.open_until = self._clock() + self.cool_down_s
-            BREAKER_OPEN.labels(host).set(1)
+            BREAKER_OPEN.labels(label).set(1)

@@ -57,18 +57,24 @@ class DestinationPolicy:
         # not allow 64:ff9b::a00:1, whose route to 10.0.0.1 runs through a gateway.
         return any(address in network for network in self.networks) or judge(address).public
 
-    def check_literal(self, url: str) -> None:
-        """Refuse a URL whose host is a literal address tools may not call."""
+    def check_literal(self, url: str, secret_host: str | None = None) -> None:
+        """Refuse a URL whose host is a literal address tools may not call.
+
+        ``secret_host``: the host's template, where a secret is rendered into it.
+        """
         host = (urlsplit(url).hostname or "").lower()
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             return  # a name: the resolver checks it
         if host not in self.hosts and not self.permits(address):
-            raise blocked(host, str(address))
+            raise blocked(host, str(address), secret_host)
 
 
-def blocked(host: str, address: str) -> CallRejected:
+def blocked(host: str, address: str, secret_host: str | None = None) -> CallRejected:
+    """The refusal of ``host``; where a secret is rendered into it, its template
+    (``secret_host``) is named instead, and nothing of the address, which is the
+    secret itself (a literal) or was found by it."""
     # The connect-time refusal reaches the executor as a bare address string through
     # aiohttp's exception chain, so the explanation is derived from the address here:
     # literal and resolved addresses are reported alike.
@@ -76,7 +82,9 @@ def blocked(host: str, address: str) -> CallRejected:
         ErrorCode.BLOCKED_DESTINATION,
         "This tool points at an address it is not allowed to call. Tell the caller "
         "the action is not available right now.",
-        {"host": host, "address": address, **explain(address)},
+        {"host": secret_host}
+        if secret_host
+        else {"host": host, "address": address, **explain(address)},
     )
 
 

@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from services.http_executor.breaker import Breakers
 from services.http_executor.client import NotConnected, Sender, TransportError
 from services.http_executor.destinations import DestinationPolicy, blocked, blocked_cause
+from services.http_executor.redaction import Redaction
 from services.http_executor.render import RenderedRequest, render_request
 from services.http_executor.retries import Attempt, retry_after_s, retry_delay, status_reason
 from services.http_executor.secret_scope import SecretScope
@@ -61,30 +62,33 @@ class Executor:
 
     async def run(self, work: ExecuteRequest) -> ExecutionOutcome:
         started = time.perf_counter()
-        answer: HttpResponse | CallRejected
         log: list[HttpAttempt] = []
         try:
             check_chosen_host(work)  # before any secret is opened
-            request = render_request(work, await self.secrets.for_work(work))
-            check_allowed_host(work, request.url)
-            self.policy.check_literal(request.url)
+            secrets = await self.secrets.for_work(work)
         except CallRejected as failure:
-            answer = failure
-        else:
-            answer = await self._send_with_retries(work, request, log)
-            if len(log) > 1:
-                RETRIES.labels(work.tool.name).inc(len(log) - 1)
-        outcome = ExecutionOutcome(
-            request=work,
-            attempts=len(log),
-            duration_ms=_ms_since(started),
-            attempt_log=log,
-        )
+            return _outcome(work, failure, log, started)
+        # From here any text may hold a secret: whatever leaves the executor has them hidden.
+        hidden = Redaction(tuple(secrets.values()))
+        with hidden.hiding():
+            answer = await self._render_and_send(work, secrets, log)
         if isinstance(answer, CallRejected):
-            outcome.failure = error_info(answer)
-        else:
-            outcome.response = answer
-        return outcome
+            answer = hidden.failure(answer)
+        return _outcome(work, answer, log, started)
+
+    async def _render_and_send(
+        self, work: ExecuteRequest, secrets: dict[str, str], log: list[HttpAttempt]
+    ) -> HttpResponse | CallRejected:
+        try:
+            request = render_request(work, secrets)
+            check_allowed_host(work, request)
+            self.policy.check_literal(request.url, request.secret_host)
+        except CallRejected as failure:
+            return failure
+        answer = await self._send_with_retries(work, request, log)
+        if len(log) > 1:
+            RETRIES.labels(work.tool.name).inc(len(log) - 1)
+        return answer
 
     async def _send_with_retries(
         self, work: ExecuteRequest, request: RenderedRequest, log: list[HttpAttempt]
@@ -97,7 +101,9 @@ class Executor:
                 return _resting(work)
             answer, attempt = await self._attempt(work, request, len(log) + 1)
             log.append(_logged(attempt, answer))
-            self.breakers.record(host, healthy=attempt.reason not in BREAKING)
+            self.breakers.record(
+                host, healthy=attempt.reason not in BREAKING, shown=request.hidden.text(host)
+            )
             delay = retry_delay(
                 work.tool.request.retry,
                 request.method,
@@ -130,35 +136,47 @@ class Executor:
         return response, attempt
 
     async def _send(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
-        budget = _remaining(work.deadline_at)
-        with tracer().start_as_current_span(f"HTTP {request.method}", kind=SpanKind.CLIENT) as span:
+        with tracer().start_as_current_span(
+            f"HTTP {request.method}",
+            kind=SpanKind.CLIENT,
+            # Recorded below instead, with the secrets hidden: a transport's error names the host.
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             url = urlsplit(request.url)
             span.set_attributes(
                 {
                     "http.request.method": request.method,
-                    "server.address": url.hostname or "",
-                    "url.path": request.redact(url.path),  # a webhook's path may be its secret
+                    # A webhook's path may be its secret, and a host may be one.
+                    "server.address": request.hidden.text(url.hostname or ""),
+                    "url.path": request.hidden.text(url.path),
                 }
             )
-            headers = {**request.headers, **self._signature(work, request)}
-            propagate.inject(headers)  # the API sees the same trace
             try:
-                response = await self.sender.send(replace(request, headers=headers), budget)
-            except TimeoutError as exc:
-                span.set_status(Status(StatusCode.ERROR, "timeout"))
-                raise timed_out(work) from exc
-            except TransportError as exc:
-                # The deadline is ours (asyncio.timeout), the transport has none, so
-                # any client error is a connection failure.
-                refused = blocked_cause(exc)
-                if refused is not None:
-                    raise blocked(refused.host, refused.address) from exc
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise _unreachable(work, sent=not isinstance(exc, NotConnected)) from exc
+                response = await self._exchange(work, request)
+            except Exception as exc:
+                request.hidden.record(span, exc)
+                raise
             span.set_attribute("http.response.status_code", response.status)
             if response.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             return response
+
+    async def _exchange(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
+        budget = _remaining(work.deadline_at)
+        headers = {**request.headers, **self._signature(work, request)}
+        propagate.inject(headers)  # the API sees the same trace
+        try:
+            return await self.sender.send(replace(request, headers=headers), budget)
+        except TimeoutError as exc:
+            raise timed_out(work) from exc
+        except TransportError as exc:
+            # The deadline is ours (asyncio.timeout), the transport has none, so
+            # any client error is a connection failure.
+            refused = blocked_cause(exc)
+            if refused is not None:
+                raise blocked(refused.host, refused.address, request.secret_host) from exc
+            raise _unreachable(work, sent=not isinstance(exc, NotConnected)) from exc
 
     @staticmethod
     def _signature(work: ExecuteRequest, request: RenderedRequest) -> dict[str, str]:
@@ -169,6 +187,22 @@ class Executor:
         return signature_headers(
             signing, list(request.signing_secrets), work.call.call_id, request.body or b"", utcnow()
         )
+
+
+def _outcome(
+    work: ExecuteRequest,
+    answer: HttpResponse | CallRejected,
+    log: list[HttpAttempt],
+    started: float,
+) -> ExecutionOutcome:
+    outcome = ExecutionOutcome(
+        request=work, attempts=len(log), duration_ms=_ms_since(started), attempt_log=log
+    )
+    if isinstance(answer, CallRejected):
+        outcome.failure = error_info(answer)
+    else:
+        outcome.response = answer
+    return outcome
 
 
 def _ms_since(started: float) -> float:

@@ -12,7 +12,9 @@ from services.http_executor.client import full_url
 from services.http_executor.render import render_request, secret_names
 from shared.events import ExecuteRequest
 
-REDACTED = "***"
+# What the secrets are rendered as, then shown as ``***`` wherever the request carries
+# it: ``***`` itself would be percent-encoded in a host (as %2a%2a%2a).
+STAND_IN = "midcall-secret-stand-in"
 SIGNED_AT_SEND = "<signed when sent>"
 SIGNATURE_HEADERS = {
     "vocode": ("x-vocode-signature",),
@@ -29,14 +31,15 @@ class RequestPreview(BaseModel):
 
 def preview(work: ExecuteRequest) -> RequestPreview:
     """Raises ``CallRejected`` where the executor would fail the call before sending."""
-    request = render_request(work, dict.fromkeys(secret_names(work), REDACTED))
-    headers = dict(request.headers)
+    request = render_request(work, dict.fromkeys(secret_names(work), STAND_IN))
+    shown = request.hidden.text
+    headers = {shown(name): shown(value) for name, value in request.headers.items()}
     signing = work.tool.request.signing
     if signing is not None:
         headers.update(dict.fromkeys(SIGNATURE_HEADERS[signing.scheme], SIGNED_AT_SEND))
     return RequestPreview(
         method=request.method,
-        url=str(full_url(request)),
+        url=shown(str(full_url(request))),
         headers=headers,
-        body=None if request.body is None else request.body.decode(errors="replace"),
+        body=None if request.body is None else shown(request.body.decode(errors="replace")),
     )

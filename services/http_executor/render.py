@@ -11,14 +11,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+from services.http_executor.redaction import Redaction
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest
-from shared.templates import MISSING, TEMPLATE, as_text, render_string, render_value
+from shared.templates import MISSING, TEMPLATE, as_text, references, render_string, render_value
 
 USER_AGENT = "midcall/0.1"
-REDACTED = "***"
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,11 @@ class RenderedRequest:
     body: bytes | None = None
     # The tool's signing secrets, resolved; the executor signs each attempt.
     signing_secrets: tuple[str, ...] = field(default=(), repr=False)
-    # Every secret value the request was rendered with, to keep out of spans.
-    secret_values: tuple[str, ...] = field(default=(), repr=False)
-
-    def redact(self, text: str) -> str:
-        """``text`` with each secret value (as written, or percent-encoded) as ``***``."""
-        for value in sorted(self.secret_values, key=len, reverse=True):
-            for form in {value, quote(value, safe="")}:
-                text = text.replace(form, REDACTED) if form else text
-        return text
+    # Every secret value the request was rendered with, to keep out of spans and metrics.
+    hidden: Redaction = field(default=Redaction(), repr=False)
+    # The URL's host as the tool writes it, where a secret is rendered into it:
+    # what a refusal names instead of the host.
+    secret_host: str | None = None
 
 
 def scope_for(work: ExecuteRequest, secrets: dict[str, str]) -> dict[str, Any]:
@@ -54,6 +50,8 @@ def scope_for(work: ExecuteRequest, secrets: dict[str, str]) -> dict[str, Any]:
 # RFC 9110: a field name is a token; a value may hold tabs but no other control character.
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# A port at the end of a URL's host:port (not the last group of a bracketed IPv6 address).
+PORT = re.compile(r":[^:\]]*\Z")
 
 
 def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedRequest:
@@ -72,13 +70,20 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
         )
         if spec.signing
         else (),
-        secret_values=tuple(secrets[name] for name in sorted(secret_names(work))),
+        hidden=Redaction(tuple(secrets[name] for name in sorted(secret_names(work)))),
+        secret_host=_secret_host(spec.url),
     )
 
 
 def secret_names(work: ExecuteRequest) -> set[str]:
     """The ``{{secrets.NAME}}`` the tool's request refers to."""
     return work.tool.request.secret_names()
+
+
+def _secret_host(url_template: str) -> str | None:
+    """The host of ``url_template`` as written, if a secret is rendered into it (else None)."""
+    host = PORT.sub("", urlsplit(url_template).netloc.rpartition("@")[2])
+    return host if any(ref.startswith("secrets.") for ref in references(host)) else None
 
 
 def _require_secrets(work: ExecuteRequest, secrets: dict[str, str]) -> None:
@@ -107,24 +112,30 @@ def _headers(work: ExecuteRequest, scope: dict[str, Any], has_body: bool) -> dic
     }
     if has_body:
         headers["Content-Type"] = "application/json"
-    rendered = render_value(work.tool.request.headers, scope)
+    rendered: dict[str, str] = {}
+    for template, value_template in work.tool.request.headers.items():
+        value = render_string(value_template, scope)
+        if value is not MISSING:
+            name = as_text(render_string(template, scope))
+            rendered[name] = _checked_header(template, name, as_text(value))
     lowered = {name.lower() for name in rendered}
-    headers = {k: v for k, v in headers.items() if k.lower() not in lowered}
-    for name, value in rendered.items():
-        text = as_text(value)
-        if not HEADER_NAME.fullmatch(name):
-            raise CallRejected(
-                ErrorCode.INVALID_ARGUMENTS,
-                f"The header name {name!r} is not one HTTP allows.",
-            )
-        if FORBIDDEN_IN_HEADER_VALUE.search(text):
-            raise CallRejected(
-                ErrorCode.INVALID_ARGUMENTS,
-                f"The value for the '{name}' header cannot contain line breaks "
-                "or other control characters.",
-            )
-        headers[name] = text
-    return headers
+    return {k: v for k, v in headers.items() if k.lower() not in lowered} | rendered
+
+
+def _checked_header(template: str, name: str, value: str) -> str:
+    # A fault names the header by its template: the rendered name may hold a secret.
+    if not HEADER_NAME.fullmatch(name):
+        raise CallRejected(
+            ErrorCode.INVALID_ARGUMENTS,
+            f"The header name template {template!r} does not render to a name HTTP allows.",
+        )
+    if FORBIDDEN_IN_HEADER_VALUE.search(value):
+        raise CallRejected(
+            ErrorCode.INVALID_ARGUMENTS,
+            f"The value for the '{template}' header cannot contain line breaks "
+            "or other control characters.",
+        )
+    return value
 
 
 def _query(work: ExecuteRequest, scope: dict[str, Any]) -> list[tuple[str, Any]]:

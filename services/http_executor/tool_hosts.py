@@ -10,6 +10,7 @@ on top.
 
 from yarl import URL
 
+from services.http_executor.render import RenderedRequest
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest
 
@@ -30,17 +31,17 @@ def check_chosen_host(work: ExecuteRequest) -> None:
         )
 
 
-def check_allowed_host(work: ExecuteRequest, url: str) -> None:
+def check_allowed_host(work: ExecuteRequest, request: RenderedRequest) -> None:
     """Refuse a rendered URL whose host is not among the tool's ``allowed_hosts``."""
     spec = work.tool.request
     if spec.allowed_hosts is None:
         return
-    host = _host(url)
+    host = _host(request.url)
     if not spec.allows_host(host):
         raise CallRejected(
             ErrorCode.BLOCKED_DESTINATION,
             NOT_ALLOWED,
-            {"host": host, "allowed_hosts": spec.allowed_hosts},
+            {"host": request.secret_host or host, "allowed_hosts": spec.allowed_hosts},
         )
 
 
