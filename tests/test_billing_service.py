@@ -2,8 +2,10 @@
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,17 +13,21 @@ from typing import Any, TypeVar
 import httpx
 import nats
 import pytest
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.billing.app import USAGE, consumers
+from services.billing.api import build_app
+from services.billing.app import USAGE, BillingHandlers, consumers
 from services.billing.main import BillingService
 from services.billing.store import StoreUnavailable, UsageStore
 from shared import jetstream, subjects
+from shared.api_keys import KeyRing, StoredKey, bearer, new_key
 from shared.events import ConversationEnded, UsageRecord
-from shared.messaging import REASON_HEADER, SUBJECT_HEADER
+from shared.messaging import REASON_HEADER, SUBJECT_HEADER, DeadLetters, Publisher
 from shared.settings import Settings
 from shared.storage import build_engine
 from tests.factories import T0, usage
@@ -159,6 +165,161 @@ async def test_healthz(billing_api: httpx.AsyncClient) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
+# -- two accounts' conversations of one id, as each key sees them ----------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    value: bytes
+
+
+class AccountKeys:
+    """A keys bucket holding some account keys, as the registry mirrors them."""
+
+    def __init__(self, *stored: StoredKey) -> None:
+        self._stored = {key.key_id: key for key in stored}
+
+    async def get(self, key_id: str) -> Entry:
+        if key_id not in self._stored:
+            raise KeyNotFoundError
+        return Entry(self._stored[key_id].model_dump_json().encode())
+
+
+KEYS = {account: new_key(account) for account in ("acme", "globex")}
+AS = {account: bearer(key) for account, (key, _) in KEYS.items()} | {"admin": AS_ADMIN}
+OURS = usage("call-1", at=T0)
+# The same call id, chosen by another account's runtime in its own conv-42.
+THEIRS = usage("call-1", account_id="globex", at=T0 + timedelta(seconds=2), status="error")
+
+
+@pytest.fixture
+async def keyed_api(usage_store: UsageStore) -> AsyncIterator[httpx.AsyncClient]:
+    """Billing's REST API with acme's and globex's keys, conv-42's calls of each stored."""
+    usage_store.record_many([OURS, THEIRS])
+    keys = AccountKeys(*(stored for _, stored in KEYS.values()))
+    app = build_app(usage_store, KeyRing(ADMIN_KEY, keys))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://billing") as client:
+        yield client
+
+
+async def conversation_as(
+    api: httpx.AsyncClient, who: str, conversation_id: str = "conv-42", **params: str
+) -> tuple[int, Any]:
+    url = f"/v1/usage/conversations/{conversation_id}"
+    response = await api.get(url, headers=AS[who], params=params)
+    return response.status_code, response.json()
+
+
+def summary(
+    account_id: str | None,
+    calls: list[UsageRecord],
+    totals: dict[str, Any],
+    ended: bool,
+    conversation_id: str = "conv-42",
+) -> dict[str, Any]:
+    """A conversation's summary as the contract shows it."""
+    return {
+        "conversation_id": conversation_id,
+        "account_id": account_id,
+        "calls": [call.model_dump(mode="json") for call in calls],
+        "totals": totals,
+        "ended": ended,
+    }
+
+
+TOTALS = ("calls", "errors", "replays", "input_tokens", "output_tokens", "units")
+OUR_TOTALS = dict(zip(TOTALS, (1, 0, 0, 21, 14, 0.275), strict=True))
+THEIR_TOTALS = dict(zip(TOTALS, (1, 1, 0, 21, 14, 0.275), strict=True))
+BOTH_TOTALS = dict(zip(TOTALS, (2, 1, 0, 42, 28, 0.55), strict=True))
+NO_TOTALS = dict(zip(TOTALS, (0, 0, 0, 0, 0, 0.0), strict=True))
+
+
+def not_found(conversation_id: str) -> dict[str, Any]:
+    message = f"billing has no usage and no end for conversation '{conversation_id}'"
+    return {"error": {"code": "not_found", "message": message, "details": None}}
+
+
+async def test_each_account_sees_its_own_conversation_of_a_shared_id(
+    keyed_api: httpx.AsyncClient, usage_store: UsageStore
+) -> None:
+    usage_store.end_conversation("acme", "conv-42", T0 + timedelta(seconds=9))
+
+    acme = summary("acme", [OURS], OUR_TOTALS, ended=True)
+    globex = summary("globex", [THEIRS], THEIR_TOTALS, ended=False)
+    assert await conversation_as(keyed_api, "acme") == (200, acme)
+    assert await conversation_as(keyed_api, "globex") == (200, globex)
+    assert await conversation_as(keyed_api, "admin", account_id="acme") == (200, acme)
+    assert await conversation_as(keyed_api, "admin", account_id="globex") == (200, globex)
+    # Every account's calls, as before accounts: ended once each conversation has.
+    everyone = summary(None, [OURS, THEIRS], BOTH_TOTALS, ended=False)
+    assert await conversation_as(keyed_api, "admin") == (200, everyone)
+
+
+async def test_a_shared_end_ends_the_conversation_id_in_every_account(
+    keyed_api: httpx.AsyncClient, usage_store: UsageStore
+) -> None:
+    usage_store.end_conversation(None, "conv-42", T0 + timedelta(seconds=9))
+
+    acme = summary("acme", [OURS], OUR_TOTALS, ended=True)
+    globex = summary("globex", [THEIRS], THEIR_TOTALS, ended=True)
+    everyone = summary(None, [OURS, THEIRS], BOTH_TOTALS, ended=True)
+    assert await conversation_as(keyed_api, "acme") == (200, acme)
+    assert await conversation_as(keyed_api, "globex") == (200, globex)
+    assert await conversation_as(keyed_api, "admin") == (200, everyone)
+
+
+async def test_an_account_key_naming_another_account_finds_nothing(
+    keyed_api: httpx.AsyncClient,
+) -> None:
+    acme = summary("acme", [OURS], OUR_TOTALS, ended=False)
+
+    assert await conversation_as(keyed_api, "acme", account_id="acme") == (200, acme)
+    assert await conversation_as(keyed_api, "acme", account_id="globex") == (
+        404,
+        not_found("conv-42"),
+    )
+
+
+async def test_a_shared_end_alone_shows_no_account_a_conversation(
+    keyed_api: httpx.AsyncClient, usage_store: UsageStore
+) -> None:
+    usage_store.end_conversation(None, "conv-quiet", T0)
+
+    assert await conversation_as(keyed_api, "acme", "conv-quiet") == (404, not_found("conv-quiet"))
+    assert await conversation_as(keyed_api, "admin", "conv-quiet", account_id="acme") == (
+        404,
+        not_found("conv-quiet"),
+    )
+    assert await conversation_as(keyed_api, "admin", "conv-quiet") == (
+        200,
+        summary(None, [], NO_TOTALS, ended=True, conversation_id="conv-quiet"),
+    )
+
+
+async def test_an_accounts_own_end_shows_it_its_conversation_without_calls(
+    keyed_api: httpx.AsyncClient, usage_store: UsageStore
+) -> None:
+    usage_store.end_conversation("acme", "conv-quiet", T0)
+
+    assert await conversation_as(keyed_api, "acme", "conv-quiet") == (
+        200,
+        summary("acme", [], NO_TOTALS, ended=True, conversation_id="conv-quiet"),
+    )
+    assert await conversation_as(keyed_api, "globex", "conv-quiet") == (
+        404,
+        not_found("conv-quiet"),
+    )
+
+
+async def test_an_empty_account_id_is_a_422(keyed_api: httpx.AsyncClient) -> None:
+    # "" is no account (a shared end is stored under it): never one to ask for.
+    status, body = await conversation_as(keyed_api, "admin", account_id="")
+
+    assert (status, body["error"]["code"]) == (422, "invalid_request")
+    assert body["error"]["message"].startswith("query.account_id: ")
+
+
 # -- the whole service on a real nats-server ------------------------------------------------
 
 
@@ -237,6 +398,7 @@ async def test_a_conversation_summary_closes_when_the_conversation_ends(
 
     assert await eventually(closed) == {
         "conversation_id": "conv-42",
+        "account_id": None,
         "calls": [early.model_dump(mode="json"), late.model_dump(mode="json")],
         "totals": {
             "calls": 2,
@@ -248,6 +410,24 @@ async def test_a_conversation_summary_closes_when_the_conversation_ends(
         },
         "ended": True,
     }
+
+
+async def test_two_accounts_calls_of_one_id_are_each_billed_and_the_shared_end_ends_both(
+    js: JetStreamContext, rest: httpx.AsyncClient
+) -> None:
+    await publish_usage(js, OURS, "usage-acme-call-1")
+    await publish_usage(js, THEIRS, "usage-globex-call-1")
+    # The shared runtime user's end; an account named in the body is no one's word.
+    ended = {"conversation_id": "conv-42", "account_id": "acme", "at": T0.isoformat()}
+    await js.publish(subjects.ended("conv-42"), json.dumps(ended).encode())
+
+    async def closed() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await rest.get("/v1/usage/conversations/conv-42")).json()
+        return body if body.get("ended") and len(body["calls"]) == 2 else None
+
+    assert await eventually(closed) == summary(None, [OURS, THEIRS], BOTH_TOTALS, ended=True)
+    globex = await rest.get("/v1/usage/conversations/conv-42", params={"account_id": "globex"})
+    assert globex.json() == summary("globex", [THEIRS], THEIR_TOTALS, ended=True)
 
 
 async def test_unparseable_messages_are_dead_lettered_and_billing_goes_on(
@@ -274,6 +454,84 @@ async def test_unparseable_messages_are_dead_lettered_and_billing_goes_on(
     await eventually(lambda: usage_consumer_idle(js))
     info = await js.consumer_info(subjects.USAGE_STREAM, USAGE.name)
     assert info.num_redelivered == 0  # garbage was acked, not retried
+
+
+# -- ends: the subject says whose conversation ended -----------------------------------------
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    await jetstream.ensure(client.jetstream())
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def handlers(nc: Client, usage_store: UsageStore) -> BillingHandlers:
+    """Billing's handlers, called here with messages on any subject (no consumer's filter)."""
+    usage_store.record_many([OURS, THEIRS])
+    return BillingHandlers(usage_store, DeadLetters(Publisher(nc.jetstream()), "billing"), 0.1)
+
+
+# Another conversation, and an account: the body is the runtime's word, the subject is not.
+END_BODY = json.dumps({"conversation_id": "conv-7", "account_id": "initech"}).encode()
+
+
+@pytest.mark.parametrize(
+    ("subject", "ended"),
+    [
+        # The shared runtime user: that conversation id in every account.
+        ("midcall.conv.conv-42.ended", {"acme": True, "globex": True}),
+        # An account's own runtime (nats-server put the account in the subject).
+        ("midcall.conv.acme.conv-42.ended", {"acme": True, "globex": False}),
+        ("midcall.conv.globex.conv-42.ended", {"acme": False, "globex": True}),
+    ],
+)
+async def test_an_end_is_of_the_conversation_its_subject_names(
+    handlers: BillingHandlers,
+    nc: Client,
+    usage_store: UsageStore,
+    subject: str,
+    ended: dict[str, bool],
+) -> None:
+    await handlers.close_conversation(Msg(nc, subject=subject, data=END_BODY))
+
+    assert {account: ended_in(usage_store, "conv-42", account) for account in ended} == ended
+    assert [ended_in(usage_store, "conv-7", a) for a in ("acme", "globex", "initech")] == [None] * 3
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "reason"),
+    [
+        ("midcall.conv.acme.conv-42.ended", b"not json", "invalid "),
+        ("midcall.conv.conv-42.ended", b'{"at": "never"}', "invalid "),
+        ("midcall.conv.acme.x.conv-42.ended", END_BODY, "not a conversation's end subject"),
+        ("midcall.conv.ended", END_BODY, "not a conversation's end subject"),
+    ],
+)
+async def test_an_end_billing_cannot_read_is_set_aside(
+    handlers: BillingHandlers,
+    nc: Client,
+    js: JetStreamContext,
+    usage_store: UsageStore,
+    subject: str,
+    body: bytes,
+    reason: str,
+) -> None:
+    dead = await js.pull_subscribe(subjects.dead("billing"), stream=subjects.DEAD_STREAM)
+
+    await handlers.close_conversation(Msg(nc, subject=subject, data=body))
+
+    [letter] = await fetch_exactly(dead, 1)
+    assert dead_letter(letter) == (body, subject)
+    assert (letter.headers or {})[REASON_HEADER].startswith(reason)
+    assert [ended_in(usage_store, "conv-42", a) for a in ("acme", "globex")] == [False, False]
+
+
+def ended_in(store: UsageStore, conversation_id: str, account_id: str) -> bool | None:
+    found = store.conversation(conversation_id, account_id)
+    return None if found is None else found.ended
 
 
 async def fetch_exactly(subscription: JetStreamContext.PullSubscription, count: int) -> list[Msg]:

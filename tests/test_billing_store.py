@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlmodel import create_engine
 
-from services.billing.store import StoreUnavailable, Totals, UsageStore, totals_of
+from services.billing.store import StoreUnavailable, UsageStore
+from services.billing.summaries import Totals, totals_of
 from shared.events import UsageRecord
 from shared.settings import Settings
 from shared.storage import build_engine
@@ -114,6 +115,7 @@ def test_conversation_summary_lists_its_calls_in_time_order(store: UsageStore) -
     assert summary is not None
     assert summary.model_dump(mode="json") == {
         "conversation_id": "conv-42",
+        "account_id": None,
         "calls": [early.model_dump(mode="json"), late.model_dump(mode="json")],
         "totals": {
             "calls": 2,
@@ -130,8 +132,8 @@ def test_conversation_summary_lists_its_calls_in_time_order(store: UsageStore) -
 def test_ending_a_conversation_is_idempotent(store: UsageStore) -> None:
     store.record(usage("call-1"))
 
-    store.end_conversation("conv-42", T0)
-    store.end_conversation("conv-42", T0 + timedelta(minutes=1))
+    store.end_conversation(None, "conv-42", T0)
+    store.end_conversation(None, "conv-42", T0 + timedelta(minutes=1))
 
     summary = store.conversation("conv-42")
     assert summary is not None
@@ -140,7 +142,7 @@ def test_ending_a_conversation_is_idempotent(store: UsageStore) -> None:
 
 
 def test_a_conversation_known_only_by_its_end_has_no_calls(store: UsageStore) -> None:
-    store.end_conversation("conv-quiet", T0)
+    store.end_conversation(None, "conv-quiet", T0)
 
     summary = store.conversation("conv-quiet")
 
@@ -228,3 +230,95 @@ def test_the_conversation_lists_the_original_and_its_replays_with_their_flags(
         (True, 2, 2),
     ]
     assert (summary.totals.calls, summary.totals.errors, summary.totals.replays) == (2, 1, 1)
+
+
+# -- accounts: a conversation id used by two accounts is two conversations --------------------
+
+
+def test_the_same_call_id_in_two_accounts_or_two_conversations_is_two_calls(
+    store: UsageStore,
+) -> None:
+    # Runtimes choose call ids: nothing keeps two of them from choosing the same.
+    runs = [
+        usage("call-1"),
+        usage("call-1", account_id="globex"),
+        usage("call-1", conversation_id="conv-7"),
+        replay("call-1", 2, account_id="globex"),
+    ]
+
+    assert [store.record(run) for run in runs] == [True] * 4
+    assert [store.record(run) for run in runs] == [False] * 4
+    assert store.record_many([*runs, usage("call-1", account_id="initech")]) == 1
+    assert (store.account_totals("acme").calls, store.account_totals("globex").calls) == (2, 2)
+
+
+def test_an_accounts_conversation_has_its_calls_only(store: UsageStore) -> None:
+    ours, theirs = usage("call-1", at=T0), usage("call-1", account_id="globex", at=T0)
+    store.record_many([ours, theirs, usage("call-2", conversation_id="conv-7")])
+
+    summary = store.conversation("conv-42", "acme")
+
+    assert summary is not None
+    assert summary.model_dump(mode="json") == {
+        "conversation_id": "conv-42",
+        "account_id": "acme",
+        "calls": [ours.model_dump(mode="json")],
+        "totals": {
+            "calls": 1,
+            "errors": 0,
+            "replays": 0,
+            "input_tokens": 21,
+            "output_tokens": 14,
+            "units": 0.275,
+        },
+        "ended": False,
+    }
+    assert store.conversation("conv-42", "initech") is None
+
+
+def test_an_accounts_end_ends_its_conversation_only(store: UsageStore) -> None:
+    store.record_many([usage("call-1"), usage("call-1", account_id="globex")])
+
+    store.end_conversation("acme", "conv-42", T0)
+    store.end_conversation("acme", "conv-42", T0 + timedelta(minutes=1))  # kept once
+
+    assert ended_in(store, "conv-42") == {"acme": True, "globex": False, "initech": None}
+    # Every account's calls of that id: ended once each of their conversations has.
+    assert ended(store, "conv-42") is False
+    store.end_conversation("globex", "conv-42", T0)
+    assert ended(store, "conv-42") is True
+
+
+def test_a_shared_end_ends_that_conversation_id_in_every_account(store: UsageStore) -> None:
+    store.record_many([usage("call-1"), usage("call-1", account_id="globex")])
+
+    store.end_conversation(None, "conv-42", T0)
+
+    assert ended_in(store, "conv-42") == {"acme": True, "globex": True, "initech": None}
+    assert ended(store, "conv-42") is True
+
+
+def test_an_accounts_own_end_makes_its_conversation_known_a_shared_one_does_not(
+    store: UsageStore,
+) -> None:
+    # A shared end says nothing of whether an account had that conversation.
+    store.end_conversation(None, "conv-shared", T0)
+    store.end_conversation("acme", "conv-quiet", T0)
+
+    assert ended_in(store, "conv-shared") == {"acme": None, "globex": None, "initech": None}
+    assert ended_in(store, "conv-quiet") == {"acme": True, "globex": None, "initech": None}
+    for conversation_id in ("conv-shared", "conv-quiet"):
+        summary = store.conversation(conversation_id)  # every account's: the ends are known
+        assert summary is not None
+        assert (summary.account_id, summary.calls, summary.ended) == (None, [], True)
+
+
+def ended(store: UsageStore, conversation_id: str, account_id: str | None = None) -> bool | None:
+    """Whether the conversation (of every account, or of one) ended; None when it is unknown."""
+    summary = store.conversation(conversation_id, account_id)
+    return None if summary is None else summary.ended
+
+
+def ended_in(store: UsageStore, conversation_id: str) -> dict[str, bool | None]:
+    """``ended`` per account: acme, globex, and initech, which has no calls anywhere."""
+    return {a: ended(store, conversation_id, a) for a in ("acme", "globex", "initech")}

@@ -6,13 +6,8 @@ from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
-from services.billing.store import (
-    ConversationSummary,
-    StoreUnavailable,
-    Totals,
-    UsageStore,
-    totals_of,
-)
+from services.billing.store import StoreUnavailable, UsageStore
+from services.billing.summaries import ConversationSummary, Totals
 from shared.api_keys import AUTHENTICATED, Caller, KeyRing, rest_app
 from shared.http_api import ApiError, AwareUtcDatetime
 
@@ -68,17 +63,27 @@ async def account_usage(
 
 @router.get("/v1/usage/conversations/{conversation_id}")
 async def conversation_usage(
-    conversation_id: str, store: Store, caller: Caller
+    conversation_id: str,
+    store: Store,
+    caller: Caller,
+    account_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            description="whose conversation (admin key); without it, every account's calls",
+        ),
+    ] = None,
 ) -> ConversationSummary:
-    """A conversation's calls in time order, their totals, and whether it has ended.
+    """An account's conversation: its calls in time order, their totals, and whether it ended.
 
-    An account sees the calls billed to it only; a conversation with none is unknown to it.
+    An account key sees its own account's conversation; the admin key the one of
+    ``account_id``, or without it every account's calls of that conversation id.
     """
-    summary = await _query(store.conversation, conversation_id)
-    if summary is not None and not caller.is_admin:
-        calls = [call for call in summary.calls if caller.may_see(call.account_id)]
-        summary = summary.model_copy(update={"calls": calls, "totals": totals_of(calls)})
-        summary = summary if calls else None
+    whose = account_id or caller.account_id
+    summary = None
+    # Another account's conversation is as unknown to an account key as one never seen.
+    if caller.may_see(whose):
+        summary = await _query(store.conversation, conversation_id, whose)
     if summary is None:
         raise ApiError(
             404,

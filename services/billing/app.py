@@ -68,12 +68,21 @@ class BillingHandlers:
                 await self._dead_letters.put(message, str(refused))
 
     async def close_conversation(self, message: Msg) -> None:
-        """Mark a conversation's summary as ended."""
+        """Mark a conversation's summary as ended: the account's whose runtime ended it, or
+        for the shared runtime user that conversation id's in every account."""
         with tracer().start_as_current_span("close_conversation") as span:
             ended = await self._dead_letters.read(ConversationEnded, message)
-            if ended is not None:
-                span.set_attribute("midcall.conversation_id", ended.conversation_id)
-                await self._write(self._store.end_conversation, ended.conversation_id, ended.at)
+            if ended is None:
+                return
+            # Whose conversation, and which, is the subject's to say: nats-server put the
+            # account there, and executors cancel that conversation's calls. The body is
+            # the runtime's word: whatever it names is not used.
+            account_id, conversation_id = subjects.ended_origin(message.subject)
+            if conversation_id is None:
+                await self._dead_letters.put(message, "not a conversation's end subject")
+                return
+            span.set_attribute("midcall.conversation_id", conversation_id)
+            await self._write(self._store.end_conversation, account_id, conversation_id, ended.at)
 
     @staticmethod
     def _trace_bill(message: Msg, record: UsageRecord) -> None:

@@ -1,7 +1,9 @@
 """Where billing keeps usage: one row per run of a call, and the conversations that ended.
 
-Every write is idempotent on its natural key (``(call_id, attempt)``,
-``conversation_id``) through the database's own unique constraint, so
+A conversation is one account's: the same conversation id used by two
+accounts is two conversations. Every write is idempotent on its natural key
+(``(account_id, conversation_id, call_id, attempt)``, ``(account_id,
+conversation_id)``) through the database's own unique constraint, so
 redeliveries and several billing replicas never count a run twice, while a
 replay (attempt 2 and on) is billed beside the original.
 """
@@ -12,7 +14,6 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import (
     Column,
     Connection,
@@ -32,12 +33,22 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import Field, SQLModel, col
 
-from services.billing.schema_upgrade import USAGE_KEY, USAGE_TABLE, upgrade_schema
+from services.billing.schema_upgrade import (
+    CONVERSATION_KEY,
+    CONVERSATIONS_TABLE,
+    USAGE_KEY,
+    USAGE_TABLE,
+    upgrade_schema,
+)
+from services.billing.summaries import (
+    SHARED_END,
+    UNITS_DECIMALS,
+    ConversationSummary,
+    Totals,
+    summary_of,
+)
 from shared.events import UsageRecord
 from shared.storage import UtcDateTime
-
-# Units are priced to 6 decimals (shared.metering); sums are rounded back to that.
-UNITS_DECIMALS = 6
 
 
 class StoreUnavailable(Exception):
@@ -54,7 +65,7 @@ class UsageRow(SQLModel, table=True):
     __tablename__ = USAGE_TABLE
     __table_args__ = (
         # Named, so a new table and an upgraded one carry the same name.
-        UniqueConstraint(*USAGE_KEY, name="uq_usage_records_call_attempt"),
+        UniqueConstraint(*USAGE_KEY, name="uq_usage_records_account_conversation_call_attempt"),
         Index("ix_usage_records_account_at", "account_id", "at"),
         Index("ix_usage_records_conversation_at", "conversation_id", "at"),
     )
@@ -77,49 +88,17 @@ class UsageRow(SQLModel, table=True):
 
 
 class ConversationRow(SQLModel, table=True):
-    """A conversation billing has heard the end of."""
+    """A conversation billing has heard the end of: one account's, or (``SHARED_END``) every
+    account's of that id."""
 
-    __tablename__ = "conversations"
+    __tablename__ = CONVERSATIONS_TABLE
 
+    # A server default too, so rows copied from an older table (all from the
+    # shared runtime user) are shared ends.
+    account_id: str = Field(primary_key=True, sa_column_kwargs={"server_default": SHARED_END})
     conversation_id: str = Field(primary_key=True)
     ended: bool = False
     ended_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
-
-
-class Totals(BaseModel):
-    """Sums over a set of calls; ``errors`` counts the calls whose status is ``error``.
-
-    Every run is billed, so ``calls`` counts replays too; ``replays`` says how
-    many of them were replays (attempt 2 and on).
-    """
-
-    calls: int = 0
-    errors: int = 0
-    replays: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    units: float = 0.0
-
-
-class ConversationSummary(BaseModel):
-    """What billing knows of one conversation: its calls in time order, and whether it ended."""
-
-    conversation_id: str
-    calls: list[UsageRecord]
-    totals: Totals
-    ended: bool
-
-
-def totals_of(records: Sequence[UsageRecord]) -> Totals:
-    """The same sums ``account_totals`` makes in SQL, over records already loaded."""
-    return Totals(
-        calls=len(records),
-        errors=sum(record.status == "error" for record in records),
-        replays=sum(record.attempt > 1 for record in records),
-        input_tokens=sum(record.input_tokens for record in records),
-        output_tokens=sum(record.output_tokens for record in records),
-        units=round(sum(record.units for record in records), UNITS_DECIMALS),
-    )
 
 
 class UsageStore:
@@ -141,14 +120,14 @@ class UsageStore:
             self._ensure_upgraded()
 
     def record(self, usage: UsageRecord) -> bool:
-        """Store one run's usage; False when that ``(call_id, attempt)`` was stored before."""
+        """Store one run's usage; False when that run (``USAGE_KEY``) was stored before."""
         return self.record_many([usage]) == 1
 
     def record_many(self, usages: Sequence[UsageRecord]) -> int:
         """Store runs' usage in one transaction; returns how many were new.
 
-        A ``(call_id, attempt)`` stored before (or twice in ``usages``) is kept as
-        first stored; a replay is a new attempt, so it is stored beside the original.
+        A run stored before (or twice in ``usages``) is kept as first stored; a
+        replay is a new attempt, so it is stored beside the original.
         """
         # One statement for any number of rows (compiled once, then cached), which
         # SQLAlchemy sends as multi-row INSERTs; rows come back only for what was
@@ -158,11 +137,17 @@ class UsageStore:
             inserted = connection.execute(statement, [_row_of(u) for u in usages]).all()
         return len(inserted)
 
-    def end_conversation(self, conversation_id: str, at: datetime) -> None:
-        """Mark a conversation ended; the first end heard is the one kept."""
-        values = {"conversation_id": conversation_id, "ended": True, "ended_at": at}
+    def end_conversation(self, account_id: str | None, conversation_id: str, at: datetime) -> None:
+        """Mark an account's conversation ended, or with no account (the shared runtime user's
+        end) that conversation id in every account; the first end heard is the one kept."""
+        values = {
+            "account_id": SHARED_END if account_id is None else account_id,
+            "conversation_id": conversation_id,
+            "ended": True,
+            "ended_at": at,
+        }
         with self._transaction() as connection:
-            connection.execute(self._insert_once(ConversationRow, ("conversation_id",)), values)
+            connection.execute(self._insert_once(ConversationRow, CONVERSATION_KEY), values)
 
     def account_totals(
         self, account_id: str, since: datetime | None = None, until: datetime | None = None
@@ -176,28 +161,23 @@ class UsageStore:
         with self._transaction() as connection:
             return _totals_from(connection.execute(_totals_query(where)).one())
 
-    def conversation(self, conversation_id: str) -> ConversationSummary | None:
-        """A conversation's calls in time order, their totals and whether it ended."""
-        calls = (
-            select(UsageRow)
-            .where(col(UsageRow.conversation_id) == conversation_id)
-            .order_by(col(UsageRow.at), col(UsageRow.id))
-        )
-        ended = select(col(ConversationRow.ended)).where(
+    def conversation(
+        self, conversation_id: str, account_id: str | None = None
+    ) -> ConversationSummary | None:
+        """An account's conversation, or with no account every account's calls of that id:
+        the calls in time order, their totals and whether it ended (``summary_of``)."""
+        calls = select(UsageRow).where(col(UsageRow.conversation_id) == conversation_id)
+        ends = select(col(ConversationRow.account_id)).where(
             col(ConversationRow.conversation_id) == conversation_id
         )
+        if account_id is not None:
+            calls = calls.where(col(UsageRow.account_id) == account_id)
+            ends = ends.where(col(ConversationRow.account_id).in_((account_id, SHARED_END)))
         with self._transaction() as connection:
-            rows = connection.execute(calls).all()
-            ended_flag = connection.execute(ended).scalar_one_or_none()
-        if not rows and ended_flag is None:
-            return None
+            rows = connection.execute(calls.order_by(col(UsageRow.at), col(UsageRow.id))).all()
+            ended_in = set(connection.execute(ends).scalars())
         records = [_record_of(row._asdict()) for row in rows]
-        return ConversationSummary(
-            conversation_id=conversation_id,
-            calls=records,
-            totals=totals_of(records),
-            ended=bool(ended_flag),
-        )
+        return summary_of(conversation_id, account_id, records, ended_in)
 
     def _insert_once(self, model: type[SQLModel], key: Sequence[str]) -> Insert:
         # ON CONFLICT DO NOTHING leaves the decision to the unique constraint, so
