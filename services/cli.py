@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     nats_config = commands.add_parser(
         "nats-config",
         help="print nats-server's authorization block: a user per role, passwords from "
-        "$MIDCALL_NATS_PASSWORD_<ROLE>",
+        "$MIDCALL_NATS_PASSWORD_<ROLE> (16 or more letters and digits, the first a letter; "
+        "refused if set otherwise)",
     )
     nats_config.set_defaults(command=_nats_config)
     setup = commands.add_parser(
@@ -156,8 +157,18 @@ def _key(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def _nats_config(_: argparse.Namespace, __: Settings) -> int:
-    from shared.nats_auth import render_authorization_from_env
+    from shared.nats_auth import (
+        UnreadablePassword,
+        check_env_passwords,
+        render_authorization_from_env,
+    )
 
+    try:
+        # Those already set here, as for the server: it would misread some shapes.
+        check_env_passwords(os.environ)
+    except UnreadablePassword as exc:
+        print(exc, file=sys.stderr)
+        return 2
     print(render_authorization_from_env(), end="")
     return 0
 

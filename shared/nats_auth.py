@@ -57,8 +57,10 @@ MIDCALL_CONV``, so no other stream stores them.
 
 import json
 import os
+import re
 import secrets
 import stat
+import string
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -71,7 +73,7 @@ from nats.js.api import RetentionPolicy
 from shared import jetstream, subjects
 
 CREDENTIALS_FILE = "nats-credentials.json"
-PASSWORD_BYTES = 32  # secrets.token_urlsafe: 43 characters, [A-Za-z0-9_-]
+PASSWORD_LENGTH = 43  # a letter, then 42 letters or digits: over 250 random bits
 PASSWORD_ENV_PREFIX = "MIDCALL_NATS_PASSWORD_"
 
 
@@ -535,7 +537,12 @@ def render_authorization(passwords: Mapping[Role, str]) -> str:
 
 def render_authorization_from_env(roles: Iterable[Role] = tuple(Role)) -> str:
     """The same block with each password read by nats-server from its environment
-    (``$MIDCALL_NATS_PASSWORD_<ROLE>``), for a config file kept in the repository."""
+    (``$MIDCALL_NATS_PASSWORD_<ROLE>``), for a config file kept in the repository.
+
+    The references stay unquoted (quoted, one is the literal text ``$MIDCALL_...``),
+    so nats-server parses each value as config: it must keep to ``ENV_PASSWORD_RULE``
+    (``check_env_passwords``).
+    """
     return render_accounts(role_user(role, f"${password_env(role)}") for role in roles)
 
 
@@ -606,6 +613,51 @@ def _render_user(user: NatsUser) -> str:
     return "\n".join(lines)
 
 
+# --- passwords nats-server reads from its environment ----------------------------------
+
+# nats-server resolves ``$MIDCALL_NATS_PASSWORD_<ROLE>`` by parsing the value as config
+# (measured on 2.15.1): one starting with a digit or ``-`` is a number or a date
+# (``12345``, ``1.5``, ``2024-01-02``: the server does not start), ``true``, ``yes`` or
+# ``on`` a boolean; ``;``, ``,``, ``]``, ``}``, ``'``, ``\``, spaces and tabs end or escape
+# it; a ``$`` value is another variable. A letter, then letters and digits, longer than
+# any boolean, is always read as itself.
+ENV_PASSWORD_RULE = "16 or more letters and digits (A-Z, a-z, 0-9), the first a letter"
+ENV_PASSWORD_EXAMPLE = "echo p$(openssl rand -hex 32)"
+_ENV_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9]{15,}")
+_LETTERS_AND_DIGITS = string.ascii_letters + string.digits
+
+
+class UnreadablePassword(ValueError):
+    """A password nats-server would not read as itself from its environment."""
+
+
+def generate_password() -> str:
+    """A new role password, in ``ENV_PASSWORD_RULE``: usable in any config, and in
+    nats-server's environment too."""
+    rest = (secrets.choice(_LETTERS_AND_DIGITS) for _ in range(PASSWORD_LENGTH - 1))
+    return secrets.choice(string.ascii_letters) + "".join(rest)
+
+
+def env_password_problem(variable: str, password: str) -> str | None:
+    """Why nats-server would misread ``password`` from ``variable``; None: it would not."""
+    if _ENV_PASSWORD.fullmatch(password):
+        return None
+    return (
+        f"{variable}: nats-server would not read this password as it is from its "
+        f"environment; use {ENV_PASSWORD_RULE} (make one with `{ENV_PASSWORD_EXAMPLE}`)"
+    )
+
+
+def check_env_passwords(environ: Mapping[str, str], roles: Iterable[Role] = tuple(Role)) -> None:
+    """Refuse, before nats-server reads them, the role passwords set in ``environ`` that
+    it would misread (compose's nats container checks the same in
+    ``infra/check-nats-passwords.sh``)."""
+    variables = [password_env(role) for role in roles if password_env(role) in environ]
+    problems = [p for v in variables if (p := env_password_problem(v, environ[v]))]
+    if problems:
+        raise UnreadablePassword("\n".join(problems))
+
+
 # --- credentials kept across restarts --------------------------------------------------
 
 
@@ -614,13 +666,15 @@ def load_or_create_credentials(data_dir: Path) -> dict[Role, str]:
 
     Idempotent: an existing password is never replaced, so a restarted fabric
     (and a nats-server reusing its config) keeps working; a role added since
-    gets one of its own.
+    gets one of its own. New ones keep to ``ENV_PASSWORD_RULE``; older ones
+    (``secrets.token_urlsafe``, some shaped like a date or a number) stay as they
+    are: ``render_authorization`` quotes them, so nats-server reads them as written.
     """
     path = data_dir / CREDENTIALS_FILE
     stored = read_credentials(path) if path.exists() else {}
     missing = [role for role in Role if role not in stored]
     if missing:
-        stored |= {role: secrets.token_urlsafe(PASSWORD_BYTES) for role in missing}
+        stored |= {role: generate_password() for role in missing}
         write_private(path, json.dumps({role.value: p for role, p in stored.items()}, indent=2))
     return stored
 

@@ -28,3 +28,13 @@ def test_compose_signs_each_service_in_as_its_own_role() -> None:
         assert f"MIDCALL_NATS_USER: {role}\n" in compose
         assert f"MIDCALL_NATS_PASSWORD: ${{MIDCALL_NATS_PASSWORD_{variable}:?" in compose
     assert '"8222:8222"' not in compose
+
+
+def test_compose_checks_the_nats_passwords_before_nats_server_starts() -> None:
+    compose = (ROOT / "compose.yaml").read_text()
+    nats = compose.split("\n  nats:\n", 1)[1].split("\n\n", 1)[0]
+
+    # tests/test_nats_passwords.py holds the script to shared.nats_auth's rule.
+    assert 'entrypoint: ["/bin/sh", "/etc/nats/check-nats-passwords.sh"]' in nats
+    assert 'command: ["nats-server", "-c", "/etc/nats/nats-server.conf"]' in nats
+    assert "./infra/check-nats-passwords.sh:/etc/nats/check-nats-passwords.sh:ro" in nats

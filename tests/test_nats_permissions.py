@@ -67,12 +67,10 @@ from shared.nats_auth import (
     connect_options,
     inbox_prefix,
     load_or_create_credentials,
-    password_env,
     permissions,
     push_consumers,
     read_credentials,
     render_accounts,
-    render_authorization_from_env,
     role_user,
     stream_has_durables,
 )
@@ -398,23 +396,6 @@ def test_credentials_are_made_once_kept_private_and_completed(tmp_path: Path) ->
     assert again[Role.OPS] != first[Role.OPS]
     assert read_credentials(path) == again
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-async def test_passwords_may_come_from_the_servers_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    password = secrets.token_urlsafe(16)
-    monkeypatch.setenv(password_env(Role.RUNTIME), password)  # nats-server inherits it
-    authorization = render_authorization_from_env([Role.RUNTIME])
-    server = NatsServer(tmp_path / "nats", authorization=authorization)
-    url = server.start()
-    try:
-        client = await nats.connect(url, **connect_options(Role.RUNTIME, password))
-        await client.close()
-        with pytest.raises((nats.errors.Error, OSError)):
-            await nats.connect(url, **connect_options(Role.RUNTIME, "wrong"), allow_reconnect=False)
-    finally:
-        await server.astop()
 
 
 # --- the runtime: refused ---------------------------------------------------------------
