@@ -25,6 +25,9 @@ CONVERSATION = {
     "conversation_id": {"description": "The conversation's id (ToolCall.conversation_id)"}
 }
 ACCOUNT = {"account_id": {"description": "The account billed for the call"}}
+RUNTIME_ACCOUNT = {
+    "account_id": {"description": "The account whose runtime credentials the runtime used"}
+}
 
 # (channel, address, parameters, model, Midcall's action, summary, public)
 CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]] = [
@@ -63,6 +66,47 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         "receive",
         "The conversation ended: in-flight calls are cancelled.",
         True,
+    ),
+    # The same four, as they are in Midcall's NATS account for a runtime signed in with
+    # its account's runtime credentials (it uses the subjects above; nats-server maps).
+    (
+        "accountToolCalls",
+        "midcall.calls.{account_id}.{conversation_id}",
+        RUNTIME_ACCOUNT | CONVERSATION,
+        ToolCall,
+        "receive",
+        "A ToolCall an account's own runtime published on midcall.calls.{conversation_id}.",
+        False,
+    ),
+    (
+        "accountPending",
+        "midcall.conv.{account_id}.{conversation_id}.pending",
+        RUNTIME_ACCOUNT | CONVERSATION,
+        ToolCallPending,
+        "send",
+        "Pending for a call of an account's own runtime; it hears it on "
+        "midcall.conv.{conversation_id}.pending.",
+        False,
+    ),
+    (
+        "accountResults",
+        "midcall.conv.{account_id}.{conversation_id}.result",
+        RUNTIME_ACCOUNT | CONVERSATION,
+        ToolCallResult,
+        "send",
+        "The result of a call of an account's own runtime; it hears it on "
+        "midcall.conv.{conversation_id}.result.",
+        False,
+    ),
+    (
+        "accountEnded",
+        "midcall.conv.{account_id}.{conversation_id}.ended",
+        RUNTIME_ACCOUNT | CONVERSATION,
+        ConversationEnded,
+        "receive",
+        "An account's own runtime ended its conversation (published on "
+        "midcall.conv.{conversation_id}.ended): that account's calls in it are cancelled.",
+        False,
     ),
     (
         "usage",

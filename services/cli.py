@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     _rest_options(imports)
     imports.set_defaults(command=_import_tools)
     _failed_parsers(commands)
+    creds = commands.add_parser(
+        "runtime-creds",
+        help="make runtime credentials of an account (its own NATS user), list or revoke them",
+    )
+    creds.add_argument("account")
+    creds.add_argument("--list", action="store_true", help="list them (without passwords)")
+    creds.add_argument("--revoke", metavar="CREDENTIAL_ID", help="revoke this one")
+    _rest_options(creds)
+    creds.set_defaults(command=_runtime_creds)
     return parser
 
 
@@ -154,6 +163,13 @@ def _registry_url(settings: Settings) -> str:
 
 def _key(args: argparse.Namespace, settings: Settings) -> str:
     return str(args.key) if args.key else admin_key(settings)
+
+
+def _runtime_creds(args: argparse.Namespace, settings: Settings) -> int:
+    from services.runtime_creds_cli import runtime_creds
+
+    registry = args.registry or _registry_url(settings)
+    return runtime_creds(registry, _key(args, settings), args.account, args.list, args.revoke)
 
 
 def _nats_config(_: argparse.Namespace, __: Settings) -> int:

@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from services.catalog import SERVICES
-from shared import jetstream, subjects
+from shared import jetstream, runtime_accounts, subjects
 from shared.api_keys import ADMIN_KEY_FILE, admin_key, ensure_admin_key
 from shared.broker import sign_in
 from shared.data_dir import private_dir
@@ -37,6 +37,7 @@ from shared.nats_auth import (
 )
 from shared.nats_server import NatsServer, stable_port
 from shared.processes import die_with_parent
+from shared.runtime_accounts import AccountsFile
 from shared.settings import Settings
 
 log = logging.getLogger("midcall.up")
@@ -81,6 +82,9 @@ class Fabric:
         self.credentials: dict[Role, str] = {}
         # Set by ``start`` when it created the data directory's admin key, to show once.
         self.new_admin_key: str | None = None
+        # The embedded server's runtime accounts, kept to the credentials bucket.
+        self._accounts: AccountsFile | None = None
+        self._accounts_client: Client | None = None
 
     @property
     def admin_key(self) -> str:
@@ -107,6 +111,8 @@ class Fabric:
         client = await self._connect()
         try:
             await jetstream.ensure(client.jetstream())
+            if self.nats is not None:
+                await self._follow_runtime_accounts(self.nats)
             ready = await client.subscribe(subjects.ready("*"), max_msgs=len(self.instances))
             for key, name in self.instances.items():
                 self.children[key] = self._spawn(name)
@@ -134,15 +140,36 @@ class Fabric:
             await client.close()
 
     def _nats_server(self, port: int) -> NatsServer:
-        authorization = render_authorization(self.credentials)
-        return NatsServer(self.settings.data_dir, port=port, authorization=authorization)
+        data_dir = self.settings.data_dir
+        # The accounts of runtime credentials as last written; kept current once up.
+        runtime_accounts.ensure_file(data_dir / runtime_accounts.RUNTIME_ACCOUNTS_FILE)
+        authorization = render_authorization(
+            self.credentials, include=runtime_accounts.RUNTIME_ACCOUNTS_FILE
+        )
+        return NatsServer(data_dir, port=port, authorization=authorization)
 
-    async def _connect(self) -> Client:
-        """The supervisor's own connection: it creates the streams, and hears services ready."""
+    async def _follow_runtime_accounts(self, server: NatsServer) -> None:
+        path = self.settings.data_dir / runtime_accounts.RUNTIME_ACCOUNTS_FILE
+        # Through the server of the moment: the fault test restarts it.
+        self._accounts = runtime_accounts.AccountsFile(path, self._reload_nats)
+        self._accounts_client = await self._connect(reconnected_cb=self._accounts_reconnected)
+        await self._accounts.follow(self._accounts_client.jetstream())
+
+    def _reload_nats(self) -> None:
+        if self.nats is not None:
+            self.nats.reload()
+
+    async def _accounts_reconnected(self) -> None:
+        if self._accounts is not None:
+            self._accounts.rewatch()
+
+    async def _connect(self, **options: Any) -> Client:
+        """The supervisor's own connection: it creates the streams, hears services ready,
+        and follows the runtime credentials."""
         if self.credentials:
-            options = connect_options(Role.SETUP, self.credentials[Role.SETUP])
-            return await nats.connect(self.nats_url, **options)
-        return await nats.connect(self.nats_url, **sign_in(self.settings, Role.SETUP))
+            signed = connect_options(Role.SETUP, self.credentials[Role.SETUP])
+            return await nats.connect(self.nats_url, **signed, **options)
+        return await nats.connect(self.nats_url, **sign_in(self.settings, Role.SETUP), **options)
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         env = {
@@ -193,6 +220,10 @@ class Fabric:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
         await asyncio.gather(*(asyncio.to_thread(self._reap, c) for c in self.children.values()))
+        if self._accounts is not None:
+            await self._accounts.stop()
+        if self._accounts_client is not None:
+            await self._accounts_client.close()
         if self.nats is not None:
             await self.nats.astop()
 

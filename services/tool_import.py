@@ -36,14 +36,14 @@ def import_tools(registry: str, key: str, file: Path, agent: str, dialect: str) 
         print(f"cannot reach the registry at {registry}: {exc}", file=sys.stderr)
         return 2
     if response.status_code != 201:
-        print(f"rejected ({response.status_code}): {_message(response)}", file=sys.stderr)
+        print(f"rejected ({response.status_code}): {message(response)}", file=sys.stderr)
         return 1
     for tool in response.json()["tools"]:
         print(json.dumps(tool, indent=2))
     return 0
 
 
-def _message(response: httpx.Response) -> str:
+def message(response: httpx.Response) -> str:
     try:
         return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from shared.data_dir import private_dir
 from shared.events import utcnow
 from shared.http_api import ApiError, install_error_handlers
+from shared.outages import patiently
 from shared.settings import Settings
 
 KEY_PREFIX = "mck"
@@ -40,6 +41,8 @@ ADMIN_KEY_FILE = "admin.key"
 # How long a key found in the bucket is trusted without looking again: a
 # revocation takes effect everywhere within this.
 CACHE_S = 2.0
+# A key is looked up through a moment's NATS unavailability (a reload), not failed.
+LOOKUP_PATIENCE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class KeyRing:
         if cached is not None and time.monotonic() - cached[1] < CACHE_S:
             return cached[0]
         try:
-            entry = await self._keys.get(key_id)
+            entry = await patiently(lambda: self._keys.get(key_id), LOOKUP_PATIENCE_S)
         except KeyNotFoundError:  # never made, or revoked (deleted)
             self._found.pop(key_id, None)
             return None

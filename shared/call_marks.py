@@ -37,27 +37,28 @@ class Mark(StrEnum):
     ANSWERED = "answered"
 
 
-def call_key(conversation_id: str, call_id: str) -> str:
+def call_key(conversation: str, call_id: str) -> str:
+    """``conversation`` is a ``Conversation.key``: calls of two accounts never share marks."""
     # Call ids are the runtime's free text; KV keys are not.
-    return hashlib.sha256(f"{conversation_id}\0{call_id}".encode()).hexdigest()
+    return hashlib.sha256(f"{conversation}\0{call_id}".encode()).hexdigest()
 
 
 class CallMarks:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def claim(self, conversation_id: str, call_id: str) -> bool:
+    async def claim(self, conversation: str, call_id: str) -> bool:
         """True for the first sighting of this call; False when it was claimed before."""
         try:
-            await self._kv.create(call_key(conversation_id, call_id), b"accepted")
+            await self._kv.create(call_key(conversation, call_id), b"accepted")
         except KeyWrongLastSequenceError:
             return False
         return True
 
-    async def mark(self, conversation_id: str, call_id: str, mark: Mark, attempt: int = 1) -> None:
+    async def mark(self, conversation: str, call_id: str, mark: Mark, attempt: int = 1) -> None:
         """Record ``mark``, through a NATS outage: its effect is already out, and a mark
         given up on would make the message's redelivery repeat that effect."""
-        key = _mark_key(conversation_id, call_id, mark, attempt)
+        key = _mark_key(conversation, call_id, mark, attempt)
 
         async def put() -> None:
             await self._kv.put(key, b"")
@@ -65,11 +66,11 @@ class CallMarks:
         await patiently(put, PATIENCE_S)
 
     async def claim_answer(
-        self, conversation_id: str, call_id: str, attempt: int, claimant: str
+        self, conversation: str, call_id: str, attempt: int, claimant: str
     ) -> bool:
         """Whether ``claimant`` may answer: it claimed the answer first, now or before
         (a redelivery of its own message finishes what it began)."""
-        key = _mark_key(conversation_id, call_id, Mark.ANSWERED, attempt)
+        key = _mark_key(conversation, call_id, Mark.ANSWERED, attempt)
         try:
             await self._kv.create(key, claimant.encode())
         except KeyWrongLastSequenceError:
@@ -77,8 +78,8 @@ class CallMarks:
             return entry.value == claimant.encode()
         return True
 
-    async def has(self, conversation_id: str, call_id: str, mark: Mark, attempt: int = 1) -> bool:
-        return await self.run_has(run_key(conversation_id, call_id, attempt), mark)
+    async def has(self, conversation: str, call_id: str, mark: Mark, attempt: int = 1) -> bool:
+        return await self.run_has(run_key(conversation, call_id, attempt), mark)
 
     async def run_has(self, run: str, mark: Mark) -> bool:
         """``has``, for a run known by its key (``run_key``) alone."""
@@ -89,11 +90,11 @@ class CallMarks:
         return True
 
 
-def run_key(conversation_id: str, call_id: str, attempt: int) -> str:
+def run_key(conversation: str, call_id: str, attempt: int) -> str:
     """One run of a call (a replay is a run of its own), as a subject token and KV key part."""
-    key = call_key(conversation_id, call_id)
+    key = call_key(conversation, call_id)
     return key if attempt == 1 else f"{key}-{attempt}"
 
 
-def _mark_key(conversation_id: str, call_id: str, mark: Mark, attempt: int) -> str:
-    return f"{run_key(conversation_id, call_id, attempt)}.{mark}"
+def _mark_key(conversation: str, call_id: str, mark: Mark, attempt: int) -> str:
+    return f"{run_key(conversation, call_id, attempt)}.{mark}"

@@ -7,8 +7,12 @@ Within one process, writers of a conversation queue on a lock instead of
 racing each other's revisions, and each remembers the last revision it saw,
 so a merge is usually one compare-and-set write with no read before it.
 
-Each conversation's value names the account its calls are billed to, so the
-registry shows an account its own conversations only.
+Variables are an account's own: the key is the ``Conversation.key`` (account
+and conversation id), so two accounts using one conversation id never see or
+overwrite each other's. Values written before that were keyed by the
+conversation id alone, naming their account inside; they are read as their
+account's (and carried over by its next write) until the bucket's one-day
+TTL takes them.
 """
 
 import asyncio
@@ -20,6 +24,7 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from shared.addressing import Conversation, conversation_key
 from shared.templates import MISSING, TEMPLATE, as_text, lookup
 
 MAX_CAS_TRIES = 20
@@ -35,52 +40,68 @@ class ConversationVariables:
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._known: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
 
-    async def get(self, conversation_id: str) -> tuple[dict[str, Any], str | None]:
-        """The conversation's variables, and the account they belong to (None: unknown)."""
-        variables, account_id, _ = await self._read(conversation_id)
-        return variables, account_id
+    async def get(self, account_id: str, conversation_id: str) -> dict[str, Any]:
+        """The variables of the account's conversation (none yet is an empty dict)."""
+        variables, _ = await self._read(account_id, conversation_id)
+        return variables
 
-    async def merge(self, conversation_id: str, variables: dict[str, Any], account_id: str) -> None:
+    async def merge(self, conversation: Conversation, variables: dict[str, Any]) -> None:
         """Set these variables, keeping the conversation's others; safe against racing writers."""
-        async with self._locks[hash(conversation_id) % LOCK_STRIPES]:
-            await self._merge(conversation_id, variables, account_id)
+        async with self._locks[hash(conversation.key) % LOCK_STRIPES]:
+            await self._merge(conversation.account_id, conversation.conversation_id, variables)
 
     async def _merge(
-        self, conversation_id: str, variables: dict[str, Any], account_id: str
+        self, account_id: str, conversation_id: str, variables: dict[str, Any]
     ) -> None:
         # The remembered revision is a guess: if anyone wrote since (another replica),
         # the write is refused and the key is read before trying again.
-        current, revision = self._known.get(conversation_id, ({}, None))
+        key = conversation_key(account_id, conversation_id)
+        current, revision = self._known.get(key, ({}, None))
         for attempt in range(MAX_CAS_TRIES):
             merged = {**current, **variables}
             value = json.dumps({"account_id": account_id, "variables": merged}).encode()
             try:
                 if revision is None:
-                    written = await self._kv.create(conversation_id, value)
+                    written = await self._kv.create(key, value)
                 else:
-                    written = await self._kv.update(conversation_id, value, last=revision)
+                    written = await self._kv.update(key, value, last=revision)
             except KeyWrongLastSequenceError:
                 if attempt:  # a second refusal is a race: back off, jittered
                     await asyncio.sleep(random.uniform(0, 0.005 * attempt))
-                current, _, revision = await self._read(conversation_id)
+                current, revision = await self._read(account_id, conversation_id)
                 continue
-            self._remember(conversation_id, merged, written)
+            self._remember(key, merged, written)
             return
-        raise RuntimeError(f"variables of {conversation_id} kept changing; not merged")
+        raise RuntimeError(f"variables of {key} kept changing; not merged")
 
-    def _remember(self, conversation_id: str, variables: dict[str, Any], revision: int) -> None:
-        self._known[conversation_id] = (variables, revision)
-        self._known.move_to_end(conversation_id)
+    def _remember(self, key: str, variables: dict[str, Any], revision: int) -> None:
+        self._known[key] = (variables, revision)
+        self._known.move_to_end(key)
         if len(self._known) > REMEMBERED:
             self._known.popitem(last=False)
 
-    async def _read(self, conversation_id: str) -> tuple[dict[str, Any], str | None, int | None]:
+    async def _read(
+        self, account_id: str, conversation_id: str
+    ) -> tuple[dict[str, Any], int | None]:
+        """The variables and the key's revision (None: no key yet, create it)."""
+        stored = await self._value(conversation_key(account_id, conversation_id))
+        if stored is not None:
+            return stored
+        legacy = await self._value(conversation_id, account_id)
+        return (legacy[0], None) if legacy is not None else ({}, None)
+
+    async def _value(
+        self, key: str, legacy_account: str | None = None
+    ) -> tuple[dict[str, Any], int] | None:
         try:
-            entry = await self._kv.get(conversation_id)
+            entry = await self._kv.get(key)
         except KeyNotFoundError:
-            return {}, None, None
+            return None
         stored = json.loads(entry.value or b"{}")
-        return dict(stored["variables"]), stored["account_id"], entry.revision
+        if legacy_account is not None and stored.get("account_id") != legacy_account:
+            return None  # another account's, under the old key
+        assert entry.revision is not None
+        return dict(stored["variables"]), entry.revision
 
 
 def render_prompt(template: str, variables: dict[str, Any]) -> tuple[str, list[str]]:

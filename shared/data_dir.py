@@ -9,6 +9,7 @@ them open.
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 PRIVATE_DIR = 0o700
@@ -38,6 +39,23 @@ def private_file(path: Path) -> Path:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
     path.chmod(PRIVATE_FILE)
     return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by this user only, atomically (never a half-written file,
+    never a moment with wider permissions), in a private directory."""
+    private_dir(path.parent)
+    # mkstemp creates the file with mode 0600.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def private_sqlite(database: Path) -> None:

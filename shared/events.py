@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from shared.addressing import Conversation
 from shared.errors import ErrorCode
 from shared.json_depth import nests_deeper, too_deep
 from shared.tools import Tool
@@ -138,10 +139,16 @@ class ExecuteRequest(Event):
     deadline_at: datetime
     # Set when ops replay a failed call: 2 for the first replay (the original is 1).
     replay_attempt: int | None = Field(default=None, ge=2)
+    # The account whose own runtimes placed the call (its events go to them only).
+    runtime_account: str | None = None
 
     @property
     def attempt(self) -> int:
         return self.replay_attempt or 1
+
+    @property
+    def conversation(self) -> Conversation:
+        return Conversation(self.account_id, self.call.conversation_id, self.runtime_account)
 
 
 class HttpResponse(Event):
@@ -192,6 +199,8 @@ class CallRun(Event):
     tool: Tool | None = None  # None when the call failed before a tool was found
     account_id: str | None = None
     attempt_log: list[HttpAttempt] = Field(default_factory=list)
+    # Where the call's events went, so a replay's result goes there too (ExecuteRequest).
+    runtime_account: str | None = None
 
 
 class ReplayRequest(Event):
@@ -205,3 +214,4 @@ class ReplayRequest(Event):
     attempt: int = Field(ge=2)
     account_id: str | None = None
     tool: Tool | None = None
+    runtime_account: str | None = None

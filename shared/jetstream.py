@@ -21,6 +21,14 @@ from shared import subjects
 DAY = 24 * 3600.0
 MAX_CONV_CONSUMERS = 10_000
 CONV_CONSUMER_LIMITS = StreamConsumerLimits(inactive_threshold=60.0)
+# The shared runtime user's conversations, and each account's own runtimes'.
+CONV_SUBJECTS = (
+    subjects.ALL_PENDING,
+    subjects.ALL_RESULTS,
+    subjects.ACCOUNT_PENDING,
+    subjects.ACCOUNT_RESULTS,
+)
+ENDED_SUBJECTS = (subjects.ALL_ENDED, subjects.ACCOUNT_ENDED)
 
 STREAMS = (
     # Calls are kept a week for audit and replay; 2 minutes of Nats-Msg-Id de-duplication.
@@ -38,7 +46,7 @@ STREAMS = (
     # so runtimes cannot exhaust nats-server's memory, nor keep the slots.
     StreamConfig(
         name=subjects.CONV_STREAM,
-        subjects=[subjects.ALL_PENDING, subjects.ALL_RESULTS],
+        subjects=list(CONV_SUBJECTS),
         storage=StorageType.FILE,
         max_age=DAY,
         duplicate_window=120.0,
@@ -48,7 +56,7 @@ STREAMS = (
     # What runtimes say of a conversation: it ended (billing and executors listen).
     StreamConfig(
         name=subjects.ENDED_STREAM,
-        subjects=[subjects.ALL_ENDED],
+        subjects=list(ENDED_SUBJECTS),
         storage=StorageType.FILE,
         max_age=DAY,
         duplicate_window=120.0,
@@ -119,6 +127,9 @@ BUCKETS = (
     # Account secrets, sealed (shared.secret_box): written by the registry from its SQL,
     # read and opened only by http-executors.
     KeyValueConfig(bucket=subjects.SECRETS_BUCKET, history=1, storage=StorageType.FILE),
+    # Runtime credentials (bcrypt digests), mirrored from the registry's SQL: the process
+    # running nats-server renders them as accounts' runtime users (shared.runtime_accounts).
+    KeyValueConfig(bucket=subjects.RUNTIME_CREDENTIALS_BUCKET, history=1, storage=StorageType.FILE),
 )
 
 
@@ -130,6 +141,9 @@ async def ensure(js: JetStreamContext) -> None:
     stream (other settings) is never overwritten.
     """
     await _upgrade_conv(js)
+    # Streams made before runtime credentials: each account's own runtimes' subjects.
+    await _add_subjects(js, subjects.CONV_STREAM, CONV_SUBJECTS)
+    await _add_subjects(js, subjects.ENDED_STREAM, ENDED_SUBJECTS)
     for stream in STREAMS:
         assert stream.name is not None
         try:
@@ -162,6 +176,7 @@ async def _upgrade_conv(js: JetStreamContext) -> None:
     if subjects.ALL_CONV in (config.subjects or []):
         config.subjects = [subjects.ALL_PENDING, subjects.ALL_RESULTS]
         changed = True
+
     if config.max_consumers is None or config.max_consumers <= 0:  # -1: unlimited
         config.max_consumers = MAX_CONV_CONSUMERS
         changed = True
@@ -170,3 +185,19 @@ async def _upgrade_conv(js: JetStreamContext) -> None:
         changed = True
     if changed:
         await js.update_stream(config)
+
+
+async def _add_subjects(js: JetStreamContext, stream: str, wanted: tuple[str, ...]) -> None:
+    """Give a stream made by an earlier version the subjects it lacks, keeping its others."""
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return
+    config = info.config
+    if not set(wanted) <= set(config.subjects or []):
+        config.subjects = _unique([*(config.subjects or []), *wanted])
+        await js.update_stream(config)
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -16,6 +16,7 @@ from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
 from shared import json_depth, subjects
+from shared.addressing import Conversation, conversation_key
 from shared.events import CallRun, ToolCallPending, ToolCallResult, UsageRecord
 from shared.metrics import DEAD_LETTERS
 from shared.outages import PATIENCE_S, patiently
@@ -87,9 +88,10 @@ def well_formed(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def msg_id(conversation_id: str, call_id: str, kind: str, attempt: int = 1) -> str:
-    """The dedupe id of one event of one run of a call; a replay's events are its own."""
-    base = f"{conversation_id}/{call_id}/{kind}"
+def msg_id(conversation: str, call_id: str, kind: str, attempt: int = 1) -> str:
+    """The dedupe id of one event of one run of a call; a replay's events are its own.
+    ``conversation`` is a ``Conversation.key``: two accounts' calls never share one."""
+    base = f"{conversation}/{call_id}/{kind}"
     return base if attempt == 1 else f"{base}/{attempt}"
 
 
@@ -121,20 +123,20 @@ class Publisher:
         # Sent again with the same Nats-Msg-Id, so a copy JetStream did store is kept once.
         await patiently(attempt, PATIENCE_S)
 
-    async def pending(self, pending: ToolCallPending) -> None:
+    async def pending(self, pending: ToolCallPending, conversation: Conversation) -> None:
         await self.event(
             pending,
-            subjects.pending(pending.conversation_id),
+            conversation.pending_subject,
             subjects.CONV_STREAM,
-            msg_id(pending.conversation_id, pending.call_id, "pending"),
+            msg_id(conversation.key, pending.call_id, "pending"),
         )
 
-    async def result(self, result: ToolCallResult) -> None:
+    async def result(self, result: ToolCallResult, conversation: Conversation) -> None:
         await self.event(
             result,
-            subjects.result(result.conversation_id),
+            conversation.result_subject,
             subjects.CONV_STREAM,
-            msg_id(result.conversation_id, result.call_id, "result", result.replay_attempt or 1),
+            msg_id(conversation.key, result.call_id, "result", result.replay_attempt or 1),
         )
 
     async def usage(self, usage: UsageRecord) -> None:
@@ -142,16 +144,22 @@ class Publisher:
             usage,
             subjects.usage(usage.account_id),
             subjects.USAGE_STREAM,
-            msg_id(usage.conversation_id, usage.call_id, "usage", usage.attempt),
+            msg_id(
+                conversation_key(usage.account_id, usage.conversation_id),
+                usage.call_id,
+                "usage",
+                usage.attempt,
+            ),
         )
 
     async def run(self, run: CallRun) -> None:
         result = run.result
+        key = conversation_key(run.account_id or "", result.conversation_id)
         await self.event(
             run,
             subjects.runs(result.conversation_id),
             subjects.OPS_STREAM,
-            msg_id(result.conversation_id, result.call_id, "run", result.replay_attempt or 1),
+            msg_id(key, result.call_id, "run", result.replay_attempt or 1),
         )
 
 

@@ -56,12 +56,9 @@ MIDCALL_CONV``, so no other stream stores them.
 """
 
 import json
-import os
 import re
 import secrets
-import stat
 import string
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -71,6 +68,7 @@ from typing import Literal, TypedDict
 from nats.js.api import RetentionPolicy
 
 from shared import jetstream, subjects
+from shared.data_dir import private_file, write_private
 
 CREDENTIALS_FILE = "nats-credentials.json"
 PASSWORD_LENGTH = 43  # a letter, then 42 letters or digits: over 250 random bits
@@ -151,7 +149,7 @@ DURABLES: Mapping[Role, tuple[DurableGrant, ...]] = {
     ),
     Role.BILLING: (
         DurableGrant(subjects.USAGE_STREAM, "midcall-billing-usage", subjects.ALL_USAGE),
-        DurableGrant(subjects.ENDED_STREAM, "midcall-billing-ended", subjects.ALL_ENDED),
+        DurableGrant(subjects.ENDED_STREAM, "midcall-billing-ended", subjects.ALL_CONV),
     ),
     Role.REGISTRY: (
         DurableGrant(subjects.OPS_STREAM, "midcall-registry-runs", subjects.ALL_RUNS),
@@ -299,10 +297,17 @@ def _setup() -> Permissions:
         for stream in streams
         for subject in (f"{JS_API}.STREAM.INFO.{stream}", f"{JS_API}.STREAM.CREATE.{stream}")
     ]
-    # The one upgrade ensure makes to a stream: MIDCALL_CONV gives ``ended`` away.
-    publish.append(f"{JS_API}.STREAM.UPDATE.{subjects.CONV_STREAM}")
-    # `midcall up` counts services as they announce themselves.
-    return Permissions(publish=tuple(publish), subscribe=(subjects.ready("*"),))
+    # The upgrades ensure makes to streams: MIDCALL_CONV gives ``ended`` away, and both
+    # take each account's own runtimes' subjects.
+    publish += [
+        f"{JS_API}.STREAM.UPDATE.{stream}"
+        for stream in (subjects.CONV_STREAM, subjects.ENDED_STREAM)
+    ]
+    # `midcall up` counts services as they announce themselves, and renders the runtime
+    # credentials' accounts for its nats-server (shared.runtime_accounts).
+    return Permissions(publish=tuple(publish), subscribe=(subjects.ready("*"),)) + _kv_watch(
+        subjects.RUNTIME_CREDENTIALS_BUCKET
+    )
 
 
 def _runtime() -> Permissions:
@@ -338,7 +343,8 @@ class Share:
 def runtime_shares() -> tuple[Share, ...]:
     """What the runtimes' account imports from Midcall's: the public contract."""
     shares = [
-        Share("service", subjects.ALL_CALLS),  # ToolCalls, through JetStream
+        # ToolCalls, through JetStream; one token: an account's own subjects have two.
+        Share("service", subjects.SHARED_CALLS),
         Share("service", subjects.ALL_ENDED),  # the conversation is over
         Share("stream", subjects.ALL_PENDING),
         Share("stream", subjects.ALL_RESULTS),
@@ -387,8 +393,9 @@ def _dispatcher() -> Permissions:
     return (
         _publishes(
             subjects.ALL_EXEC,  # work items for the executors
-            f"{subjects.PREFIX}.conv.*.pending",
-            f"{subjects.PREFIX}.conv.*.result",  # a call refused is answered here at once
+            # Pending, and a call refused is answered at once: to the shared runtime
+            # user's subjects or an account's own.
+            *jetstream.CONV_SUBJECTS,
             subjects.ALL_TIMERS,  # a deadline timer per call (shared.deadline_timers.arm)
             subjects.ALL_RUNS,  # refused calls ops may want to replay
         )
@@ -408,7 +415,7 @@ def _http_executor() -> Permissions:
         + _kv_read(subjects.CALL_CLAIMS_BUCKET)
         + _kv_write(subjects.CALL_CLAIMS_BUCKET)
         # Core NATS, every replica: a conversation's end cancels its calls in flight.
-        + Permissions(subscribe=(subjects.ALL_ENDED,))
+        + Permissions(subscribe=(subjects.ALL_ENDED, subjects.ACCOUNT_ENDED))
         # The accounts' secrets, sealed; opened here only (secret_scope).
         + _kv_read(subjects.SECRETS_BUCKET)
     )
@@ -417,7 +424,8 @@ def _http_executor() -> Permissions:
 def _result_injector() -> Permissions:
     return (
         _publishes(
-            f"{subjects.PREFIX}.conv.*.result",
+            subjects.ALL_RESULTS,
+            subjects.ACCOUNT_RESULTS,
             subjects.ALL_USAGE,
             subjects.ALL_RUNS,
             # DeadlineTimers.disarm: a purge of the call's schedule, fire and forget.
@@ -451,6 +459,9 @@ def _registry() -> Permissions:
         # Sealed account secrets, mirrored from SQL (BucketMirror).
         + _kv_read(subjects.SECRETS_BUCKET)
         + _kv_write(subjects.SECRETS_BUCKET)
+        # Runtime credentials' digests, mirrored from SQL (BucketMirror).
+        + _kv_read(subjects.RUNTIME_CREDENTIALS_BUCKET)
+        + _kv_write(subjects.RUNTIME_CREDENTIALS_BUCKET)
     )
 
 
@@ -523,16 +534,16 @@ def role_user(role: Role, password: str) -> NatsUser:
     return NatsUser(role.value, password, permissions(role), account(role))
 
 
-def render_authorization(passwords: Mapping[Role, str]) -> str:
-    """The ``accounts`` block of nats-server.conf: a user per role in ``passwords``.
+def render_authorization(passwords: Mapping[Role, str], include: str | None = None) -> str:
+    """The ``accounts`` block of nats-server.conf: a user per role in ``passwords``
+    (and the accounts in the file ``include``, see ``render_accounts``).
 
-    Plain passwords (the ``bcrypt`` package is not a dependency): the file must
-    be readable by nats-server only (mode 0600). nats-server logs a warning
-    about plaintext passwords at startup.
+    Plain passwords, as the services read them from the credentials file
+    anyway: the file must be readable by nats-server only (mode 0600).
+    nats-server logs a warning about plaintext passwords at startup.
     """
-    return render_accounts(
-        role_user(role, json.dumps(password)) for role, password in passwords.items()
-    )
+    users = (role_user(role, json.dumps(password)) for role, password in passwords.items())
+    return render_accounts(users, include)
 
 
 def render_authorization_from_env(roles: Iterable[Role] = tuple(Role)) -> str:
@@ -551,10 +562,15 @@ def password_env(role: Role) -> str:
     return PASSWORD_ENV_PREFIX + role.value.upper().replace("-", "_")
 
 
-def render_accounts(users: Iterable[NatsUser]) -> str:
+def render_accounts(users: Iterable[NatsUser], include: str | None = None) -> str:
     """An ``accounts`` block with exactly these users, each in its account; no other
     may connect. Midcall's account has JetStream and exports ``runtime_shares()`` to
-    the runtimes' account only; the runtimes' account imports them."""
+    the runtimes' account only; the runtimes' account imports them.
+
+    ``include``: a file (beside the config) of further accounts, those of runtime
+    credentials (``shared.runtime_accounts``), which import each account's own
+    subjects from the exports ``ACCOUNT_SHARES``.
+    """
     members: dict[Account, list[NatsUser]] = {name: [] for name in Account}
     for user in users:
         members[user.account].append(user)
@@ -563,26 +579,40 @@ def render_accounts(users: Iterable[NatsUser]) -> str:
         f"{{ {share.kind}: {json.dumps(share.subject)}, accounts: [{Account.RUNTIMES}] }}"
         for share in shares
     ]
-    imports = [_render_import(share) for share in shares]
-    midcall = ["jetstream: enabled", *_render_list("users", members[Account.MIDCALL])]
-    midcall += _render_list("exports", exports)
-    runtimes = _render_list("users", members[Account.RUNTIMES]) + _render_list("imports", imports)
+    # Public: every account may import within them, and which subjects each one
+    # imports is this configuration's to say (an account's own, mapped).
+    exports += [f"{{ {share.kind}: {json.dumps(share.subject)} }}" for share in ACCOUNT_SHARES]
+    imports = [render_import(share) for share in shares]
+    midcall = ["jetstream: enabled", *render_list("users", members[Account.MIDCALL])]
+    midcall += render_list("exports", exports)
+    runtimes = render_list("users", members[Account.RUNTIMES]) + render_list("imports", imports)
+    included = [f"  include {json.dumps(include)}"] if include else []
     return "\n".join(
         [
             "accounts {",
             *_render_account(Account.MIDCALL, midcall),
             *_render_account(Account.RUNTIMES, runtimes),
+            *included,
             "}",
             "",
         ]
     )
 
 
+# What an account's own runtimes reach, in Midcall's account (shared.runtime_accounts).
+ACCOUNT_SHARES = (
+    Share("service", subjects.ACCOUNT_CALLS),
+    Share("service", subjects.ACCOUNT_ENDED),
+    Share("stream", subjects.ACCOUNT_PENDING),
+    Share("stream", subjects.ACCOUNT_RESULTS),
+)
+
+
 def _render_account(name: Account, body: list[str]) -> list[str]:
     return [f"  {name} {{", *(f"    {line}" for line in body), "  }"]
 
 
-def _render_list(key: str, entries: Iterable[NatsUser | str]) -> list[str]:
+def render_list(key: str, entries: Iterable[NatsUser | str]) -> list[str]:
     lines = [f"{key} = ["]
     for entry in entries:
         text = _render_user(entry) if isinstance(entry, NatsUser) else entry
@@ -590,7 +620,7 @@ def _render_list(key: str, entries: Iterable[NatsUser | str]) -> list[str]:
     return [*lines, "]"]
 
 
-def _render_import(share: Share) -> str:
+def render_import(share: Share) -> str:
     source = f"{{ account: {Account.MIDCALL}, subject: {json.dumps(share.subject)} }}"
     mapped = f", to: {json.dumps(share.to)}" if share.to else ""
     return f"{{ {share.kind}: {source}{mapped} }}"
@@ -681,7 +711,8 @@ def load_or_create_credentials(data_dir: Path) -> dict[Role, str]:
 
 def read_credentials(path: Path) -> dict[Role, str]:
     """The passwords in ``path``; roles this version does not know are ignored."""
-    _make_private(path)
+    # A copy restored from a backup may have come back readable by others.
+    private_file(path)
     stored = json.loads(path.read_text())
     if not isinstance(stored, dict):
         raise ValueError(f"{path} does not hold NATS credentials")
@@ -691,26 +722,3 @@ def read_credentials(path: Path) -> dict[Role, str]:
         for name, password in stored.items()
         if name in known and isinstance(password, str) and password
     }
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by this user only, atomically (never a half-written file,
-    never a moment with wider permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file with mode 0600.
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _make_private(path: Path) -> None:
-    # A copy restored from a backup may have come back readable by others.
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        path.chmod(0o600)

@@ -15,8 +15,7 @@ import sysconfig
 import time
 from pathlib import Path
 
-from shared.data_dir import OTHERS, private_dir, private_file
-from shared.nats_auth import write_private
+from shared.data_dir import OTHERS, private_dir, private_file, write_private
 from shared.processes import die_with_parent
 
 STARTUP_TIMEOUT_S = 10.0
@@ -105,6 +104,12 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+    def reload(self) -> None:
+        """Have the server read its configuration again (SIGHUP): accounts and users
+        change, connections of users no longer listed are closed, nothing else stops."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed."""

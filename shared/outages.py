@@ -10,11 +10,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
 
 log = logging.getLogger("midcall.outages")
+T = TypeVar("T")
 
 # How long work in hand waits out an outage: a clustered fail-over takes about 6 s.
 PATIENCE_S = 30.0
@@ -36,18 +38,21 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 
 
-async def patiently(attempt: Callable[[], Awaitable[None]], patience_s: float) -> None:
-    """Run ``attempt`` until it succeeds, through NATS outages of up to ``patience_s``.
+async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T:
+    """Run ``attempt`` until it succeeds, through NATS outages of up to ``patience_s``;
+    its result.
 
     For effects already paid for (an API answered): retrying the publish here
-    beats failing the message, whose redelivery would pay for them again.
+    beats failing the message, whose redelivery would pay for them again. Also
+    for a read that a moment's outage should not fail (nats-server answers
+    "no responders" for JetStream's API for an instant while it reloads its
+    accounts, which runtime credentials make it do).
     """
     give_up = time.monotonic() + patience_s
     delay = 0.1
     while True:
         try:
-            await attempt()
-            return
+            return await attempt()
         except TRANSIENT:
             if time.monotonic() + delay > give_up:
                 raise

@@ -3,6 +3,15 @@
 Public subjects are frozen by the contract; internal ones (``exec``,
 ``executed``, ``dead``, ``runs``, ``replay``, ``timers``, ``deadline``) are
 ours and documented in the README.
+
+A runtime signed in with its account's own runtime credentials uses the same
+public subjects as the shared ``runtime`` user, in a NATS account of its own;
+nats-server maps them into Midcall's account with the account as one more
+token (``midcall.calls.<account>.<conversation>``,
+``midcall.conv.<account>.<conversation>.<kind>``), so what a tenant's runtime
+publishes is known to be that account's, and its events reach that account's
+runtimes only. ``runtime_account`` below is that account; None is the shared
+user's subjects.
 """
 
 PREFIX = "midcall"
@@ -21,12 +30,19 @@ CALL_CLAIMS_BUCKET = "midcall_call_claims"
 CONVERSATIONS_BUCKET = "midcall_conversations"
 API_KEYS_BUCKET = "midcall_api_keys"
 SECRETS_BUCKET = "midcall_secrets"
+RUNTIME_CREDENTIALS_BUCKET = "midcall_runtime_credentials"
 
 ALL_CALLS = f"{PREFIX}.calls.>"
 ALL_CONV = f"{PREFIX}.conv.>"
 ALL_ENDED = f"{PREFIX}.conv.*.ended"
 ALL_PENDING = f"{PREFIX}.conv.*.pending"
 ALL_RESULTS = f"{PREFIX}.conv.*.result"
+# The same, from and to the runtimes of one account (runtime credentials).
+SHARED_CALLS = f"{PREFIX}.calls.*"
+ACCOUNT_CALLS = f"{PREFIX}.calls.*.*"
+ACCOUNT_ENDED = f"{PREFIX}.conv.*.*.ended"
+ACCOUNT_PENDING = f"{PREFIX}.conv.*.*.pending"
+ACCOUNT_RESULTS = f"{PREFIX}.conv.*.*.result"
 ALL_USAGE = f"{PREFIX}.usage.>"
 ALL_EXEC = f"{PREFIX}.exec.>"
 ALL_EXECUTED = f"{PREFIX}.executed.>"
@@ -37,20 +53,42 @@ ALL_TIMERS = f"{PREFIX}.timers.>"
 ALL_DEADLINES = f"{PREFIX}.deadline.>"
 
 
-def calls(conversation_id: str) -> str:
-    return f"{PREFIX}.calls.{conversation_id}"
+def calls(conversation_id: str, runtime_account: str | None = None) -> str:
+    return f"{PREFIX}.calls.{_scoped(conversation_id, runtime_account)}"
 
 
-def pending(conversation_id: str) -> str:
-    return f"{PREFIX}.conv.{conversation_id}.pending"
+def pending(conversation_id: str, runtime_account: str | None = None) -> str:
+    return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.pending"
 
 
-def result(conversation_id: str) -> str:
-    return f"{PREFIX}.conv.{conversation_id}.result"
+def result(conversation_id: str, runtime_account: str | None = None) -> str:
+    return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.result"
 
 
-def ended(conversation_id: str) -> str:
-    return f"{PREFIX}.conv.{conversation_id}.ended"
+def ended(conversation_id: str, runtime_account: str | None = None) -> str:
+    return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.ended"
+
+
+def _scoped(conversation_id: str, runtime_account: str | None) -> str:
+    return conversation_id if runtime_account is None else f"{runtime_account}.{conversation_id}"
+
+
+def call_origin(subject: str) -> tuple[str | None, str | None]:
+    """Who placed a call on ``subject``, and in which conversation: ``(runtime_account,
+    conversation_id)``; the account is None on the shared runtime user's subject."""
+    return _origin(subject.split("."), 2)
+
+
+def ended_origin(subject: str) -> tuple[str | None, str | None]:
+    """``call_origin`` for a conversation's end (``midcall.conv.[<account>.]<conv>.ended``)."""
+    return _origin(subject.split(".")[:-1], 2)
+
+
+def _origin(tokens: list[str], first: int) -> tuple[str | None, str | None]:
+    scoped = tokens[first:]
+    if len(scoped) == 2:
+        return scoped[0], scoped[1]
+    return None, scoped[0] if len(scoped) == 1 else None
 
 
 def conversation(conversation_id: str) -> str:

@@ -27,7 +27,7 @@ from shared.storage import build_engine
 from shared.tracing import build_provider
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric, start_fabric, stop_fabric
-from tests.support.keys import AS_ADMIN, admin_only
+from tests.support.keys import AS_ADMIN, Keys, admin_only
 
 POSTGRES_URL = os.environ.get(
     "MIDCALL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -111,3 +111,12 @@ async def fabric(nats_url: str, tmp_path: Path) -> AsyncIterator[Fabric]:
     running = await start_fabric(nats_url, tmp_path, f"sqlite:///{tmp_path / 'fabric.db'}")
     yield running
     await stop_fabric(running)
+
+
+@pytest.fixture
+async def keys(fabric: Fabric) -> Keys:
+    """Accounts ``acme`` and ``globex``, a key each; agent ``acme-bot`` is acme's."""
+    acme, globex = await fabric.account("acme"), await fabric.account("globex")
+    made = await fabric.registry.put("/v1/agents/acme-bot", json={"account_id": "acme"})
+    assert made.status_code == 200, made.text
+    return Keys(acme, globex)

@@ -24,7 +24,7 @@ from yarl import URL
 from shared import subjects
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS, Fabric
-from tests.support.keys import AS_ADMIN
+from tests.support.keys import AS_ADMIN, Keys
 from tests.test_dialects_end_to_end import VOCODE_SECRET, example, vocode_receiver
 from tests.test_spine import new_call, place
 
@@ -34,20 +34,6 @@ NOT_SET_UP = (
     "The Notify tool is not set up completely, so it cannot be used right now. "
     "Apologize and offer another way to help."
 )
-
-
-@dataclass
-class Keys:
-    acme: dict[str, str]
-    globex: dict[str, str]
-
-
-@pytest.fixture
-async def keys(fabric: Fabric) -> Keys:
-    acme, globex = await fabric.account("acme"), await fabric.account("globex")
-    made = await fabric.registry.put(f"/v1/agents/{AGENT}", json={"account_id": "acme"})
-    assert made.status_code == 200, made.text
-    return Keys(acme, globex)
 
 
 def notify(url: str, secret: str = "ACME_TOKEN", **request: Any) -> dict[str, Any]:

@@ -5,8 +5,6 @@ import socket
 from collections.abc import Callable
 
 import pytest
-from aiohttp.abc import ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 from services.http_executor.client import Sender
 from services.http_executor.destinations import (
@@ -17,6 +15,7 @@ from services.http_executor.destinations import (
 from services.http_executor.execute import Executor
 from shared.errors import CallRejected, ErrorCode
 from tests.factories import work_item
+from tests.support.dns import resolving_to
 
 
 @pytest.mark.parametrize(
@@ -186,33 +185,13 @@ def test_operators_allow_wrapping_forms_by_their_ipv6_prefix_only() -> None:
     _refusal("http://[64:ff9b::a00:1]/", allow="10.0.0.0/8")
 
 
-def _resolving_to(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
-    """Make every name resolve to ``address``, as a hostile DNS answer would."""
-
-    async def resolve(
-        self: ThreadedResolver, host: str, port: int = 0, family: int = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    monkeypatch.setattr(ThreadedResolver, "resolve", resolve)
-
-
 @pytest.mark.parametrize("v4", PRIVATE_V4)
 @pytest.mark.parametrize("form", [*JUDGED, *UNJUDGEABLE])
 async def test_the_resolver_judges_ipv6_forms_as_literals_are_judged(
     monkeypatch: pytest.MonkeyPatch, form: str, v4: str
 ) -> None:
     address = str({**JUDGED, **UNJUDGEABLE}[form](v4))
-    _resolving_to(monkeypatch, address)
+    resolving_to(monkeypatch, address, socket.AF_INET6)
     resolver = GuardedResolver(DestinationPolicy(""))
 
     with pytest.raises(BlockedDestination) as refused:
@@ -227,7 +206,7 @@ async def test_the_resolver_keeps_ipv6_forms_carrying_a_public_ipv4(
     monkeypatch: pytest.MonkeyPatch, form: str
 ) -> None:
     address = str(JUDGED[form]("8.8.8.8"))
-    _resolving_to(monkeypatch, address)
+    resolving_to(monkeypatch, address, socket.AF_INET6)
     resolver = GuardedResolver(DestinationPolicy(""))
 
     results = await resolver.resolve("public.example", 443, socket.AF_INET6)
@@ -245,7 +224,7 @@ async def test_the_resolver_keeps_ipv6_forms_carrying_a_public_ipv4(
 async def test_a_call_to_a_wrapped_private_address_fails_saying_what_was_judged(
     monkeypatch: pytest.MonkeyPatch, url: str, host: str
 ) -> None:
-    _resolving_to(monkeypatch, "64:ff9b::a00:1")
+    resolving_to(monkeypatch, "64:ff9b::a00:1", socket.AF_INET6)
     policy = DestinationPolicy("")
     run = Executor(Sender(4, policy, 1024), policy, {})
 

@@ -14,7 +14,9 @@ from services.http_executor.execute import Executor
 from services.result_injector.app import Injector
 from services.result_injector.main import price_book
 from shared import subjects
+from shared.addressing import conversation_key
 from shared.call_marks import CallMarks, Mark
+from shared.catalog import DEFAULT_ACCOUNT
 from shared.conversations import ConversationVariables
 from shared.deadline_timers import DeadlineTimers
 from shared.messaging import Publisher
@@ -86,7 +88,8 @@ async def test_a_redelivered_work_item_never_executed_is_sent(
     await executor.handle(redelivery(fabric, Msg(fabric.nc, work.subject, data=never_run)))
 
     assert len(scripted.seen) == 1
-    assert await call_marks.has(call["conversation_id"], other["call_id"], Mark.EXECUTED)
+    conversation = conversation_key(DEFAULT_ACCOUNT, call["conversation_id"])
+    assert await call_marks.has(conversation, other["call_id"], Mark.EXECUTED)
 
 
 async def test_a_redelivered_outcome_of_an_answered_call_publishes_no_second_result(

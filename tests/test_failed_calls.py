@@ -80,7 +80,8 @@ async def test_a_failed_call_is_kept_with_the_call_the_tool_and_every_attempt(
         1,
     )
     shown = await detail(fabric, row["id"])
-    assert shown["call"] == {**call, "account_id": None, "deadline_ms": None}
+    # The call as run: its account is its agent's, whatever it named.
+    assert shown["call"] == {**call, "account_id": "default", "deadline_ms": None}
     assert shown["tool_definition"]["request"]["url"] == f"{api.url}/book"
     [run] = shown["runs"]
     assert (run["attempt"], run["replay"], run["status"], run["http_status"]) == (

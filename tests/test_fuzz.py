@@ -55,6 +55,7 @@ from services.registry.dialects import aivoco, bland, callkaro, vocode, xml
 from services.registry.failures import DeadLetter, FailureStore
 from services.registry.main import RegistryService
 from shared import subjects
+from shared.addressing import Conversation
 from shared.conversations import ConversationVariables
 from shared.errors import ErrorCode
 from shared.events import ID_PATTERN, CallRun, ErrorInfo, ToolCall, ToolCallResult
@@ -1212,7 +1213,9 @@ async def _seed(
 
     connection = await nats.connect(nats_url)
     kv = await connection.jetstream().key_value(subjects.CONVERSATIONS_BUCKET)
-    await ConversationVariables(kv).merge(CONVERSATION, {"order": {"price": 3}}, ACCOUNT)
+    await ConversationVariables(kv).merge(
+        Conversation(ACCOUNT, CONVERSATION), {"order": {"price": 3}}
+    )
     await connection.close()
 
     call = ToolCall(

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from shared import subjects
 from shared.broker import build_broker, connect, create_streams
-from shared.nats_auth import Role, write_private
+from shared.data_dir import write_private
+from shared.nats_auth import Role
 from shared.nats_server import NatsServer
 from shared.settings import Settings
 from tests.support.nats_jwt import Identity, Operator

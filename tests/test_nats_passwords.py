@@ -19,6 +19,7 @@ import nats.errors
 import pytest
 
 from services.cli import main
+from shared.data_dir import write_private
 from shared.nats_auth import (
     CREDENTIALS_FILE,
     ENV_PASSWORD_EXAMPLE,
@@ -33,7 +34,6 @@ from shared.nats_auth import (
     password_env,
     render_authorization,
     render_authorization_from_env,
-    write_private,
 )
 from shared.nats_server import NatsServer
 

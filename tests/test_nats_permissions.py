@@ -39,6 +39,7 @@ from services.registry.failure_intake import DEAD_LETTERS, RUNS
 from services.result_injector.app import DEADLINES
 from services.result_injector.app import DURABLE as INJECT
 from shared import jetstream, subjects
+from shared.addressing import Conversation
 from shared.call_marks import CallMarks, Mark, run_key
 from shared.catalog import AgentEntry
 from shared.consumer import BatchConsumer, Retry, WorkConsumer
@@ -56,6 +57,7 @@ from shared.events import (
 )
 from shared.messaging import DeadLetters, Publisher, msg_id, raw_body
 from shared.nats_auth import (
+    ACCOUNT_SHARES,
     CREDENTIALS_FILE,
     DURABLES,
     JS_API,
@@ -81,6 +83,9 @@ from tests.factories import usage, work_item
 
 CONV = "c1"
 CALL = "call-1"
+# The conversation as the shared runtime user placed it, and as acme's own runtimes did.
+SHARED = Conversation("acme", CONV)
+TENANT = Conversation("acme", CONV, "acme")
 # Long enough for a PubAck on a loaded CI machine; a refused publish waits this out.
 REFUSED_S = 0.5
 SETTLE_S = 10.0
@@ -324,6 +329,9 @@ def test_no_role_can_listen_to_another_roles_inbox() -> None:
 def test_every_stream_and_bucket_is_written_and_read_by_a_role() -> None:
     """A stream or bucket added to shared.jetstream fails here until roles are granted it."""
     writers = [permissions(role) for role in (*SERVICES, Role.RUNTIME)]
+    # An account's own runtimes publish into Midcall's account through its service imports.
+    imported = [share.subject for share in ACCOUNT_SHARES if share.kind == "service"]
+    writers.append(Permissions(publish=tuple(imported)))
     for stream in jetstream.STREAMS:
         # Deadlines are published by nats-server itself, from the timers' schedules.
         for captured in set(stream.subjects or []) - {subjects.ALL_DEADLINES}:
@@ -332,7 +340,8 @@ def test_every_stream_and_bucket_is_written_and_read_by_a_role() -> None:
         # And some role reads it: a service's durable, or (MIDCALL_CONV) runtimes' own consumers.
         readers = stream_has_durables(stream.name or "") or stream.name == subjects.CONV_STREAM
         assert readers, stream.name
-    services = [permissions(role) for role in SERVICES]
+    # The runtime credentials' bucket is read by `midcall up` (setup), for its nats-server.
+    services = [permissions(role) for role in (*SERVICES, Role.SETUP)]
     for bucket in jetstream.BUCKETS:
         info = f"{JS_API}.STREAM.INFO.KV_{bucket.bucket}"
         assert any(allowed(p.publish, f"$KV.{bucket.bucket}.k") for p in services), bucket
@@ -487,7 +496,7 @@ async def test_a_runtime_calls_ends_and_hears_its_conversation(secured: Secured)
     ack = await conn.js.publish(subjects.calls(CONV), tool_call().model_dump_json().encode())
     assert ack.stream == subjects.CALLS_STREAM
     injector = await secured.connect(Role.RESULT_INJECTOR)
-    await Publisher(injector.nc.jetstream()).result(result())
+    await Publisher(injector.nc.jetstream()).result(result(), SHARED)
     assert (await runtime.wait_for(CONV, "result", CALL))["result"] == "real"
     await runtime.end(CONV)  # a JetStream publish: it waits for its PubAck
     await runtime.wait_for(CONV, "ended", "")
@@ -563,7 +572,7 @@ async def test_a_runtimes_consumer_cannot_store_events_in_another_stream(
     """A consumer's deliver subject is its creator's choice, in Midcall's account; stored
     conversation events carry ``Nats-Expected-Stream``, so no other stream takes them."""
     injector = await secured.connect(Role.RESULT_INJECTOR)
-    await Publisher(injector.nc.jetstream()).result(result())
+    await Publisher(injector.nc.jetstream()).result(result(), SHARED)
     root = (await secured.connect_as(ROOT, "_INBOX")).nc
     claim = f"$KV.{subjects.CALL_CLAIMS_BUCKET}.{run_key(CONV, CALL, 1)}"
     delivered = await root.subscribe(claim)  # someone listening: the consumer delivers
@@ -628,7 +637,7 @@ async def test_a_runtime_catches_up_through_a_consumer_of_its_own(secured: Secur
     """What the runtimes' account imports of MIDCALL_CONV's API, where no durable lives,
     is enough for an ordered consumer (created, delivered, flow-controlled)."""
     injector = await secured.connect(Role.RESULT_INJECTOR)
-    await Publisher(injector.nc.jetstream()).result(result())  # before the runtime listens
+    await Publisher(injector.nc.jetstream()).result(result(), SHARED)  # before the runtime listens
     runtime = await secured.connect(Role.RUNTIME)
     inbox = Inbox()
     await runtime.nc.jetstream(domain=RUNTIME_JS_DOMAIN).subscribe(
@@ -654,9 +663,8 @@ async def test_the_dispatcher_does_its_work(secured: Secured) -> None:
     conn = await secured.connect(Role.DISPATCHER)
     nc, js = conn.nc, conn.nc.jetstream()
     directory = Directory()
-    catalog = await js.stream_info(f"KV_{subjects.CATALOG_BUCKET}")
-    await directory.follow(await js.key_value(subjects.CATALOG_BUCKET), catalog.state.last_seq)
-    assert directory.resolve("a", "T")[0].account_id == "acme"
+    await directory.follow(js)
+    assert directory.account_of("a") == "acme"
     claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
     assert await claims.claim(CONV, CALL)
     assert not await claims.claim(CONV, CALL)  # the create reads the key it found
@@ -680,8 +688,11 @@ async def test_the_dispatcher_does_its_work(secured: Secured) -> None:
         )
         assert (await calls.next()).subject == subjects.calls(CONV)
         assert (await replays.next()).subject == subjects.replay(CONV)
-        await publisher.pending(ToolCallPending(call_id=CALL, conversation_id=CONV, tool="T"))
-        await publisher.result(result("refused"))
+        await publisher.pending(
+            ToolCallPending(call_id=CALL, conversation_id=CONV, tool="T"), TENANT
+        )
+        await publisher.result(result("refused"), SHARED)
+        await publisher.result(result("refused"), TENANT)
         work = work_item({"url": "https://api.example.com/"}).model_dump_json().encode()
         await publisher.raw(work, subjects.execute(CONV), subjects.WORK_STREAM, {})
         later = datetime.now(UTC) + timedelta(seconds=60)
@@ -771,13 +782,14 @@ async def test_the_injector_does_its_work(secured: Secured) -> None:
     conn = await secured.connect(Role.RESULT_INJECTOR)
     nc, js = conn.nc, conn.nc.jetstream()
     variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
-    await variables.merge(CONV, {"price": 12}, "acme")
-    assert await variables.get(CONV) == ({"price": 12}, "acme")
+    await variables.merge(SHARED, {"price": 12})
+    assert await variables.get("acme", CONV) == {"price": 12}
     marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
     assert await marks.claim_answer(CONV, CALL, 1, "outcome")
     assert not await marks.claim_answer(CONV, CALL, 1, "deadline")
     publisher = Publisher(js)
-    await publisher.result(result())
+    await publisher.result(result(), SHARED)
+    await publisher.result(result(), TENANT)
     await publisher.usage(usage(CALL, conversation_id=CONV))
     await publisher.run(CallRun(call=tool_call(), result=result()))
     for stage in ("executed", "deadline"):
@@ -824,7 +836,7 @@ async def test_the_registry_does_its_work(secured: Secured) -> None:
     await writer.put_tool("b", tool())
     await writer.sync([], [("a", tool())])  # stored keys, live or not; deletes b
     conversations = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
-    assert await conversations.get(CONV) == ({}, None)
+    assert await conversations.get("acme", CONV) == {}
     publisher = Publisher(js)
     replay = ReplayRequest(call=tool_call(), attempt=2)
     await publisher.event(

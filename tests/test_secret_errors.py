@@ -5,13 +5,10 @@ secret in the URL's host in ``blocked_destination``'s details. Each failure is
 provoked here through the executor's pure core or its ``run``, on no network.
 """
 
-import socket
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.abc import ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
@@ -25,6 +22,7 @@ from services.http_executor.render import RenderedRequest, render_request
 from shared.errors import CallRejected, ErrorCode
 from shared.events import HttpResponse
 from tests.factories import work_item
+from tests.support.dns import resolving_to
 
 SECRET = "Sec-7f3a-Canary"  # mixed case: URL hosts are lowercased on the way
 
@@ -109,7 +107,7 @@ async def test_a_secret_literal_host_the_policy_refuses_is_named_by_its_template
 async def test_a_secret_host_the_resolver_refuses_is_named_by_its_template(
     monkeypatch: pytest.MonkeyPatch, spans: InMemorySpanExporter
 ) -> None:
-    _resolving_to(monkeypatch, "10.0.0.1")
+    resolving_to(monkeypatch, "10.0.0.1")
     policy = DestinationPolicy()
     sender = Sender(1, policy, 1024)
     executor = Executor(sender, policy, {"HOST": SECRET})
@@ -225,23 +223,3 @@ def _assert_hidden_in_spans(spans: InMemorySpanExporter) -> list[Any]:
         assert SECRET.lower() not in span.to_json().lower()
         assert [e.name for e in span.events] == ["exception"]
     return http
-
-
-def _resolving_to(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
-    """Every name resolves to ``address``, as a hostile DNS answer would."""
-
-    async def resolve(
-        self: ThreadedResolver, host: str, port: int = 0, family: int = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    monkeypatch.setattr(ThreadedResolver, "resolve", resolve)

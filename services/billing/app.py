@@ -24,7 +24,8 @@ from shared.pull_flow import Durable
 from shared.tracing import tracer
 
 USAGE = Durable(subjects.USAGE_STREAM, subjects.ALL_USAGE, "midcall-billing-usage")
-ENDED = Durable(subjects.ENDED_STREAM, subjects.ALL_ENDED, "midcall-billing-ended")
+# MIDCALL_ENDED holds ends only: the shared runtime user's and every account's own.
+ENDED = Durable(subjects.ENDED_STREAM, subjects.ALL_CONV, "midcall-billing-ended")
 # How long a message waits before it is tried again after a database failure.
 RETRY_DELAY_S = 5.0
 # Usage records written in one transaction, at most.

@@ -10,6 +10,7 @@ from services.dispatcher.binding import bind, check_arguments, deadline, pending
 from services.dispatcher.directory import Directory, Entry
 from services.dispatcher.loops import LoopBreaker
 from shared import subjects
+from shared.addressing import Conversation
 from shared.call_marks import CallMarks, run_key
 from shared.catalog import DEFAULT_ACCOUNT
 from shared.consumer import redelivered
@@ -67,8 +68,9 @@ class Dispatcher:
 
     async def handle(self, message: Msg) -> None:
         with tracer().start_as_current_span("dispatch") as span:
+            runtime_account, conversation_id = subjects.call_origin(message.subject)
             try:
-                call = self._decode(message.data, message.subject)
+                call = self._decode(message.data, conversation_id)
             except CallRejected as rejected:
                 await self._reject_undecodable(message, rejected)
                 return
@@ -79,22 +81,29 @@ class Dispatcher:
                     "midcall.conversation_id": call.conversation_id,
                 }
             )
-            first = await self.claims.claim(call.conversation_id, call.call_id)
+            conversation = self._conversation(call, runtime_account)
+            first = await self.claims.claim(conversation.key, call.call_id)
             # A redelivery is our own earlier attempt, which died before its ack: finish it.
             if first or redelivered(message):
-                await self._dispatch(call, message.metadata.timestamp)
+                await self._dispatch(call, conversation, message.metadata.timestamp)
             else:
                 log.info("duplicate call %s ignored", call.call_id)
 
+    def _conversation(self, call: ToolCall, runtime_account: str | None) -> Conversation:
+        """The call's conversation: its agent's account's, or, placed by an account's own
+        runtimes, that account's (where another account's agent is unknown)."""
+        account_id = runtime_account or self.directory.account_of(call.agent_id)
+        return Conversation(account_id, call.conversation_id, runtime_account)
+
     @staticmethod
-    def _decode(body: bytes, subject: str) -> ToolCall:
+    def _decode(body: bytes, conversation_id: str | None) -> ToolCall:
         try:
             call = decode(ToolCall, body)
         except Undecodable as exc:
             raise CallRejected(
                 ErrorCode.INVALID_ARGUMENTS, f"The tool call could not be read: {exc}."
             ) from exc
-        if call.conversation_id != subjects.token_at(subject, 2):
+        if call.conversation_id != conversation_id:
             raise CallRejected(
                 ErrorCode.INVALID_ARGUMENTS,
                 "The tool call's conversation_id does not match its subject.",
@@ -115,27 +124,36 @@ class Dispatcher:
                     "midcall.replay_attempt": replay.attempt,
                 }
             )
-            await self._dispatch(call, message.metadata.timestamp, replay)
+            await self._dispatch(call, self._replayed(replay), message.metadata.timestamp, replay)
+
+    def _replayed(self, replay: ReplayRequest) -> Conversation:
+        # A replay stays with the account that ran (and paid for) the call first.
+        call = replay.call
+        account_id = replay.account_id or self.directory.account_of(call.agent_id)
+        return Conversation(account_id, call.conversation_id, replay.runtime_account)
 
     async def _dispatch(
-        self, call: ToolCall, stored_at: datetime, replay: ReplayRequest | None = None
+        self,
+        call: ToolCall,
+        conversation: Conversation,
+        stored_at: datetime,
+        replay: ReplayRequest | None = None,
     ) -> None:
         attempt = replay.attempt if replay else 1
+        call = _owned(call, conversation)
         try:
-            account_id, entry = self._resolve(call, replay)
+            entry = self._resolve(call, conversation, replay)
         except CallRejected as rejected:
-            await self._reject(call, rejected, attempt=attempt)
+            await self._reject(call, conversation, rejected, attempt=attempt)
             return
         try:
             check_arguments(call, entry.validator)
             bound = bind(call, entry.tool)
             # A replay is an operator's decision, not an LLM in a loop.
-            if replay is None and not self.loops.allow(
-                call.conversation_id, call.tool, call.arguments
-            ):
+            if replay is None and not self.loops.allow(conversation.key, call.tool, call.arguments):
                 raise _repeated(call, self.loops)
         except CallRejected as rejected:
-            await self._reject(call, rejected, entry.tool, attempt)
+            await self._reject(call, conversation, rejected, entry.tool, attempt)
             return
         accepted = utcnow()
         deadline_at = deadline(call, entry.tool, accepted)
@@ -144,12 +162,13 @@ class Dispatcher:
             tool=entry.tool,
             bound=bound,
             accepted_at=accepted,
-            account_id=account_id,
+            account_id=conversation.account_id,
             deadline_at=deadline_at,
             replay_attempt=replay.attempt if replay else None,
+            runtime_account=conversation.runtime_account,
         ).model_dump_json()
         if len(work) > self.max_work_bytes:  # checked before anything is said to the runtime
-            await self._reject(call, _too_large(call), attempt=attempt)
+            await self._reject(call, conversation, _too_large(call), attempt=attempt)
             return
         body = work.encode()
         publishes = [
@@ -157,13 +176,13 @@ class Dispatcher:
                 body,
                 subjects.execute(call.conversation_id),
                 subjects.WORK_STREAM,
-                {"Nats-Msg-Id": msg_id(call.conversation_id, call.call_id, "exec", attempt)},
+                {"Nats-Msg-Id": msg_id(conversation.key, call.call_id, "exec", attempt)},
             ),
             # The work item again, for whichever injector is alive at the deadline to
             # answer with a timeout, if no executor got the call that far.
             self.timers.arm(
                 call.conversation_id,
-                run_key(call.conversation_id, call.call_id, attempt),
+                run_key(conversation.key, call.call_id, attempt),
                 deadline_at + timedelta(seconds=DEADLINE_GRACE_S),
                 body,
             ),
@@ -172,36 +191,44 @@ class Dispatcher:
             await asyncio.gather(*publishes)
             return
         # All at once, pending first on the wire, so it reaches the runtime first.
-        await asyncio.gather(self.publisher.pending(pending_for(call, entry.tool)), *publishes)
+        pending = self.publisher.pending(pending_for(call, entry.tool), conversation)
+        await asyncio.gather(pending, *publishes)
         PENDING_SECONDS.observe(seconds_since(stored_at))
 
-    def _resolve(self, call: ToolCall, replay: ReplayRequest | None) -> tuple[str, Entry]:
-        """The account that pays and the tool to run: as it is now, or as a replay names it."""
+    def _resolve(
+        self, call: ToolCall, conversation: Conversation, replay: ReplayRequest | None
+    ) -> Entry:
+        """The tool to run: as it is now, or as a replay names it."""
         if replay is not None and replay.tool is not None:
-            return replay.account_id or call.account_id or DEFAULT_ACCOUNT, Entry.of(replay.tool)
-        agent, entry = self.directory.resolve(call.agent_id, call.tool)
-        account_id = call.account_id or agent.account_id
-        return (replay.account_id or account_id) if replay else account_id, entry
+            return Entry.of(replay.tool)
+        # A call from an account's own runtimes finds that account's agents only.
+        within = None if replay else conversation.runtime_account
+        return self.directory.resolve(call.agent_id, call.tool, within)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that failed in a way no retry fixes ends now, with an error result."""
+        runtime_account, conversation_id = subjects.call_origin(message.subject)
         try:
-            call = decode(ToolCall, message.data)
-        except Undecodable:
+            call = self._decode(message.data, conversation_id)
+        except CallRejected:
             tool = loose_fields(message.data).get("tool")
             rejected = internal_failure(tool if isinstance(tool, str) else "", failure)
             await self._reject_undecodable(
                 message, rejected, f"{type(failure).__name__}: {failure}"
             )
             return
-        await self._reject(call, internal_failure(call.tool, failure))
+        conversation = self._conversation(call, runtime_account)
+        await self._reject(
+            _owned(call, conversation), conversation, internal_failure(call.tool, failure)
+        )
 
     async def give_up_replay(self, message: Msg, failure: Exception) -> None:
         """A replay that broke the dispatcher ends as an error result of that replay."""
         replay = await self.replays_set_aside.read(ReplayRequest, message, DECLARED_BEFORE)
         if replay is not None:
             rejected = internal_failure(replay.call.tool, failure)
-            await self._reject(replay.call, rejected, replay.tool, replay.attempt)
+            conversation = self._replayed(replay)
+            await self._reject(replay.call, conversation, rejected, replay.tool, replay.attempt)
 
     async def _reject_undecodable(
         self, message: Msg, rejected: CallRejected, reason: str | None = None
@@ -209,7 +236,7 @@ class Dispatcher:
         """Answer a broken call if it can be addressed at all; otherwise set it aside."""
         fields = loose_fields(message.data)
         call_id = fields.get("call_id")
-        conversation_id = subjects.token_at(message.subject, 2)
+        runtime_account, conversation_id = subjects.call_origin(message.subject)
         if not isinstance(call_id, str) or not call_id or not conversation_id:
             await self.dead_letters.put(message, reason or rejected.message)
             return
@@ -220,10 +247,19 @@ class Dispatcher:
             tool=well_formed(str(tool)),
             status="error",
         )
-        await self._answer(result, rejected)
+        # Whose it is cannot be read; its answer goes where its runtime listens.
+        conversation = Conversation(
+            runtime_account or DEFAULT_ACCOUNT, conversation_id, runtime_account
+        )
+        await self._answer(result, conversation, rejected)
 
     async def _reject(
-        self, call: ToolCall, rejected: CallRejected, tool: Tool | None = None, attempt: int = 1
+        self,
+        call: ToolCall,
+        conversation: Conversation,
+        rejected: CallRejected,
+        tool: Tool | None = None,
+        attempt: int = 1,
     ) -> None:
         """The one event a call that cannot be accepted gets: an error result, no pending.
         A failure ops may want to run again is also kept for them."""
@@ -235,17 +271,34 @@ class Dispatcher:
             replay=attempt > 1,
             replay_attempt=attempt if attempt > 1 else None,
         )
-        await self._answer(result, rejected, tool)
+        await self._answer(result, conversation, rejected, tool)
         if worth_keeping(result):
-            await self.publisher.run(CallRun(call=call, result=result, tool=tool))
+            run = CallRun(
+                call=call,
+                result=result,
+                tool=tool,
+                account_id=conversation.account_id,
+                runtime_account=conversation.runtime_account,
+            )
+            await self.publisher.run(run)
 
     async def _answer(
-        self, result: ToolCallResult, rejected: CallRejected, tool: Tool | None = None
+        self,
+        result: ToolCallResult,
+        conversation: Conversation,
+        rejected: CallRejected,
+        tool: Tool | None = None,
     ) -> None:
         result.trace_id = current_trace_id()
-        await self.publisher.result(failed(result, rejected, tool))
+        await self.publisher.result(failed(result, rejected, tool), conversation)
         # Only a registered tool's name is a label: callers may send any name at all.
         CALLS.labels(tool.name if tool else "", "error", rejected.code.value).inc()
+
+
+def _owned(call: ToolCall, conversation: Conversation) -> ToolCall:
+    # Whose a call is is the dispatcher's to say, never the runtime's: its conversation's
+    # account pays, and only it sees the call's failures, variables and replays.
+    return call.model_copy(update={"account_id": conversation.account_id})
 
 
 def _too_large(call: ToolCall) -> CallRejected:

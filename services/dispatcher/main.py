@@ -33,10 +33,7 @@ class DispatcherService:
         metrics.serve(self.settings.metrics_port, self.settings.host)
         client, js = await connect(self.broker, self.settings)
         # Tools are in memory before the first call is taken.
-        catalog = await js.stream_info(f"KV_{subjects.CATALOG_BUCKET}")
-        await self.directory.follow(
-            await js.key_value(subjects.CATALOG_BUCKET), catalog.state.last_seq
-        )
+        await self.directory.follow(js)
         claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
         dispatcher = Dispatcher(
             Publisher(js), self.directory, claims, DeadlineTimers(client), client.max_payload // 2

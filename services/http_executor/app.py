@@ -20,6 +20,7 @@ from shared.tools import DECLARED_BEFORE
 from shared.tracing import tracer
 
 log = logging.getLogger("midcall.http_executor")
+Origin = tuple[str | None, str | None]
 # A call may wait up to its 60 s deadline on the API: its heartbeats keep it from
 # being redelivered meanwhile, while an executor that dies gives it up in seconds.
 DURABLE = Durable(
@@ -33,7 +34,9 @@ class ExecutorApp:
         self.executor = executor
         self.marks = marks
         self.dead_letters = DeadLetters(publisher, "exec")
-        self.inflight: dict[str, set[asyncio.Task[ExecutionOutcome]]] = defaultdict(set)
+        # By (runtime_account, conversation_id): an end cancels the calls placed by the
+        # runtimes that ended it (an account's own, or the shared runtime user's).
+        self.inflight: dict[Origin, set[asyncio.Task[ExecutionOutcome]]] = defaultdict(set)
 
     async def handle(self, message: Msg) -> None:
         work = await self.dead_letters.read(ExecuteRequest, message, DECLARED_BEFORE)
@@ -41,7 +44,7 @@ class ExecutorApp:
             return
         call = work.call
         if redelivered(message) and await self.marks.has(
-            call.conversation_id, call.call_id, Mark.EXECUTED, work.attempt
+            work.conversation.key, call.call_id, Mark.EXECUTED, work.attempt
         ):
             log.info("call %s was executed before its ack was lost: not sent again", call.call_id)
             return
@@ -53,15 +56,13 @@ class ExecutorApp:
             await self._record(outcome)
 
     async def _record(self, outcome: ExecutionOutcome) -> None:
-        call = outcome.request.call
+        work = outcome.request
         try:
             await self._publish(outcome)
         except MaxPayloadError:
             # JSON escaping can grow a body past what fits; report it, never loop on it.
             await self._publish(too_large(outcome))
-        await self.marks.mark(
-            call.conversation_id, call.call_id, Mark.EXECUTED, outcome.request.attempt
-        )
+        await self.marks.mark(work.conversation.key, work.call.call_id, Mark.EXECUTED, work.attempt)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that broke the executor in a way no retry fixes is reported as failed."""
@@ -72,16 +73,16 @@ class ExecutorApp:
         await self._publish(ExecutionOutcome(request=work, failure=error))
 
     async def _publish(self, outcome: ExecutionOutcome) -> None:
-        call = outcome.request.call
+        work = outcome.request
         await self.publisher.event(
             outcome,
-            subjects.executed(call.conversation_id),
+            subjects.executed(work.call.conversation_id),
             subjects.WORK_STREAM,
-            msg_id(call.conversation_id, call.call_id, "executed", outcome.request.attempt),
+            msg_id(work.conversation.key, work.call.call_id, "executed", work.attempt),
         )
 
     async def _run_cancellable(self, work: ExecuteRequest) -> ExecutionOutcome:
-        conversation = work.call.conversation_id
+        conversation = (work.runtime_account, work.call.conversation_id)
         task = asyncio.create_task(self.executor.run(work))
         self.inflight[conversation].add(task)
         try:
@@ -97,21 +98,23 @@ class ExecutorApp:
 
     async def on_ended(self, message: NatsMessage) -> None:
         try:
-            ended = decode(ConversationEnded, message.body)
+            decode(ConversationEnded, message.body)
         except Undecodable:
             return  # billing dead-letters it; nothing of ours to cancel
-        for task in self.inflight.get(ended.conversation_id, set()):
+        # Which conversation is the subject's to say: nats-server put the account there.
+        for task in self.inflight.get(subjects.ended_origin(message.raw_message.subject), set()):
             task.cancel()
 
 
 def register(broker: NatsBroker, app: ExecutorApp) -> None:
     # A core subscription on purpose: every executor replica must hear every end.
-    broker.subscriber(
-        subjects.ALL_ENDED,
-        decoder=raw_body,
-        title="ConversationEnded",
-        # The runtime published it through JetStream: its reply subject awaits the
-        # stream's ack, and is the runtime's own inbox, which no service may answer on.
-        no_reply=True,
-        description="Cancels the conversation's in-flight calls",
-    )(app.on_ended)
+    for ends in (subjects.ALL_ENDED, subjects.ACCOUNT_ENDED):
+        broker.subscriber(
+            ends,
+            decoder=raw_body,
+            title=f"ConversationEnded:{ends}",
+            # The runtime published it through JetStream: its reply subject awaits the
+            # stream's ack, and is the runtime's own inbox, which no service may answer on.
+            no_reply=True,
+            description="Cancels the conversation's in-flight calls",
+        )(app.on_ended)

@@ -88,7 +88,7 @@ class _Endpoints:
             try:
                 await asyncio.to_thread(self._store.put_agent, agent)
             except QuotaExceeded as exc:
-                raise _over_quota(exc) from exc
+                raise over_quota(exc) from exc
             await self._writer.put_agent(agent)
             if existing is not None and existing.account_id != agent.account_id:
                 await self._move_tools(agent_id, existing.account_id, agent.account_id)
@@ -132,7 +132,7 @@ class _Endpoints:
                     self._store.put_tools, agent_id, dialect, tools, sources, caller.account_id
                 )
             except QuotaExceeded as exc:
-                raise _over_quota(exc) from exc
+                raise over_quota(exc) from exc
             except NotTheirs as exc:
                 raise _unknown_agent(agent_id) from exc
             # Before the catalog: no dispatcher sees a tool before its secrets are there.
@@ -245,7 +245,7 @@ def _text(body: bytes) -> str:
         raise ApiError(400, "invalid_text", f"the request body is not UTF-8 text: {exc}") from exc
 
 
-def _over_quota(exc: QuotaExceeded) -> ApiError:
+def over_quota(exc: QuotaExceeded) -> ApiError:
     # 409, not 422: the request is valid and would fit an account with room; it conflicts
     # with what the account holds, which deleting or moving something resolves.
     details = {"quota": f"{exc.what}_per_account", "limit": exc.limit, "would_have": exc.total}

@@ -2,14 +2,18 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api_keys import AUTHENTICATED, Caller, Principal
+from shared.catalog import DEFAULT_ACCOUNT
 from shared.conversations import ConversationVariables, render_prompt
 from shared.events import ID_PATTERN
 
 ConversationId = Annotated[str, Path(pattern=ID_PATTERN)]
+# Whose conversation: an account key's own by default; the admin's default is the
+# ``default`` account's (agents nobody placed in an account belong to it).
+AccountQuery = Annotated[str | None, Query(pattern=ID_PATTERN)]
 
 
 class RenderBody(BaseModel):
@@ -21,26 +25,33 @@ class RenderBody(BaseModel):
 def build_router(variables: ConversationVariables) -> APIRouter:
     router = APIRouter(prefix="/v1/conversations/{conversation_id}", dependencies=AUTHENTICATED)
 
-    async def visible(conversation_id: str, caller: Principal) -> dict[str, Any]:
-        # Another account's conversation reads as one with no variables yet, like an
-        # unknown one: an account learns nothing of others' conversations.
-        found, account_id = await variables.get(conversation_id)
-        return found if caller.may_see(account_id) else {}
+    async def visible(conversation_id: str, caller: Principal, asked: str | None) -> dict[str, Any]:
+        # A conversation is one account's: an account key reads its own, whatever it
+        # asks for (another account's id reads as a conversation with no variables).
+        if asked is not None and not caller.may_see(asked):
+            return {}
+        return await variables.get(asked or caller.account_id or DEFAULT_ACCOUNT, conversation_id)
 
     @router.get("/variables")
-    async def get_variables(conversation_id: ConversationId, caller: Caller) -> dict[str, Any]:
+    async def get_variables(
+        conversation_id: ConversationId, caller: Caller, account_id: AccountQuery = None
+    ) -> dict[str, Any]:
         """Every variable the conversation's tool responses set so far (none is not an error)."""
         return {
             "conversation_id": conversation_id,
-            "variables": await visible(conversation_id, caller),
+            "variables": await visible(conversation_id, caller, account_id),
         }
 
     @router.post("/render")
     async def render(
-        conversation_id: ConversationId, body: RenderBody, caller: Caller
+        conversation_id: ConversationId,
+        body: RenderBody,
+        caller: Caller,
+        account_id: AccountQuery = None,
     ) -> dict[str, Any]:
         """The template with ``{{name}}`` filled in; unset names render empty and are listed."""
-        text, unset = render_prompt(body.template, await visible(conversation_id, caller))
+        found = await visible(conversation_id, caller, account_id)
+        text, unset = render_prompt(body.template, found)
         return {"conversation_id": conversation_id, "text": text, "unset": unset}
 
     return router

@@ -83,8 +83,10 @@ def _call_fields(body: bytes, subject: str) -> dict[str, Any]:
     request = fields.get("request")
     nested = request.get("call") if isinstance(request, dict) else fields.get("call")
     call = nested if isinstance(nested, dict) else fields
-    found = {name: call.get(name) for name in ("call_id", "agent_id", "tool", "account_id")}
-    found["account_id"] = found["account_id"] or fields.get("account_id")
+    found = {name: call.get(name) for name in ("call_id", "agent_id", "tool")}
+    # A call's own account_id is the runtime's word; a work item's is the dispatcher's.
+    holder = request if isinstance(request, dict) else fields
+    found["account_id"] = None if call is fields else holder.get("account_id")
     found["conversation_id"] = call.get("conversation_id")
     if not found["conversation_id"] and subjects.token_at(subject, 1) in NAMED_BY_CONVERSATION:
         found["conversation_id"] = subjects.token_at(subject, 2)

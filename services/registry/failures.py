@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_serializer
-from sqlalchemy import Column, Engine, Index, Text, update
+from sqlalchemy import Column, Engine, Index, Text, func, literal, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field as SqlField
 from sqlmodel import Session, SQLModel, col, select
@@ -90,6 +90,9 @@ class FailedCall(BaseModel):
 
 class Details(BaseModel):
     call: ToolCall | None = None
+    # The account whose own runtimes placed the call (None: the shared runtime user):
+    # a replay's result goes to the runtimes that heard the original's.
+    runtime_account: str | None = None
     # The tool as the call first used it: what ``--as-called`` runs again.
     tool_definition: Tool | None = None
     runs: list[Run] = Field(default_factory=list)
@@ -98,6 +101,7 @@ class Details(BaseModel):
 
 class FailedCallDetail(FailedCall):
     call: ToolCall | None = None
+    runtime_account: str | None = None
     tool_definition: Tool | None = None
     runs: list[Run] = Field(default_factory=list)
     dead_letter: DeadLetter | None = None
@@ -149,10 +153,29 @@ class FailedCallRow(SQLModel, table=True):
     details: str = SqlField(sa_type=Text)
 
 
-def call_row_key(conversation_id: str, call_id: str) -> str:
-    # Call ids are the runtime's free text, of any length: the key is a digest.
+def call_row_key(account_id: str | None, conversation_id: str, call_id: str) -> str:
+    """One account's call: two accounts' calls never share a row, whatever their ids."""
+    # Call ids are the runtime's free text, of any length: that part is a digest.
     digest = hashlib.sha256(f"{conversation_id}\0{call_id}".encode()).hexdigest()
-    return f"call:{digest}"
+    return f"call:{account_id or ''}:{digest}"
+
+
+def upgrade_keys(engine: Engine) -> None:
+    """Give rows keyed before accounts were part of the key (``call:<digest>``) their
+    account: ``call:<account>:<digest>``. Idempotent; nothing to do once done."""
+    statement = (
+        update(FailedCallRow)
+        .where(col(FailedCallRow.kind) == "call")
+        .where(col(FailedCallRow.key).not_like("call:%:%"))
+        .values(
+            key=literal("call:")
+            + func.coalesce(col(FailedCallRow.account_id), "")
+            + literal(":")
+            + func.substr(col(FailedCallRow.key), len("call:") + 1)
+        )
+    )
+    with engine.begin() as connection:
+        connection.execute(statement)
 
 
 class FailureStore:
@@ -246,12 +269,15 @@ def _add_run(session: Session, report: CallRun) -> None:
         trace_id=result.trace_id,
         http_attempts=report.attempt_log,
     )
-    key = call_row_key(call.conversation_id, call.call_id)
+    account_id = report.account_id or call.account_id
+    key = call_row_key(account_id, call.conversation_id, call.call_id)
     row = session.exec(
         select(FailedCallRow).where(col(FailedCallRow.key) == key).with_for_update()
     ).first()
     if row is None:
-        details = Details(call=call, tool_definition=report.tool)
+        details = Details(
+            call=call, tool_definition=report.tool, runtime_account=report.runtime_account
+        )
         row = FailedCallRow(
             key=key,
             kind="call",
@@ -259,7 +285,7 @@ def _add_run(session: Session, report: CallRun) -> None:
             conversation_id=call.conversation_id,
             call_id=call.call_id,
             agent_id=call.agent_id,
-            account_id=report.account_id or call.account_id,
+            account_id=account_id,
             tool=call.tool,
             code="",
             message="",

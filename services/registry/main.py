@@ -4,13 +4,21 @@ import asyncio
 
 from sqlalchemy import Engine
 
-from services.registry import accounts_api, conversations, failed_api, failure_intake, secrets_api
+from services.registry import (
+    accounts_api,
+    conversations,
+    failed_api,
+    failure_intake,
+    runtime_credentials_api,
+    secrets_api,
+)
 from services.registry.accounts import AccountStore
 from services.registry.api import build_app
 from services.registry.bucket_mirror import BucketMirror
 from services.registry.catalog_writer import CatalogWriter
-from services.registry.failures import FailureStore
+from services.registry.failures import FailureStore, upgrade_keys
 from services.registry.replays import Replayer
+from services.registry.runtime_credentials import RuntimeCredentialStore
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.secret_store import SecretStore
 from services.registry.store import ToolStore
@@ -49,6 +57,7 @@ class RegistryService:
         self._engine = await asyncio.to_thread(build_engine, self._settings)
         store = ToolStore(self._engine)
         failures = FailureStore(self._engine)
+        await asyncio.to_thread(upgrade_keys, self._engine)
         accounts = AccountStore(self._engine)
         client, js = await connect(self.broker, self._settings)
         await self.broker.start()
@@ -63,6 +72,10 @@ class RegistryService:
         app = build_app(store, writer, keyring, secrets)
         app.include_router(accounts_api.build_router(accounts, keys))
         app.include_router(secrets_api.build_router(accounts, secrets))
+        runtimes = RuntimeCredentialStore(self._engine)
+        credentials = await BucketMirror.open(js, subjects.RUNTIME_CREDENTIALS_BUCKET)
+        await runtime_credentials_api.sync_credentials(runtimes, credentials)
+        app.include_router(runtime_credentials_api.build_router(accounts, runtimes, credentials))
         kv = await js.key_value(subjects.CONVERSATIONS_BUCKET)
         app.include_router(conversations.build_router(ConversationVariables(kv)))
         replayer = Replayer(failures, store, Publisher(js))

@@ -20,6 +20,7 @@ from services.http_executor.preview import RequestPreview, preview
 from services.registry.failures import FailedCallDetail, FailureStore, Filters
 from services.registry.store import ToolStore
 from shared import subjects
+from shared.addressing import conversation_key
 from shared.catalog import DEFAULT_ACCOUNT
 from shared.errors import CallRejected
 from shared.events import ID_PATTERN, ExecuteRequest, ReplayRequest, utcnow
@@ -164,12 +165,19 @@ class Replayer:
         assert row.call is not None
         attempt = await asyncio.to_thread(self._failures.start_replay, row.id)
         call = row.call
-        request = ReplayRequest(call=call, attempt=attempt, account_id=row.account_id, tool=tool)
+        request = ReplayRequest(
+            call=call,
+            attempt=attempt,
+            account_id=row.account_id,
+            tool=tool,
+            runtime_account=row.runtime_account,
+        )
+        key = conversation_key(row.account_id or "", call.conversation_id)
         await self._publisher.event(
             request,
             subjects.replay(call.conversation_id),
             subjects.OPS_STREAM,
-            msg_id(call.conversation_id, call.call_id, "replay", attempt),
+            msg_id(key, call.call_id, "replay", attempt),
         )
         return attempt
 

@@ -66,21 +66,19 @@ class Injector:
         if outcome is None:
             return
         work = outcome.request
-        call, attempt = work.call, work.attempt
+        call, attempt, conversation = work.call, work.attempt, work.conversation.key
         if utcnow() >= work.deadline_at:
             # The deadline's timer may be answering this call too: the first claim answers.
-            if await self.marks.claim_answer(call.conversation_id, call.call_id, attempt, OUTCOME):
+            if await self.marks.claim_answer(conversation, call.call_id, attempt, OUTCOME):
                 await self._answer(outcome)
             return
         if redelivered(message) and await self.marks.has(
-            call.conversation_id, call.call_id, Mark.ANSWERED, attempt
+            conversation, call.call_id, Mark.ANSWERED, attempt
         ):
             return  # answered before the ack was lost: the runtime has its one result
         await self._answer(outcome)
-        await self.marks.mark(call.conversation_id, call.call_id, Mark.ANSWERED, attempt)
-        await self.timers.disarm(
-            call.conversation_id, run_key(call.conversation_id, call.call_id, attempt)
-        )
+        await self.marks.mark(conversation, call.call_id, Mark.ANSWERED, attempt)
+        await self.timers.disarm(call.conversation_id, run_key(conversation, call.call_id, attempt))
 
     async def on_deadline(self, message: Msg) -> None:
         """A call's deadline passed (its timer fired): answer it with a timeout, unless
@@ -91,8 +89,8 @@ class Injector:
         work = await self.deadline_letters.read(ExecuteRequest, message, DECLARED_BEFORE)
         if work is None:
             return
-        call, attempt = work.call, work.attempt
-        if not await self.marks.claim_answer(call.conversation_id, call.call_id, attempt, DEADLINE):
+        key, call_id = work.conversation.key, work.call.call_id
+        if not await self.marks.claim_answer(key, call_id, work.attempt, DEADLINE):
             return  # answered meanwhile, or its outcome came just now and answers it
         failure = error_info(timed_out(work))
         elapsed_ms = (utcnow() - work.accepted_at).total_seconds() * 1000
@@ -106,9 +104,7 @@ class Injector:
             result = map_outcome(outcome, current_trace_id())
             if result.variables:
                 # Stored before the result goes out: a runtime may render its prompt at once.
-                await self.variables.merge(
-                    result.conversation_id, result.variables, outcome.request.account_id
-                )
+                await self.variables.merge(outcome.request.conversation, result.variables)
             await self._publish(result, outcome)
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
@@ -124,11 +120,12 @@ class Injector:
 
     async def _publish(self, result: ToolCallResult, outcome: ExecutionOutcome) -> None:
         # Both at once; the result is first on the wire, as the caller is waiting.
+        work = outcome.request
         await asyncio.gather(
-            self.publisher.result(result), self.publisher.usage(self.meter(outcome, result))
+            self.publisher.result(result, work.conversation),
+            self.publisher.usage(self.meter(outcome, result)),
         )
         if worth_keeping(result):
-            work = outcome.request
             await self.publisher.run(
                 CallRun(
                     call=work.call,
@@ -136,6 +133,7 @@ class Injector:
                     tool=work.tool,
                     account_id=work.account_id,
                     attempt_log=outcome.attempt_log,
+                    runtime_account=work.runtime_account,
                 )
             )
         code = result.error.code.value if result.error else ""

@@ -1,5 +1,7 @@
 """The REST admin key the tests' services run with, and a keys bucket with no account keys."""
 
+from dataclasses import dataclass
+
 from nats.js.errors import KeyNotFoundError
 
 from shared.api_keys import KeyRing, bearer
@@ -17,3 +19,11 @@ class NoAccountKeys:
 
 def admin_only() -> KeyRing:
     return KeyRing(ADMIN_KEY, NoAccountKeys())  # type: ignore[arg-type]
+
+
+@dataclass
+class Keys:
+    """REST headers of two accounts' keys (the ``keys`` fixture)."""
+
+    acme: dict[str, str]
+    globex: dict[str, str]
