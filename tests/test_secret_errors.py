@@ -149,6 +149,31 @@ async def test_a_failure_that_quotes_a_secret_leaves_the_executor_with_it_hidden
     }
 
 
+class EchoingApi(Sender):
+    """An API that answers with what it was sent: the secret, in its error text."""
+
+    def __init__(self) -> None:
+        super().__init__(1, DestinationPolicy(), 1024)
+
+    async def send(self, request: RenderedRequest, timeout_s: float) -> HttpResponse:
+        token = request.headers["Authorization"]
+        body = f'{{"error": "token {token} is not valid", "hint": "{token.lower()}"}}'
+        return HttpResponse(status=401, content_type="application/json", body=body)
+
+
+async def test_an_api_that_echoes_a_secret_has_it_hidden_in_its_answer() -> None:
+    executor = Executor(EchoingApi(), DestinationPolicy(), {"TOKEN": SECRET})
+    work = platform_work(
+        {"url": "https://api.example.com/", "headers": {"Authorization": "{{secrets.TOKEN}}"}}
+    )
+
+    outcome = await executor.run(work)
+
+    assert outcome.response is not None
+    assert outcome.response.status == 401
+    assert outcome.response.body == '{"error": "token *** is not valid", "hint": "***"}'
+
+
 async def test_an_unexpected_failure_that_quotes_a_secret_is_raised_with_it_hidden() -> None:
     broken = ValueError(f"cannot encode header value {SECRET!r}")
     executor = Executor(FailingApi(broken), DestinationPolicy(), {"TOKEN": SECRET})

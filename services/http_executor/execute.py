@@ -72,8 +72,11 @@ class Executor:
         hidden = Redaction(tuple(secrets.values()))
         with hidden.hiding():
             answer = await self._render_and_send(work, secrets, log)
-        if isinstance(answer, CallRejected):
-            answer = hidden.failure(answer)
+        # An API that echoes a secret (a token in its error text) must not have it
+        # reach the result, the failed call kept or the LLM.
+        answer = (
+            hidden.failure(answer) if isinstance(answer, CallRejected) else hidden.response(answer)
+        )
         return _outcome(work, answer, log, started)
 
     async def _render_and_send(

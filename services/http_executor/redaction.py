@@ -1,4 +1,5 @@
-"""Keeping a call's secret values out of what the executor writes: errors, logs, spans, metrics.
+"""Keeping a call's secret values out of what the executor writes: errors, logs, spans,
+metrics, and the API's answer when it echoes one.
 
 Errors name a template rather than the text it rendered to where a secret may
 be in it (``render``, ``tool_hosts``, ``destinations``); this is the net under
@@ -20,6 +21,7 @@ from urllib.parse import quote
 from opentelemetry.trace import Span, Status, StatusCode
 
 from shared.errors import CallRejected
+from shared.events import HttpResponse
 
 REDACTED = "***"
 SHORTEST = 4
@@ -52,6 +54,11 @@ class Redaction:
     def failure(self, failure: CallRejected) -> CallRejected:
         """``failure`` with the values hidden in its message and details (keys too)."""
         return CallRejected(failure.code, self.text(failure.message), self._value(failure.details))
+
+    def response(self, response: HttpResponse) -> HttpResponse:
+        """``response`` with the values hidden in its body."""
+        body = self.text(response.body)
+        return response if body == response.body else response.model_copy(update={"body": body})
 
     @contextmanager
     def hiding(self) -> Iterator[None]:
