@@ -62,6 +62,20 @@ def test_a_secret_in_a_header_name_that_http_refuses_is_named_by_its_template() 
     assert rejected.value.details is None
 
 
+@pytest.mark.parametrize("port", ["{{secrets.X}}", "{{input.port}}"])
+def test_a_port_that_renders_to_no_number_is_refused_naming_the_template(port: str) -> None:
+    url = f"https://api.example.com:{port}/"
+    work = work_item({"url": url, "allowed_hosts": ["api.example.com"]}, {"port": SECRET})
+
+    with pytest.raises(CallRejected) as rejected:
+        render_request(work, {"X": SECRET})
+
+    assert rejected.value.code == ErrorCode.INVALID_ARGUMENTS
+    assert rejected.value.message == (
+        f"The URL template '{url}' does not render to a URL that can be called."
+    )
+
+
 def test_a_bad_value_of_a_header_whose_name_holds_a_secret_names_the_template() -> None:
     work = work_item({"url": "https://api.example.com/", "headers": {"X-{{secrets.X}}": "a\nb"}})
 

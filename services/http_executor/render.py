@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from yarl import URL
+
 from services.http_executor.redaction import Redaction
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest
@@ -61,7 +63,7 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
     body = _body(work, scope)
     return RenderedRequest(
         method=spec.method,
-        url=render_url(spec.url, scope),
+        url=_parsable(render_url(spec.url, scope), spec.url),
         headers=_headers(work, scope, has_body=body is not None),
         params=_query(work, scope),
         body=body,
@@ -73,6 +75,19 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
         hidden=Redaction(tuple(secrets[name] for name in sorted(secret_names(work)))),
         secret_host=_secret_host(spec.url),
     )
+
+
+def _parsable(url: str, template: str) -> str:
+    """``url``, if an HTTP client can send to it: a port rendered from an argument or a
+    secret may be no number at all. The template is named, never the rendered text."""
+    try:
+        URL(url).port  # noqa: B018  (parsing it is the check)
+    except ValueError as exc:
+        raise CallRejected(
+            ErrorCode.INVALID_ARGUMENTS,
+            f"The URL template '{template}' does not render to a URL that can be called.",
+        ) from exc
+    return url
 
 
 def secret_names(work: ExecuteRequest) -> set[str]:
