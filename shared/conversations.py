@@ -56,7 +56,10 @@ class ConversationVariables:
         # The remembered revision is a guess: if anyone wrote since (another replica),
         # the write is refused and the key is read before trying again.
         key = conversation_key(account_id, conversation_id)
-        current, revision = self._known.get(key, ({}, None))
+        known = self._known.get(key)
+        current, revision = (
+            known if known else (await self._legacy(account_id, conversation_id), None)
+        )
         for attempt in range(MAX_CAS_TRIES):
             merged = {**current, **variables}
             value = json.dumps({"account_id": account_id, "variables": merged}).encode()
@@ -87,8 +90,14 @@ class ConversationVariables:
         stored = await self._value(conversation_key(account_id, conversation_id))
         if stored is not None:
             return stored
+        return await self._legacy(account_id, conversation_id), None
+
+    async def _legacy(self, account_id: str, conversation_id: str) -> dict[str, Any]:
+        """What the account's conversation held under the old key (gone with the TTL; a
+        first write carries it over, so reading it costs one get per new conversation
+        for a day after an upgrade, and can go in the version after)."""
         legacy = await self._value(conversation_id, account_id)
-        return (legacy[0], None) if legacy is not None else ({}, None)
+        return legacy[0] if legacy is not None else {}
 
     async def _value(
         self, key: str, legacy_account: str | None = None
