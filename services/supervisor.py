@@ -85,6 +85,7 @@ class Fabric:
         # The embedded server's runtime accounts, kept to the credentials bucket.
         self._accounts: AccountsFile | None = None
         self._accounts_client: Client | None = None
+        self._reload_client: Client | None = None
 
     @property
     def admin_key(self) -> str:
@@ -112,7 +113,7 @@ class Fabric:
         try:
             await jetstream.ensure(client.jetstream())
             if self.nats is not None:
-                await self._follow_runtime_accounts(self.nats)
+                await self._follow_runtime_accounts()
             ready = await client.subscribe(subjects.ready("*"), max_msgs=len(self.instances))
             for key, name in self.instances.items():
                 self.children[key] = self._spawn(name)
@@ -148,16 +149,14 @@ class Fabric:
         )
         return NatsServer(data_dir, port=port, authorization=authorization)
 
-    async def _follow_runtime_accounts(self, server: NatsServer) -> None:
+    async def _follow_runtime_accounts(self) -> None:
         path = self.settings.data_dir / runtime_accounts.RUNTIME_ACCOUNTS_FILE
-        # Through the server of the moment: the fault test restarts it.
-        self._accounts = runtime_accounts.AccountsFile(path, self._reload_nats)
+        signed = connect_options(Role.RELOAD, self.credentials[Role.RELOAD])
+        self._reload_client = await nats.connect(self.nats_url, **signed)
+        reloader = runtime_accounts.Reloader(self._reload_client)
+        self._accounts = runtime_accounts.AccountsFile(path, reloader.reload)
         self._accounts_client = await self._connect(reconnected_cb=self._accounts_reconnected)
         await self._accounts.follow(self._accounts_client.jetstream())
-
-    def _reload_nats(self) -> None:
-        if self.nats is not None:
-            self.nats.reload()
 
     async def _accounts_reconnected(self) -> None:
         if self._accounts is not None:
@@ -222,8 +221,9 @@ class Fabric:
         await asyncio.gather(*(asyncio.to_thread(self._reap, c) for c in self.children.values()))
         if self._accounts is not None:
             await self._accounts.stop()
-        if self._accounts_client is not None:
-            await self._accounts_client.close()
+        for client in (self._accounts_client, self._reload_client):
+            if client is not None:
+                await client.close()
         if self.nats is not None:
             await self.nats.astop()
 

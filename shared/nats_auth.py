@@ -86,6 +86,8 @@ class Role(StrEnum):
     REGISTRY = "registry"
     BILLING = "billing"
     OPS = "ops"  # an operator's tools: replays, and reading dead letters
+    # Has nats-server reload its configuration (runtime credentials' accounts changed).
+    RELOAD = "reload"
 
 
 class Account(StrEnum):
@@ -93,10 +95,11 @@ class Account(StrEnum):
 
     MIDCALL = "MIDCALL"  # services, setup, ops: JetStream, streams and buckets live here
     RUNTIMES = "RUNTIMES"  # voice runtimes: only what Midcall's account exports to them
+    SYSTEM = "SYS"  # nats-server's own (system_account): the reload role alone signs in here
 
 
 def account(role: Role) -> Account:
-    return Account.RUNTIMES if role == Role.RUNTIME else Account.MIDCALL
+    return {Role.RUNTIME: Account.RUNTIMES, Role.RELOAD: Account.SYSTEM}.get(role, Account.MIDCALL)
 
 
 # The JetStream domain under which runtimes reach the one JetStream API subject they
@@ -487,6 +490,14 @@ def _ops() -> Permissions:
     )
 
 
+def _reload() -> Permissions:
+    """The system account's requests for a reload: which servers there are, and reload one
+    (answered once it is done). Nothing else of the system account's."""
+    return Permissions(publish=(f"{SYSTEM_REQUESTS}.PING.IDZ", f"{SYSTEM_REQUESTS}.*.RELOAD"))
+
+
+SYSTEM_REQUESTS = "$SYS.REQ.SERVER"
+
 _ROLE_GRANTS: Mapping[Role, Callable[[], Permissions]] = {
     Role.SETUP: _setup,
     Role.RUNTIME: _runtime,
@@ -496,6 +507,7 @@ _ROLE_GRANTS: Mapping[Role, Callable[[], Permissions]] = {
     Role.REGISTRY: _registry,
     Role.BILLING: _billing,
     Role.OPS: _ops,
+    Role.RELOAD: _reload,
 }
 
 
@@ -586,12 +598,16 @@ def render_accounts(users: Iterable[NatsUser], include: str | None = None) -> st
     midcall = ["jetstream: enabled", *render_list("users", members[Account.MIDCALL])]
     midcall += render_list("exports", exports)
     runtimes = render_list("users", members[Account.RUNTIMES]) + render_list("imports", imports)
+    system = render_list("users", members[Account.SYSTEM])
     included = [f"  include {json.dumps(include)}"] if include else []
     return "\n".join(
         [
+            # Its own, so that the reload role's requests can be granted, and nothing more.
+            f"system_account: {Account.SYSTEM}",
             "accounts {",
             *_render_account(Account.MIDCALL, midcall),
             *_render_account(Account.RUNTIMES, runtimes),
+            *_render_account(Account.SYSTEM, system),
             *included,
             "}",
             "",

@@ -105,12 +105,6 @@ class NatsServer:
             self._process.kill()
             self._process.wait()
 
-    def reload(self) -> None:
-        """Have the server read its configuration again (SIGHUP): accounts and users
-        change, connections of users no longer listed are closed, nothing else stops."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGHUP)
-
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed."""
         if self._process is not None and self._process.poll() is None:

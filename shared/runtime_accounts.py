@@ -30,14 +30,20 @@ revoked credential stops working for connected runtimes too.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Set
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import bcrypt
+import nats
+import nats.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
@@ -45,12 +51,14 @@ from shared import subjects
 from shared.bucket_follower import BucketFollower
 from shared.data_dir import write_private
 from shared.nats_auth import (
+    SYSTEM_REQUESTS,
     NatsUser,
     Permissions,
     Share,
     render_import,
     render_list,
 )
+from shared.outages import TRANSIENT
 
 log = logging.getLogger("midcall.runtime_accounts")
 RUNTIME_ACCOUNTS_FILE = "runtime-accounts.conf"
@@ -58,8 +66,11 @@ ACCOUNT_PREFIX = "RUNTIMES_"
 USER_PREFIX = "runtime-"
 # nats-server compares bcrypt digests itself; 11 is what its own tooling uses.
 BCRYPT_COST = 11
-# How long after a reload that created an account the second one is signalled.
-SECOND_RELOAD_S = 0.25
+# How long a reload may take to be confirmed; how long the other servers of a cluster
+# have to answer the ping after the first; how soon a reload that failed is tried again.
+RELOAD_TIMEOUT_S = 5.0
+OTHER_SERVERS_S = 0.25
+RETRY_S = 1.0
 
 
 class RuntimeCredential(BaseModel):
@@ -117,8 +128,9 @@ def permissions(credential_id: str) -> Permissions:
     )
 
 
-def render(credentials: Iterable[RuntimeCredential]) -> str:
-    """The accounts of ``RUNTIME_ACCOUNTS_FILE``: one per account with credentials."""
+def render(credentials: Iterable[RuntimeCredential], without_users: Set[str] = frozenset()) -> str:
+    """The accounts of ``RUNTIME_ACCOUNTS_FILE``: one per account with credentials (the
+    accounts in ``without_users`` with none signed in yet)."""
     members: dict[str, list[RuntimeCredential]] = defaultdict(list)
     for credential in credentials:
         members[credential.account_id].append(credential)
@@ -127,6 +139,7 @@ def render(credentials: Iterable[RuntimeCredential]) -> str:
         users = [
             NatsUser(c.user, json.dumps(c.password_digest), permissions(c.credential_id))
             for c in sorted(members[account_id], key=lambda c: c.credential_id)
+            if account_id not in without_users
         ]
         body = render_list("users", users)
         body += render_list("imports", [render_import(share) for share in shares(account_id)])
@@ -135,13 +148,52 @@ def render(credentials: Iterable[RuntimeCredential]) -> str:
     return "\n".join(lines)
 
 
-def write(path: Path, credentials: Iterable[RuntimeCredential]) -> bool:
-    """Write the accounts file; whether it changed (only then need the server reload)."""
-    text = render(credentials)
-    if path.exists() and path.read_text() == text:
-        return False
-    write_private(path, text)
-    return True
+def accounts_in(text: str) -> set[str]:
+    """The accounts a file ``render`` wrote holds."""
+    return set(re.findall(rf'^"{ACCOUNT_PREFIX}([^"]+)" {{$', text, re.MULTILINE))
+
+
+class Reloader:
+    """Has nats-server reload its configuration, over its system account's requests (signed
+    in as ``Role.RELOAD``), each answered once the reload is done: every server that
+    answers a ping, so each node of a cluster reads its own copy of the file."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def reload(self) -> None:
+        for server_id in await self._servers():
+            subject = f"{SYSTEM_REQUESTS}.{server_id}.RELOAD"
+            answer = await self._client.request(subject, b"", timeout=RELOAD_TIMEOUT_S)
+            error = json.loads(answer.data).get("error")
+            if error:
+                raise ReloadFailed(f"nats-server {server_id} did not reload: {error}")
+
+    async def _servers(self) -> list[str]:
+        inbox = self._client.new_inbox()
+        answers = await self._client.subscribe(inbox)
+        await self._client.publish(f"{SYSTEM_REQUESTS}.PING.IDZ", b"", reply=inbox)
+        found: list[str] = []
+        timeout = RELOAD_TIMEOUT_S
+        try:
+            while True:  # the first within the timeout, the rest of a cluster just after
+                found.append(json.loads((await answers.next_msg(timeout=timeout)).data)["id"])
+                timeout = OTHER_SERVERS_S
+        except nats.errors.TimeoutError:
+            pass
+        finally:
+            await answers.unsubscribe()
+        if not found:
+            raise ReloadFailed("no nats-server answered the ping")
+        return found
+
+
+class ReloadFailed(Exception):
+    """nats-server did not confirm a reload: the file stays to be reloaded again."""
+
+
+# A reload not confirmed (NATS away a moment, the server busy) is tried again.
+RETRIED: tuple[type[Exception], ...] = (ReloadFailed, *TRANSIENT)
 
 
 class AccountsFile:
@@ -149,25 +201,32 @@ class AccountsFile:
     nats-server reload it whenever it changed: a new credential signs in within
     milliseconds, a revoked one is disconnected as fast."""
 
-    def __init__(self, path: Path, reload: Callable[[], None]) -> None:
+    def __init__(self, path: Path, reload: Callable[[], Awaitable[None]]) -> None:
         self._path = path
         self._reload = reload
         self._credentials: dict[str, RuntimeCredential] = {}
-        self._accounts: set[str] = set()
-        # Not written before the whole bucket is in: a partial file would disconnect
-        # the runtimes of every credential not yet read.
-        self._loaded = False
+        # What nats-server confirmed it loaded: the file as it started with it.
+        self._loaded = path.read_text() if path.exists() else None
+        self._changed = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
         self._follower = BucketFollower(self._apply)
 
     async def follow(self, js: JetStreamContext) -> None:
+        """Load the bucket and bring the server to it (not before the whole bucket is in:
+        a partial file would disconnect the runtimes of every credential not yet read),
+        then keep it there."""
         await self._follower.follow(js, subjects.RUNTIME_CREDENTIALS_BUCKET)
-        self._loaded = True
-        self._write()
+        await self._bring_up_to_date()
+        self._keeper = asyncio.create_task(self._keep_up_to_date())
 
     def rewatch(self) -> None:
         self._follower.rewatch()
 
     async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         await self._follower.stop()
 
     def _apply(self, key: str, value: bytes | None) -> None:
@@ -179,26 +238,72 @@ class AccountsFile:
             except ValidationError as exc:
                 log.error("ignoring runtime credential %s: %s", key, exc)
                 return
-        if self._loaded:
-            self._write()
+        self._changed.set()
 
-    def _write(self) -> None:
-        if not write(self._path, self._credentials.values()):
+    async def _keep_up_to_date(self) -> None:
+        # One change at a time; a burst of them is one write and one reload.
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self._bring_up_to_date()
+            except RETRIED as exc:
+                log.warning("runtime accounts not reloaded yet (%s); trying again", exc)
+                await asyncio.sleep(RETRY_S)
+                self._changed.set()
+
+    async def _bring_up_to_date(self) -> None:
+        text = render(self._credentials.values())
+        if text == self._loaded:
             return
-        log.info("runtime accounts changed: %d credentials", len(self._credentials))
-        self._reload()
         accounts = {c.account_id for c in self._credentials.values()}
-        if accounts - self._accounts:
+        if fresh := accounts - accounts_in(self._loaded or ""):
             # nats-server (2.15) subscribes the service imports of an account that a
             # reload creates only at the next reload (configureAccounts skips them
-            # while reloading): a new account's runtimes could not place calls until
-            # then. A second signal, once the first was taken (one more pending is
-            # queued, any beyond are dropped), completes it.
-            asyncio.get_running_loop().call_later(SECOND_RELOAD_S, self._reload)
-        self._accounts = accounts
+            # while reloading). So a new account comes first, its users with the next
+            # reload: none signs in before it can place calls.
+            await self._load(render(self._credentials.values(), without_users=fresh))
+        await self._load(text)
+        log.info("runtime accounts reloaded: %d credentials", len(self._credentials))
+
+    async def _load(self, text: str) -> None:
+        write_private(self._path, text)
+        await self._reload()
+        self._loaded = text
 
 
 def ensure_file(path: Path) -> None:
     """An empty accounts file where none was written yet: nats-server's include needs one."""
     if not path.exists():
         write_private(path, render(()))
+
+
+class RuntimeAccounts:
+    """Keeps one nats-server's runtime accounts current: follows the credentials bucket
+    signed in as a role that may watch it (``setup``), and has the server reload as
+    ``Role.RELOAD``. ``midcall up`` runs one for its embedded server; ``midcall
+    runtime-accounts`` runs one beside a server of your own that includes the file."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: AccountsFile | None = None
+        self._clients: list[Client] = []
+
+    async def start(self, url: str, watch: dict[str, Any], reload: dict[str, Any]) -> None:
+        reloading = await nats.connect(url, **reload)
+        self._clients.append(reloading)
+        self._file = AccountsFile(self._path, Reloader(reloading).reload)
+        # After a reconnect the watch's consumer may be gone with the old server.
+        watching = await nats.connect(url, reconnected_cb=self._reconnected, **watch)
+        self._clients.append(watching)
+        await self._file.follow(watching.jetstream())
+
+    async def _reconnected(self) -> None:
+        if self._file is not None:
+            self._file.rewatch()
+
+    async def stop(self) -> None:
+        if self._file is not None:
+            await self._file.stop()
+        for client in self._clients:
+            await client.close()
