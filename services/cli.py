@@ -48,7 +48,20 @@ def _parser() -> argparse.ArgumentParser:
         "$MIDCALL_NATS_PASSWORD_<ROLE> (16 or more letters and digits, the first a letter; "
         "refused if set otherwise)",
     )
+    nats_config.add_argument(
+        "--runtime-accounts",
+        metavar="FILE",
+        help="include the runtime credentials' accounts from FILE (beside the config), "
+        "which `midcall runtime-accounts FILE` keeps current",
+    )
     nats_config.set_defaults(command=_nats_config)
+    accounts = commands.add_parser(
+        "runtime-accounts",
+        help="beside a nats-server of your own: keep FILE, which it includes, to the "
+        "runtime credentials, and have it reload",
+    )
+    accounts.add_argument("file", type=Path)
+    accounts.set_defaults(command=_runtime_accounts)
     setup = commands.add_parser(
         "setup", help="create the streams and buckets (as the NATS setup user), then exit"
     )
@@ -172,7 +185,13 @@ def _runtime_creds(args: argparse.Namespace, settings: Settings) -> int:
     return runtime_creds(registry, _key(args, settings), args.account, args.list, args.revoke)
 
 
-def _nats_config(_: argparse.Namespace, __: Settings) -> int:
+def _runtime_accounts(args: argparse.Namespace, settings: Settings) -> int:
+    from services.runtime_accounts_cli import run
+
+    return asyncio.run(run(settings, args.file))
+
+
+def _nats_config(args: argparse.Namespace, __: Settings) -> int:
     from shared.nats_auth import (
         UnreadablePassword,
         check_env_passwords,
@@ -185,7 +204,7 @@ def _nats_config(_: argparse.Namespace, __: Settings) -> int:
     except UnreadablePassword as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(render_authorization_from_env(), end="")
+    print(render_authorization_from_env(include=args.runtime_accounts), end="")
     return 0
 
 

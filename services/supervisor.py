@@ -37,7 +37,7 @@ from shared.nats_auth import (
 )
 from shared.nats_server import NatsServer, stable_port
 from shared.processes import die_with_parent
-from shared.runtime_accounts import AccountsFile
+from shared.runtime_accounts import RuntimeAccounts
 from shared.settings import Settings
 
 log = logging.getLogger("midcall.up")
@@ -83,9 +83,7 @@ class Fabric:
         # Set by ``start`` when it created the data directory's admin key, to show once.
         self.new_admin_key: str | None = None
         # The embedded server's runtime accounts, kept to the credentials bucket.
-        self._accounts: AccountsFile | None = None
-        self._accounts_client: Client | None = None
-        self._reload_client: Client | None = None
+        self._accounts: RuntimeAccounts | None = None
 
     @property
     def admin_key(self) -> str:
@@ -151,24 +149,19 @@ class Fabric:
 
     async def _follow_runtime_accounts(self) -> None:
         path = self.settings.data_dir / runtime_accounts.RUNTIME_ACCOUNTS_FILE
-        signed = connect_options(Role.RELOAD, self.credentials[Role.RELOAD])
-        self._reload_client = await nats.connect(self.nats_url, **signed)
-        reloader = runtime_accounts.Reloader(self._reload_client)
-        self._accounts = runtime_accounts.AccountsFile(path, reloader.reload)
-        self._accounts_client = await self._connect(reconnected_cb=self._accounts_reconnected)
-        await self._accounts.follow(self._accounts_client.jetstream())
+        self._accounts = RuntimeAccounts(path)
+        await self._accounts.start(
+            self.nats_url,
+            dict(connect_options(Role.SETUP, self.credentials[Role.SETUP])),
+            dict(connect_options(Role.RELOAD, self.credentials[Role.RELOAD])),
+        )
 
-    async def _accounts_reconnected(self) -> None:
-        if self._accounts is not None:
-            self._accounts.rewatch()
-
-    async def _connect(self, **options: Any) -> Client:
-        """The supervisor's own connection: it creates the streams, hears services ready,
-        and follows the runtime credentials."""
+    async def _connect(self) -> Client:
+        """The supervisor's own connection: it creates the streams, and hears services ready."""
         if self.credentials:
-            signed = connect_options(Role.SETUP, self.credentials[Role.SETUP])
-            return await nats.connect(self.nats_url, **signed, **options)
-        return await nats.connect(self.nats_url, **sign_in(self.settings, Role.SETUP), **options)
+            options = connect_options(Role.SETUP, self.credentials[Role.SETUP])
+            return await nats.connect(self.nats_url, **options)
+        return await nats.connect(self.nats_url, **sign_in(self.settings, Role.SETUP))
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         env = {
@@ -221,9 +214,6 @@ class Fabric:
         await asyncio.gather(*(asyncio.to_thread(self._reap, c) for c in self.children.values()))
         if self._accounts is not None:
             await self._accounts.stop()
-        for client in (self._accounts_client, self._reload_client):
-            if client is not None:
-                await client.close()
         if self.nats is not None:
             await self.nats.astop()
 

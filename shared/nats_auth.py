@@ -558,7 +558,9 @@ def render_authorization(passwords: Mapping[Role, str], include: str | None = No
     return render_accounts(users, include)
 
 
-def render_authorization_from_env(roles: Iterable[Role] = tuple(Role)) -> str:
+def render_authorization_from_env(
+    roles: Iterable[Role] = tuple(Role), include: str | None = None
+) -> str:
     """The same block with each password read by nats-server from its environment
     (``$MIDCALL_NATS_PASSWORD_<ROLE>``), for a config file kept in the repository.
 
@@ -566,7 +568,7 @@ def render_authorization_from_env(roles: Iterable[Role] = tuple(Role)) -> str:
     so nats-server parses each value as config: it must keep to ``ENV_PASSWORD_RULE``
     (``check_env_passwords``).
     """
-    return render_accounts(role_user(role, f"${password_env(role)}") for role in roles)
+    return render_accounts((role_user(role, f"${password_env(role)}") for role in roles), include)
 
 
 def password_env(role: Role) -> str:

@@ -1,8 +1,35 @@
 """What runtime credentials become in nats-server's configuration (shared.runtime_accounts)."""
 
+import asyncio
+import contextlib
+import os
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
-from shared.runtime_accounts import RuntimeCredential, accounts_in, permissions, render
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+
+from shared import jetstream, subjects
+from shared.nats_auth import (
+    Role,
+    connect_options,
+    generate_password,
+    password_env,
+    render_authorization_from_env,
+)
+from shared.nats_server import NatsServer
+from shared.runtime_accounts import (
+    RuntimeCredential,
+    accounts_in,
+    digest,
+    ensure_file,
+    permissions,
+    render,
+)
+from tests.test_infra import COMPOSE_ACCOUNTS
 
 T0 = datetime(2026, 12, 4, tzinfo=UTC)
 
@@ -69,3 +96,84 @@ def test_a_new_account_can_be_rendered_before_its_users_and_is_read_back() -> No
     assert "runtime-c1" in held
     assert "runtime-c2" not in held
     assert accounts_in(render([])) == set()
+
+
+# --- beside a nats-server of your own (compose, a cluster node) -----------------------------
+
+
+async def test_midcall_runtime_accounts_keeps_a_server_of_your_own_current(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As compose runs it: passwords from the server's environment, the accounts file
+    # included from a directory the nats container prepared.
+    passwords = {role: generate_password() for role in Role}
+    for role, password in passwords.items():
+        monkeypatch.setenv(password_env(role), password)
+    ensure_file(tmp_path / "nats" / COMPOSE_ACCOUNTS)
+    authorization = render_authorization_from_env(include=COMPOSE_ACCOUNTS)
+    server = NatsServer(tmp_path / "nats", authorization=authorization)
+    url = server.start()
+    setup = await nats.connect(url, **connect_options(Role.SETUP, passwords[Role.SETUP]))
+    registry = await nats.connect(url, **connect_options(Role.REGISTRY, passwords[Role.REGISTRY]))
+    await jetstream.ensure(setup.jetstream())
+    bucket = await registry.jetstream().key_value(subjects.RUNTIME_CREDENTIALS_BUCKET)
+    password = generate_password()
+    stored = RuntimeCredential(
+        credential_id="c1", account_id="acme", password_digest=digest(password), created_at=T0
+    )
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "runtime-accounts",
+        str(tmp_path / "nats" / COMPOSE_ACCOUNTS),
+        env={
+            **os.environ,
+            "MIDCALL_NATS_URL": url,
+            "MIDCALL_NATS_USER": "setup",
+            "MIDCALL_NATS_PASSWORD": passwords[Role.SETUP],
+        },
+    )
+    try:
+        await bucket.put("c1", stored.model_dump_json().encode())
+        closed = asyncio.Event()
+        runtime = await signed_in(url, password, closed)
+
+        ack = await runtime.jetstream().publish("midcall.calls.conv-1", b"{}")
+        await bucket.delete("c1")
+        await asyncio.wait_for(closed.wait(), 10)
+
+        assert ack.stream == subjects.CALLS_STREAM
+    finally:
+        follower.terminate()
+        await follower.wait()
+        await setup.close()
+        await registry.close()
+        await server.astop()
+    assert follower.returncode == 0
+
+
+async def signed_in(url: str, password: str, closed: asyncio.Event) -> Client:
+    """acme's runtime, once its credential is live (the accounts reloaded, twice)."""
+    options = {"user": "runtime-c1", "password": password, "inbox_prefix": "_INBOX_runtime-c1"}
+    async with asyncio.timeout(10):
+        while True:
+            if await _places_calls(url, options):
+                break
+            await asyncio.sleep(0.05)
+
+    async def on_closed() -> None:
+        closed.set()
+
+    return await nats.connect(url, allow_reconnect=False, closed_cb=on_closed, **options)
+
+
+async def _places_calls(url: str, options: dict[str, str]) -> bool:
+    with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+        client = await nats.connect(url, allow_reconnect=False, connect_timeout=1, **options)
+        try:
+            await client.jetstream().publish("midcall.calls.probe", b"{}", timeout=1)
+            return True
+        finally:
+            await client.close()
+    return False
