@@ -36,6 +36,12 @@ class Conversation:
     def result_subject(self) -> str:
         return subjects.result(self.conversation_id, self.runtime_account)
 
+    @property
+    def stream(self) -> str:
+        """Where its events are stored (``shared.jetstream``)."""
+        shared = self.runtime_account is None
+        return subjects.CONV_STREAM if shared else subjects.ACCOUNT_CONV_STREAM
+
 
 def conversation_key(account_id: str, conversation_id: str) -> str:
     return f"{account_id}/{conversation_id}"

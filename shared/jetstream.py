@@ -21,13 +21,9 @@ from shared import subjects
 DAY = 24 * 3600.0
 MAX_CONV_CONSUMERS = 10_000
 CONV_CONSUMER_LIMITS = StreamConsumerLimits(inactive_threshold=60.0)
-# The shared runtime user's conversations, and each account's own runtimes'.
-CONV_SUBJECTS = (
-    subjects.ALL_PENDING,
-    subjects.ALL_RESULTS,
-    subjects.ACCOUNT_PENDING,
-    subjects.ACCOUNT_RESULTS,
-)
+# What the fabric tells the shared runtime user's runtimes, and each account's own.
+CONV_SUBJECTS = (subjects.ALL_PENDING, subjects.ALL_RESULTS)
+ACCOUNT_CONV_SUBJECTS = (subjects.ACCOUNT_PENDING, subjects.ACCOUNT_RESULTS)
 ENDED_SUBJECTS = (subjects.ALL_ENDED, subjects.ACCOUNT_ENDED)
 
 STREAMS = (
@@ -52,6 +48,16 @@ STREAMS = (
         duplicate_window=120.0,
         max_consumers=MAX_CONV_CONSUMERS,
         consumer_limits=CONV_CONSUMER_LIMITS,
+    ),
+    # The same for the runtimes of an account's own credentials: a stream of its own, out
+    # of reach of the consumers the shared runtime user creates on MIDCALL_CONV (with any
+    # filter it likes). Stored for the same one copy per Nats-Msg-Id; no one reads it yet.
+    StreamConfig(
+        name=subjects.ACCOUNT_CONV_STREAM,
+        subjects=list(ACCOUNT_CONV_SUBJECTS),
+        storage=StorageType.FILE,
+        max_age=DAY,
+        duplicate_window=120.0,
     ),
     # What runtimes say of a conversation: it ended (billing and executors listen).
     StreamConfig(
@@ -141,8 +147,7 @@ async def ensure(js: JetStreamContext) -> None:
     stream (other settings) is never overwritten.
     """
     await _upgrade_conv(js)
-    # Streams made before runtime credentials: each account's own runtimes' subjects.
-    await _add_subjects(js, subjects.CONV_STREAM, CONV_SUBJECTS)
+    # Made before runtime credentials: each account's own runtimes' ends too.
     await _add_subjects(js, subjects.ENDED_STREAM, ENDED_SUBJECTS)
     for stream in STREAMS:
         assert stream.name is not None

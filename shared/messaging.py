@@ -127,7 +127,7 @@ class Publisher:
         await self.event(
             pending,
             conversation.pending_subject,
-            subjects.CONV_STREAM,
+            conversation.stream,
             msg_id(conversation.key, pending.call_id, "pending"),
         )
 
@@ -135,7 +135,7 @@ class Publisher:
         await self.event(
             result,
             conversation.result_subject,
-            subjects.CONV_STREAM,
+            conversation.stream,
             msg_id(conversation.key, result.call_id, "result", result.replay_attempt or 1),
         )
 

@@ -399,6 +399,7 @@ def _dispatcher() -> Permissions:
             # Pending, and a call refused is answered at once: to the shared runtime
             # user's subjects or an account's own.
             *jetstream.CONV_SUBJECTS,
+            *jetstream.ACCOUNT_CONV_SUBJECTS,
             subjects.ALL_TIMERS,  # a deadline timer per call (shared.deadline_timers.arm)
             subjects.ALL_RUNS,  # refused calls ops may want to replay
         )

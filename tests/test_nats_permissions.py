@@ -337,8 +337,12 @@ def test_every_stream_and_bucket_is_written_and_read_by_a_role() -> None:
         for captured in set(stream.subjects or []) - {subjects.ALL_DEADLINES}:
             # Some role publishes inside it (a pattern, read as a subject, that it captures).
             assert any(matches(captured, p) for w in writers for p in w.publish), captured
-        # And some role reads it: a service's durable, or (MIDCALL_CONV) runtimes' own consumers.
-        readers = stream_has_durables(stream.name or "") or stream.name == subjects.CONV_STREAM
+        # And some role reads it: a service's durable, or (MIDCALL_CONV) runtimes' own
+        # consumers; an account's own runtimes' events are stored only to be kept once.
+        readers = stream_has_durables(stream.name or "") or stream.name in (
+            subjects.CONV_STREAM,
+            subjects.ACCOUNT_CONV_STREAM,
+        )
         assert readers, stream.name
     # The runtime credentials' bucket is read by `midcall up` (setup), for its nats-server.
     services = [permissions(role) for role in (*SERVICES, Role.SETUP)]
@@ -649,6 +653,32 @@ async def test_a_runtime_catches_up_through_a_consumer_of_its_own(secured: Secur
     message = await inbox.next()
     assert message.subject == subjects.result(CONV)
     assert json.loads(message.data)["result"] == "real"
+    await runtime.clean()
+
+
+async def test_a_shared_runtimes_consumer_cannot_reach_an_accounts_own_events(
+    secured: Secured,
+) -> None:
+    """An account's runtimes' events are stored out of reach of the consumers the shared
+    runtime user may create (on MIDCALL_CONV, with any filter it likes)."""
+    injector = Publisher((await secured.connect(Role.RESULT_INJECTOR)).nc.jetstream())
+    await injector.result(result("acme's own"), TENANT)
+    await injector.result(result("shared"), SHARED)
+    runtime = await secured.connect(Role.RUNTIME)
+    inbox = Inbox()
+
+    await runtime.nc.jetstream(domain=RUNTIME_JS_DOMAIN).subscribe(
+        f"{subjects.PREFIX}.conv.>",
+        stream=subjects.CONV_STREAM,
+        ordered_consumer=True,
+        cb=inbox.handle,
+    )
+    first = await inbox.next()
+
+    assert (first.subject, json.loads(first.data)["result"]) == (subjects.result(CONV), "shared")
+    root = await secured.root()
+    kept = await root.stream_info(subjects.ACCOUNT_CONV_STREAM, subjects_filter=">")
+    assert kept.state.subjects == {subjects.result(CONV, "acme"): 1}
     await runtime.clean()
 
 

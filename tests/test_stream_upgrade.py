@@ -47,7 +47,7 @@ async def test_an_old_conv_stream_gives_ended_its_own_stream_and_keeps_its_event
     assert (await js.publish(subjects.result("c2"), b"{}")).stream == subjects.CONV_STREAM
 
 
-async def test_streams_made_before_runtime_credentials_take_each_accounts_subjects(
+async def test_streams_made_before_runtime_credentials_take_each_accounts_ends(
     client: Client,
 ) -> None:
     js = client.jetstream()
@@ -72,7 +72,7 @@ async def test_streams_made_before_runtime_credentials_take_each_accounts_subjec
         (await js.publish(subject, b"{}")).stream
         for subject in (subjects.result("c1", "acme"), subjects.ended("c1", "acme"))
     ]
-    assert landed == [subjects.CONV_STREAM, subjects.ENDED_STREAM]
+    assert landed == [subjects.ACCOUNT_CONV_STREAM, subjects.ENDED_STREAM]
 
 
 async def test_runtimes_consumers_are_bounded_unless_an_operator_chose_bounds(
