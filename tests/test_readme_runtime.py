@@ -15,6 +15,7 @@ from shared.api_keys import bearer
 from shared.nats_server import free_port
 from shared.settings import Settings
 from tests.support.api import RecordingApi
+from tests.test_runtime_accounts import reaches_the_fabric
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -26,8 +27,34 @@ def runtime_example() -> str:
     return match.group(1)
 
 
+def with_credentials(example: str, credentials: dict[str, str]) -> str:
+    """The example as a runtime with its account's credentials runs it: those three values."""
+    lines = {
+        'password = json.loads((DATA_DIR / "nats-credentials.json").read_text())["runtime"]': (
+            f"password = {credentials['password']!r}"
+        ),
+        'user="runtime",': f"user={credentials['user']!r},",
+        'inbox_prefix="_INBOX_runtime",': f"inbox_prefix={credentials['inbox_prefix']!r},",
+    }
+    for line, replacement in lines.items():
+        assert line in example
+        example = example.replace(line, replacement)
+    return example
+
+
+async def live(url: str, credentials: dict[str, str]) -> None:
+    """Once a new credential can place calls (its account reloaded into nats-server)."""
+    signed = {name: credentials[name] for name in ("user", "password", "inbox_prefix")}
+    async with asyncio.timeout(10):
+        while True:
+            if await reaches_the_fabric(url, signed):
+                return
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("signed_in_as", ["runtime", "account"])
 async def test_the_readmes_runtime_signs_in_places_a_call_and_hears_its_result(
-    tmp_path: Path, api: RecordingApi
+    tmp_path: Path, api: RecordingApi, signed_in_as: str
 ) -> None:
     api.reply("POST", "/book", json={"booked": True})
     registry = free_port()
@@ -52,15 +79,23 @@ async def test_the_readmes_runtime_signs_in_places_a_call_and_hears_its_result(
             "parameters": {"type": "object", "properties": {"date": {}, "time": {}}},
             "request": {"url": f"{api.url}/book", "method": "POST"},
         }
-        async with httpx.AsyncClient(headers=bearer(fabric.admin_key)) as http:
-            added = await http.post(
-                f"http://127.0.0.1:{registry}/v1/agents/salon-bot/tools", json={"tools": [tool]}
-            )
+        code = runtime_example()
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{registry}", headers=bearer(fabric.admin_key)
+        ) as http:
+            added = await http.post("/v1/agents/salon-bot/tools", json={"tools": [tool]})
             assert added.status_code == 201, added.text
+            if signed_in_as == "account":  # the salon's own runtime credentials
+                assert (await http.post("/v1/accounts", json={"account_id": "salon"})).is_success
+                moved = await http.put("/v1/agents/salon-bot", json={"account_id": "salon"})
+                assert moved.status_code == 200, moved.text
+                made = (await http.post("/v1/accounts/salon/runtime-credentials")).json()
+                code = with_credentials(code, made)
+                await live(fabric.nats_url, made)
         example = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            runtime_example(),
+            code,
             cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -158,7 +158,7 @@ async def signed_in(url: str, password: str, closed: asyncio.Event) -> Client:
     options = {"user": "runtime-c1", "password": password, "inbox_prefix": "_INBOX_runtime-c1"}
     async with asyncio.timeout(10):
         while True:
-            if await _places_calls(url, options):
+            if await reaches_the_fabric(url, options):
                 break
             await asyncio.sleep(0.05)
 
@@ -168,11 +168,13 @@ async def signed_in(url: str, password: str, closed: asyncio.Event) -> Client:
     return await nats.connect(url, allow_reconnect=False, closed_cb=on_closed, **options)
 
 
-async def _places_calls(url: str, options: dict[str, str]) -> bool:
+async def reaches_the_fabric(url: str, options: dict[str, str]) -> bool:
     with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
         client = await nats.connect(url, allow_reconnect=False, connect_timeout=1, **options)
         try:
-            await client.jetstream().publish("midcall.calls.probe", b"{}", timeout=1)
+            # An end of a conversation of no one's: through the service import, stored.
+            probe = b'{"conversation_id": "probe"}'
+            await client.jetstream().publish("midcall.conv.probe.ended", probe, timeout=1)
             return True
         finally:
             await client.close()
