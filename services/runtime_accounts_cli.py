@@ -29,13 +29,15 @@ async def run(settings: Settings, path: Path) -> int:
             file=sys.stderr,
         )
         return 2
+    # Before anything else: a stop asked for while starting (the signal may even have been
+    # ignored by whoever started us) ends it once started.
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
     ensure_file(path)
     accounts = RuntimeAccounts(path)
     reload = dict(connect_options(Role.RELOAD, password))
     await accounts.start(settings.nats_url, sign_in(settings, Role.SETUP.value), reload)
-    stopping = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
     await stopping.wait()
     await accounts.stop()
     return 0

@@ -146,7 +146,7 @@ async def test_midcall_runtime_accounts_keeps_a_server_of_your_own_current(
         assert ack.stream == subjects.CALLS_STREAM
     finally:
         follower.terminate()
-        await follower.wait()
+        await asyncio.wait_for(follower.wait(), 10)
         await setup.close()
         await registry.close()
         await server.astop()
