@@ -5,7 +5,7 @@ from datetime import timedelta
 from services.http_executor.client import Sender
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
-from services.http_executor.render import RenderedRequest
+from shared.calls.render import RenderedRequest
 from shared.events import HttpResponse, utcnow
 from tests.factories import work_item
 

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from services.http_executor.client import Sender
 from services.http_executor.destinations import DestinationPolicy
-from services.http_executor.render import render_request
+from shared.calls.render import render_request
 from shared.errors import CallRejected, ErrorCode
 from tests.factories import work_item
 from tests.support.api import RecordingApi

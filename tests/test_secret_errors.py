@@ -16,9 +16,9 @@ from services.http_executor.breaker import Breakers
 from services.http_executor.client import Sender
 from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
-from services.http_executor.preview import preview
-from services.http_executor.redaction import RedactedError
-from services.http_executor.render import RenderedRequest, render_request
+from shared.calls.preview import preview
+from shared.calls.redaction import RedactedError
+from shared.calls.render import RenderedRequest, render_request
 from shared.errors import CallRejected, ErrorCode
 from shared.events import HttpResponse
 from tests.factories import work_item

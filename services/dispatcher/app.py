@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 
 from nats.aio.msg import Msg
 
-from services.dispatcher.binding import bind, check_arguments, deadline, pending_for
-from services.dispatcher.directory import Directory, Entry
+from services.dispatcher.directory import Directory
 from services.dispatcher.loops import LoopBreaker
 from shared import subjects
 from shared.addressing import Conversation
 from shared.call_marks import CallMarks, run_key
+from shared.calls.binding import Entry, bind, check_arguments, deadline, pending_for
 from shared.catalog import DEFAULT_ACCOUNT
 from shared.consumer import redelivered
 from shared.deadline_timers import DEADLINE_GRACE_S, DeadlineTimers

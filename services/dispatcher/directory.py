@@ -5,29 +5,18 @@ through the bucket's watch within milliseconds.
 """
 
 import logging
-from dataclasses import dataclass
 
-from jsonschema import Draft202012Validator
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from shared.bucket_follower import BucketFollower
+from shared.calls.binding import Entry
 from shared.catalog import DEFAULT_ACCOUNT, AgentEntry, parse_key
 from shared.errors import CallRejected, ErrorCode
 from shared.subjects import CATALOG_BUCKET
 from shared.tools import Tool
 
 log = logging.getLogger("midcall.dispatcher.directory")
-
-
-@dataclass(frozen=True)
-class Entry:
-    tool: Tool
-    validator: Draft202012Validator
-
-    @classmethod
-    def of(cls, tool: Tool) -> "Entry":
-        return cls(tool, Draft202012Validator(tool.parameters))
 
 
 class Directory:

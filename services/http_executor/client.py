@@ -11,10 +11,9 @@ import asyncio
 import resource
 
 import aiohttp
-from yarl import URL
 
 from services.http_executor.destinations import DestinationPolicy, GuardedResolver
-from services.http_executor.render import RenderedRequest
+from shared.calls.render import RenderedRequest, full_url
 from shared.events import HttpResponse
 
 # File descriptors kept for everything but outbound connections (NATS, logs, the loop).
@@ -39,23 +38,6 @@ def connection_limit(configured: int) -> int:
         soft = hard
     available = max(1, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else 1 << 16
     return min(configured, available) if configured else available
-
-
-def full_url(request: RenderedRequest) -> URL:
-    """The URL with the rendered query appended to any it already has."""
-    url = URL(request.url)
-    if not request.params:
-        return url
-    return url.extend_query([(k, _query_value(v)) for k, v in request.params])
-
-
-def _query_value(value: str | int | float | bool | None) -> str:
-    # As a query string carries them: JSON's spelling for booleans and null.
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 class Sender:

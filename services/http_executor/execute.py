@@ -19,12 +19,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from services.http_executor.breaker import Breakers
 from services.http_executor.client import NotConnected, Sender, TransportError
 from services.http_executor.destinations import DestinationPolicy, blocked, blocked_cause
-from services.http_executor.redaction import Redaction
-from services.http_executor.render import RenderedRequest, render_request
 from services.http_executor.retries import Attempt, retry_after_s, retry_delay, status_reason
 from services.http_executor.secret_scope import SecretScope
 from services.http_executor.signing import signature_headers
 from services.http_executor.tool_hosts import check_allowed_host, check_chosen_host
+from shared.calls.redaction import Redaction
+from shared.calls.render import RenderedRequest, render_request
 from shared.errors import CallRejected, ErrorCode
 from shared.events import (
     ErrorInfo,

@@ -10,7 +10,7 @@ on top.
 
 from yarl import URL
 
-from services.http_executor.render import RenderedRequest
+from shared.calls.render import RenderedRequest
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest
 

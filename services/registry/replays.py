@@ -14,13 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.dispatcher.binding import bind, check_arguments, deadline
-from services.dispatcher.directory import Entry
-from services.http_executor.preview import RequestPreview, preview
 from services.registry.failures import FailedCallDetail, FailureStore, Filters
 from services.registry.store import ToolStore
 from shared import subjects
 from shared.addressing import conversation_key
+from shared.calls.binding import Entry, bind, check_arguments, deadline
+from shared.calls.preview import RequestPreview, preview
 from shared.catalog import DEFAULT_ACCOUNT
 from shared.errors import CallRejected
 from shared.events import ID_PATTERN, ExecuteRequest, ReplayRequest, utcnow

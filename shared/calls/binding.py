@@ -1,8 +1,10 @@
 """Validating a call against its tool and binding what the request will be rendered from.
 
-Pure functions: the dispatcher's whole decision about a call, testable without NATS.
+Pure functions: the dispatcher's whole decision about a call, testable without NATS; the
+registry's replay preview checks and binds a call the same way.
 """
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +16,18 @@ from shared.events import ToolCall, ToolCallPending
 from shared.tools import ContextParameter, Tool
 
 MAX_REPORTED_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A tool with its arguments' validator, built once per definition."""
+
+    tool: Tool
+    validator: Draft202012Validator
+
+    @classmethod
+    def of(cls, tool: Tool) -> "Entry":
+        return cls(tool, Draft202012Validator(tool.parameters))
 
 
 def check_arguments(call: ToolCall, validator: Draft202012Validator) -> None:

@@ -8,8 +8,7 @@ the time) by name only, and the ``traceparent`` of the trace is left out.
 
 from pydantic import BaseModel
 
-from services.http_executor.client import full_url
-from services.http_executor.render import render_request, secret_names
+from shared.calls.render import full_url, render_request, secret_names
 from shared.events import ExecuteRequest
 
 # What the secrets are rendered as, then shown as ``***`` wherever the request carries

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 
 from yarl import URL
 
-from services.http_executor.redaction import Redaction
+from shared.calls.redaction import Redaction
 from shared.errors import CallRejected, ErrorCode
 from shared.events import ExecuteRequest
 from shared.templates import MISSING, TEMPLATE, as_text, references, render_string, render_value
@@ -184,3 +184,20 @@ def _encode_json(value: Any, style: str) -> bytes:
     if style == "python":
         return json.dumps(value).encode()  # Python's defaults, byte for byte
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def full_url(request: RenderedRequest) -> URL:
+    """The URL with the rendered query appended to any it already has."""
+    url = URL(request.url)
+    if not request.params:
+        return url
+    return url.extend_query([(k, _query_value(v)) for k, v in request.params])
+
+
+def _query_value(value: str | int | float | bool | None) -> str:
+    # As a query string carries them: JSON's spelling for booleans and null.
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
