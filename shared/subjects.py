@@ -77,16 +77,17 @@ def _scoped(conversation_id: str, runtime_account: str | None) -> str:
 def call_origin(subject: str) -> tuple[str | None, str | None]:
     """Who placed a call on ``subject``, and in which conversation: ``(runtime_account,
     conversation_id)``; the account is None on the shared runtime user's subject."""
-    return _origin(subject.split("."), 2)
+    return _origin(subject.split("."))
 
 
 def ended_origin(subject: str) -> tuple[str | None, str | None]:
     """``call_origin`` for a conversation's end (``midcall.conv.[<account>.]<conv>.ended``)."""
-    return _origin(subject.split(".")[:-1], 2)
+    return _origin(subject.split(".")[:-1])
 
 
-def _origin(tokens: list[str], first: int) -> tuple[str | None, str | None]:
-    scoped = tokens[first:]
+def _origin(tokens: list[str]) -> tuple[str | None, str | None]:
+    # After "midcall.<kind>": the conversation, or the account and the conversation.
+    scoped = tokens[2:]
     if len(scoped) == 2:
         return scoped[0], scoped[1]
     return None, scoped[0] if len(scoped) == 1 else None

@@ -15,7 +15,7 @@ from shared.api_keys import bearer
 from shared.nats_server import free_port
 from shared.settings import Settings
 from tests.support.api import RecordingApi
-from tests.test_runtime_accounts import reaches_the_fabric
+from tests.test_runtime_accounts import live
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -40,16 +40,6 @@ def with_credentials(example: str, credentials: dict[str, str]) -> str:
         assert line in example
         example = example.replace(line, replacement)
     return example
-
-
-async def live(url: str, credentials: dict[str, str]) -> None:
-    """Once a new credential can place calls (its account reloaded into nats-server)."""
-    signed = {name: credentials[name] for name in ("user", "password", "inbox_prefix")}
-    async with asyncio.timeout(10):
-        while True:
-            if await reaches_the_fabric(url, signed):
-                return
-            await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("signed_in_as", ["runtime", "account"])
@@ -91,7 +81,8 @@ async def test_the_readmes_runtime_signs_in_places_a_call_and_hears_its_result(
                 assert moved.status_code == 200, moved.text
                 made = (await http.post("/v1/accounts/salon/runtime-credentials")).json()
                 code = with_credentials(code, made)
-                await live(fabric.nats_url, made)
+                signed = {k: made[k] for k in ("user", "password", "inbox_prefix")}
+                await live(fabric.nats_url, signed)
         example = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",

@@ -156,16 +156,21 @@ async def test_midcall_runtime_accounts_keeps_a_server_of_your_own_current(
 async def signed_in(url: str, password: str, closed: asyncio.Event) -> Client:
     """acme's runtime, once its credential is live (the accounts reloaded, twice)."""
     options = {"user": "runtime-c1", "password": password, "inbox_prefix": "_INBOX_runtime-c1"}
-    async with asyncio.timeout(10):
-        while True:
-            if await reaches_the_fabric(url, options):
-                break
-            await asyncio.sleep(0.05)
+    await live(url, options)
 
     async def on_closed() -> None:
         closed.set()
 
     return await nats.connect(url, allow_reconnect=False, closed_cb=on_closed, **options)
+
+
+async def live(url: str, options: dict[str, str]) -> None:
+    """Once a new credential can place calls (its account reloaded into nats-server)."""
+    async with asyncio.timeout(10):
+        while True:
+            if await reaches_the_fabric(url, options):
+                return
+            await asyncio.sleep(0.05)
 
 
 async def reaches_the_fabric(url: str, options: dict[str, str]) -> bool:
