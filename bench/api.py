@@ -20,8 +20,8 @@ from collections import defaultdict
 from aiohttp import web
 
 from bench.procstats import raise_fd_limit
-from shared.nats_server import free_port
-from shared.processes import die_with_parent
+from shared.fabric.nats_server import free_port
+from shared.process.processes import die_with_parent
 
 SLOTS = ["10:00 AM", "11:30 AM", "2:00 PM", "4:15 PM"]
 DEFAULT_DELAY_S = 2.0

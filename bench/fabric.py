@@ -22,10 +22,10 @@ from bench.plan import ACCOUNT, AGENT, tools
 from services.billing.app import USAGE
 from services.result_injector.app import DEADLINES
 from services.supervisor import Fabric
-from shared import subjects
-from shared.api_keys import bearer
-from shared.nats_auth import Role, connect_options
-from shared.nats_server import free_port
+from shared.contract import subjects
+from shared.fabric.nats_server import free_port
+from shared.security.api_keys import bearer
+from shared.security.nats_auth import Role, connect_options
 from shared.settings import Settings
 
 POLL_S = 0.02

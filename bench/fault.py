@@ -36,8 +36,8 @@ from bench.fabric import BenchFabric, running
 from bench.plan import ACCOUNT, AGENT, arguments
 from services.demo.runtime import new_traceparent
 from services.supervisor import Fabric
-from shared import subjects
-from shared.nats_auth import RUNTIME_JS_DOMAIN
+from shared.contract import subjects
+from shared.security.nats_auth import RUNTIME_JS_DOMAIN
 
 log = logging.getLogger("bench.fault")
 TOOL = "CheckSlotsUnderFire"

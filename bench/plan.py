@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.tools import MAX_TIMEOUT_S
+from shared.contract.tools import MAX_TIMEOUT_S
 
 AGENT = "bench"
 ACCOUNT = "bench"

@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from services.demo.runtime import new_traceparent
-from shared import subjects
+from shared.contract import subjects
 
 EVERY_CONVERSATION = f"{subjects.PREFIX}.conv.*.>"
 KINDS = ("pending", "result")  # ``ended`` shares the subject space and is ignored

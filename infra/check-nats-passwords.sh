@@ -2,7 +2,7 @@
 # The nats container's entrypoint in compose: refuses the MIDCALL_NATS_PASSWORD_<ROLE>
 # values nats-server would misread (it parses them as config: a date, a number, a
 # boolean...), naming each, then runs its command. The rule and the message are
-# shared/nats_auth.py's (ENV_PASSWORD_RULE); tests/test_infra.py holds them equal.
+# shared/security/nats_auth.py's (ENV_PASSWORD_RULE); tests/test_infra.py holds them equal.
 set -eu
 LC_ALL=C
 export LC_ALL

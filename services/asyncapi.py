@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared.events import (
+from shared.contract.events import (
     CallRun,
     ConversationEnded,
     ExecuteRequest,

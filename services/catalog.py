@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 
-from shared.service import Runnable
+from shared.process.service import Runnable
 from shared.settings import Settings
 
 

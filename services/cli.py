@@ -11,10 +11,10 @@ from pathlib import Path
 from opentelemetry import trace
 
 from services.catalog import SERVICES
-from shared.api_keys import admin_key
-from shared.service import run_until_signal
+from shared.observability.tracing import build_provider
+from shared.process.service import run_until_signal
+from shared.security.api_keys import admin_key
 from shared.settings import Settings
-from shared.tracing import build_provider
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +192,7 @@ def _runtime_accounts(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _nats_config(args: argparse.Namespace, __: Settings) -> int:
-    from shared.nats_auth import (
+    from shared.security.nats_auth import (
         UnreadablePassword,
         check_env_passwords,
         render_authorization_from_env,
@@ -209,7 +209,7 @@ def _nats_config(args: argparse.Namespace, __: Settings) -> int:
 
 
 def _setup(_: argparse.Namespace, settings: Settings) -> int:
-    from shared.broker import create_streams
+    from shared.fabric.broker import create_streams
 
     asyncio.run(create_streams(settings))
     return 0

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.api_keys import bearer
+from shared.security.api_keys import bearer
 
 # Ids per request: well under the REST limits (500 a page, 10,000 a replay).
 CHUNK = 200

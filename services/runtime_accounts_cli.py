@@ -15,9 +15,9 @@ import signal
 import sys
 from pathlib import Path
 
-from shared.broker import sign_in
-from shared.nats_auth import Role, connect_options, password_env
-from shared.runtime_accounts import RuntimeAccounts, ensure_file
+from shared.fabric.broker import sign_in
+from shared.security.nats_auth import Role, connect_options, password_env
+from shared.security.runtime_accounts import RuntimeAccounts, ensure_file
 from shared.settings import Settings
 
 

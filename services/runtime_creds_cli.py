@@ -10,7 +10,7 @@ import sys
 import httpx
 
 from services.tool_import import message
-from shared.api_keys import bearer
+from shared.security.api_keys import bearer
 
 
 def runtime_creds(registry: str, key: str, account: str, listing: bool, revoke: str | None) -> int:

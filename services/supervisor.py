@@ -23,11 +23,15 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from services.catalog import SERVICES
-from shared import jetstream, runtime_accounts, subjects
-from shared.api_keys import ADMIN_KEY_FILE, admin_key, ensure_admin_key
-from shared.broker import sign_in
-from shared.data_dir import private_dir
-from shared.nats_auth import (
+from shared.contract import subjects
+from shared.fabric import jetstream
+from shared.fabric.broker import sign_in
+from shared.fabric.nats_server import NatsServer, stable_port
+from shared.process.processes import die_with_parent
+from shared.security import runtime_accounts
+from shared.security.api_keys import ADMIN_KEY_FILE, admin_key, ensure_admin_key
+from shared.security.data_dir import private_dir
+from shared.security.nats_auth import (
     CREDENTIALS_FILE,
     Role,
     connect_options,
@@ -35,9 +39,7 @@ from shared.nats_auth import (
     load_or_create_credentials,
     render_authorization,
 )
-from shared.nats_server import NatsServer, stable_port
-from shared.processes import die_with_parent
-from shared.runtime_accounts import RuntimeAccounts
+from shared.security.runtime_accounts import RuntimeAccounts
 from shared.settings import Settings
 
 log = logging.getLogger("midcall.up")
@@ -78,7 +80,7 @@ class Fabric:
         self.nats: NatsServer | None = None
         self.nats_url = settings.nats_url or ""
         self.children: dict[str, subprocess.Popen[bytes]] = {}
-        # An embedded server runs with a user per role (shared.nats_auth).
+        # An embedded server runs with a user per role (shared.security.nats_auth).
         self.credentials: dict[Role, str] = {}
         # Set by ``start`` when it created the data directory's admin key, to show once.
         self.new_admin_key: str | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.api_keys import bearer
+from shared.security.api_keys import bearer
 
 CONTENT_TYPES = {"xml": "application/xml"}
 

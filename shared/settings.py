@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     nats_url: str | None = None
     # How a service signs in to NATS: user and password (each service its own role's,
-    # see shared.nats_auth); none: an open server (the tests' in-process fabric).
+    # see shared.security.nats_auth); none: an open server (the tests' in-process fabric).
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     # Or a .creds file (a user JWT and its nkey seed), for a server in operator mode
@@ -42,14 +42,14 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
     # 0: as many as the process's file-descriptor limit allows.
     max_connections: int = Field(default=0, ge=0)
-    # Billing prices, in units: see shared.metering.
+    # Billing prices, in units: see shared.calls.metering.
     price_per_call: float = Field(default=0.1, ge=0)
     price_per_1k_tokens: float = Field(default=5.0, ge=0)
     account_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
     trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
-    # The REST admin key (shared.api_keys); unset: the one `midcall up` keeps in data_dir.
+    # The REST admin key (shared.security.api_keys); unset: the one `midcall up` keeps in data_dir.
     admin_key: SecretStr | None = None
-    # Seals account secrets (shared.secret_box); registry and executors must share it.
+    # Seals account secrets (shared.security.secret_box); registry and executors must share it.
     # Unset: the one generated into data_dir at first start.
     master_key: SecretStr | None = None
 

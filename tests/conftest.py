@@ -21,10 +21,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from services.billing.api import build_app as build_billing_app
 from services.billing.store import UsageStore
-from shared.nats_server import NatsServer
+from shared.fabric.nats_server import NatsServer
+from shared.observability.tracing import build_provider
+from shared.process.storage import build_engine
 from shared.settings import Settings
-from shared.storage import build_engine
-from shared.tracing import build_provider
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric, start_fabric, stop_fabric
 from tests.support.keys import AS_ADMIN, Keys, admin_only

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.http_api import ApiError
-from shared.tools import Tool
+from shared.contract.tools import Tool
+from shared.process.http_api import ApiError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -3,8 +3,8 @@
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.events import ExecuteRequest, ToolCall, UsageRecord, utcnow
-from shared.tools import Tool
+from shared.contract.events import ExecuteRequest, ToolCall, UsageRecord, utcnow
+from shared.contract.tools import Tool
 
 
 def work_item(

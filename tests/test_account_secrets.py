@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from yarl import URL
 
-from shared import subjects
+from shared.contract import subjects
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS, Fabric
 from tests.support.keys import AS_ADMIN, Keys

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from services.asyncapi import document
-from shared import subjects
+from shared.contract import subjects
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

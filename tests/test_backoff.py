@@ -6,9 +6,10 @@ import time
 import nats
 from nats.aio.msg import Msg
 
-from shared import jetstream, subjects
-from shared.consumer import FIRST_RETRY_S, WorkConsumer
-from shared.pull_flow import Durable
+from shared.contract import subjects
+from shared.fabric import jetstream
+from shared.fabric.consumer import FIRST_RETRY_S, WorkConsumer
+from shared.fabric.pull_flow import Durable
 
 
 async def test_a_failed_message_comes_back_after_a_delay_then_is_acked(nats_url: str) -> None:

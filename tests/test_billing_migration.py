@@ -42,9 +42,9 @@ from services.billing.schema_upgrade import (
 )
 from services.billing.store import UsageStore
 from services.billing.summaries import Totals
-from shared.events import UsageRecord
+from shared.contract.events import UsageRecord
+from shared.process.storage import UtcDateTime, build_engine
 from shared.settings import Settings
-from shared.storage import UtcDateTime, build_engine
 from tests.factories import T0, usage
 
 

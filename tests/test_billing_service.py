@@ -24,12 +24,13 @@ from services.billing.api import build_app
 from services.billing.app import USAGE, BillingHandlers, consumers
 from services.billing.main import BillingService
 from services.billing.store import StoreUnavailable, UsageStore
-from shared import jetstream, subjects
-from shared.api_keys import KeyRing, StoredKey, bearer, new_key
-from shared.events import ConversationEnded, UsageRecord
-from shared.messaging import REASON_HEADER, SUBJECT_HEADER, DeadLetters, Publisher
+from shared.contract import subjects
+from shared.contract.events import ConversationEnded, UsageRecord
+from shared.fabric import jetstream
+from shared.fabric.messaging import REASON_HEADER, SUBJECT_HEADER, DeadLetters, Publisher
+from shared.process.storage import build_engine
+from shared.security.api_keys import KeyRing, StoredKey, bearer, new_key
 from shared.settings import Settings
-from shared.storage import build_engine
 from tests.factories import T0, usage
 from tests.support.keys import ADMIN_KEY, AS_ADMIN
 

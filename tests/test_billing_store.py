@@ -11,9 +11,9 @@ from sqlmodel import create_engine
 
 from services.billing.store import StoreUnavailable, UsageStore
 from services.billing.summaries import Totals, totals_of
-from shared.events import UsageRecord
+from shared.contract.events import UsageRecord
+from shared.process.storage import build_engine
 from shared.settings import Settings
-from shared.storage import build_engine
 from tests.factories import T0, usage
 
 

@@ -10,10 +10,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from shared import jetstream, subjects
-from shared.consumer import BatchConsumer, WorkConsumer
-from shared.memory import MemoryBudget
-from shared.pull_flow import Durable
+from shared.contract import subjects
+from shared.fabric import jetstream
+from shared.fabric.consumer import BatchConsumer, WorkConsumer
+from shared.fabric.pull_flow import Durable
+from shared.process.memory import MemoryBudget
 
 DURABLE = Durable(subjects.WORK_STREAM, subjects.execute("c-1"), "test-consumer")
 ONE_SECOND_S = 1.0

@@ -7,9 +7,10 @@ import nats
 import pytest
 from nats.js.kv import KeyValue
 
-from shared import jetstream, subjects
-from shared.addressing import Conversation, conversation_key
-from shared.conversations import ConversationVariables, render_prompt
+from shared.contract import subjects
+from shared.contract.addressing import Conversation, conversation_key
+from shared.fabric import jetstream
+from shared.fabric.conversations import ConversationVariables, render_prompt
 
 
 def test_set_variables_fill_in_and_unset_ones_render_empty_and_are_listed() -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from services.demo.runtime import Runtime
 from services.supervisor import Fabric
-from shared.api_keys import bearer
-from shared.nats_server import free_port
-from shared.pull_flow import Durable
+from shared.fabric.nats_server import free_port
+from shared.fabric.pull_flow import Durable
+from shared.security.api_keys import bearer
 from shared.settings import Settings
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS

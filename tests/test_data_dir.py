@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from services.billing.store import UsageStore
+from shared.process.storage import build_engine
 from shared.settings import Settings
-from shared.storage import build_engine
 from tests.factories import usage
 
 OPEN_UMASK = 0o022

@@ -13,9 +13,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.result_injector.app import DEADLINES
-from shared import jetstream, subjects
-from shared.deadline_timers import CALL_KEY_HEADER, DeadlineTimers
-from shared.nats_server import NatsServer
+from shared.contract import subjects
+from shared.fabric import jetstream
+from shared.fabric.deadline_timers import CALL_KEY_HEADER, DeadlineTimers
+from shared.fabric.nats_server import NatsServer
 
 TIMERS_STREAM = subjects.TIMERS_STREAM
 

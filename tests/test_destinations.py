@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
-from services.http_executor.client import Sender
-from services.http_executor.destinations import (
+from services.http_executor.execute import Executor
+from shared.calls.client import Sender
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.security.destinations import (
     BlockedDestination,
     DestinationPolicy,
     GuardedResolver,
 )
-from services.http_executor.execute import Executor
-from shared.errors import CallRejected, ErrorCode
 from tests.factories import work_item
 from tests.support.dns import resolving_to
 

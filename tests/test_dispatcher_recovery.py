@@ -2,8 +2,8 @@
 
 from services.dispatcher.app import DURABLE
 from services.dispatcher.main import DispatcherService
-from shared import subjects
-from shared.call_marks import CallMarks
+from shared.contract import subjects
+from shared.fabric.call_marks import CallMarks
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_spine import AGENT, booking_tool, events_of, new_call

@@ -9,17 +9,17 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from services.http_executor.app import ExecutorApp
-from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
 from services.result_injector.app import Injector
 from services.result_injector.main import price_book
-from shared import subjects
-from shared.addressing import conversation_key
-from shared.call_marks import CallMarks, Mark
-from shared.catalog import DEFAULT_ACCOUNT
-from shared.conversations import ConversationVariables
-from shared.deadline_timers import DeadlineTimers
-from shared.messaging import Publisher
+from shared.contract import subjects
+from shared.contract.addressing import conversation_key
+from shared.contract.catalog import DEFAULT_ACCOUNT
+from shared.fabric.call_marks import CallMarks, Mark
+from shared.fabric.conversations import ConversationVariables
+from shared.fabric.deadline_timers import DeadlineTimers
+from shared.fabric.messaging import Publisher
+from shared.security.destinations import DestinationPolicy
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS, Fabric
 from tests.test_execute import ScriptedApi

@@ -2,11 +2,11 @@
 
 from datetime import timedelta
 
-from services.http_executor.client import Sender
-from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
+from shared.calls.client import Sender
 from shared.calls.render import RenderedRequest
-from shared.events import HttpResponse, utcnow
+from shared.contract.events import HttpResponse, utcnow
+from shared.security.destinations import DestinationPolicy
 from tests.factories import work_item
 
 URL = "https://api.example.com/book"

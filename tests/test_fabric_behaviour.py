@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.metering import count_json_tokens
+from shared.calls.metering import count_json_tokens
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_spine import (

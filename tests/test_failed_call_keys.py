@@ -15,9 +15,9 @@ from services.registry.failures import (
     call_row_key,
     upgrade_keys,
 )
-from shared.events import CallRun, ErrorInfo, ToolCall, ToolCallResult, utcnow
+from shared.contract.events import CallRun, ErrorInfo, ToolCall, ToolCallResult, utcnow
+from shared.process.storage import build_engine
 from shared.settings import Settings
-from shared.storage import build_engine
 
 
 @pytest.fixture

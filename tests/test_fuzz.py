@@ -54,16 +54,11 @@ from services.registry.api import MAX_DOCUMENT_BYTES
 from services.registry.dialects import aivoco, bland, callkaro, vocode, xml
 from services.registry.failures import DeadLetter, FailureStore
 from services.registry.main import RegistryService
-from shared import subjects
-from shared.addressing import Conversation
-from shared.conversations import ConversationVariables
-from shared.errors import ErrorCode
-from shared.events import ID_PATTERN, CallRun, ErrorInfo, ToolCall, ToolCallResult
-from shared.http_api import ApiError
-from shared.nats_server import NatsServer
-from shared.settings import Settings
-from shared.storage import build_engine
-from shared.tools import (
+from shared.contract import subjects
+from shared.contract.addressing import Conversation
+from shared.contract.errors import ErrorCode
+from shared.contract.events import ID_PATTERN, CallRun, ErrorInfo, ToolCall, ToolCallResult
+from shared.contract.tools import (
     ContextParameter,
     ErrorPolicy,
     RequestSpec,
@@ -74,6 +69,11 @@ from shared.tools import (
     Tool,
     ToolErrorRule,
 )
+from shared.fabric.conversations import ConversationVariables
+from shared.fabric.nats_server import NatsServer
+from shared.process.http_api import ApiError
+from shared.process.storage import build_engine
+from shared.settings import Settings
 from tests.dialect_support import example
 from tests.factories import usage
 from tests.support.keys import ADMIN_KEY
@@ -311,7 +311,7 @@ def mutated(draw: st.DrawFn, seed: Any) -> Any:
     return document
 
 
-# A canonical tool using every field, so that mutations reach every rule of shared.tools.
+# A canonical tool using every field, so that mutations reach every rule of shared.contract.tools.
 RICH_TOOL: dict[str, Any] = {
     "name": "Reschedule",
     "description": "Moves an appointment",

@@ -4,7 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from shared.nats_auth import render_authorization_from_env
+from shared.security.nats_auth import render_authorization_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where compose's nats container finds the runtime credentials' accounts (a volume the
@@ -40,7 +40,7 @@ def test_compose_checks_the_nats_passwords_before_nats_server_starts() -> None:
     compose = (ROOT / "compose.yaml").read_text()
     nats = compose.split("\n  nats:\n", 1)[1].split("\n\n", 1)[0]
 
-    # tests/test_nats_passwords.py holds the script to shared.nats_auth's rule.
+    # tests/test_nats_passwords.py holds the script to shared.security.nats_auth's rule.
     assert 'entrypoint: ["/bin/sh", "/etc/nats/check-nats-passwords.sh"]' in nats
     prepared = '["/bin/sh", "/etc/nats/prepare-runtime-accounts.sh", "nats-server", "-c", '
     assert prepared + '"/etc/nats/nats-server.conf"]' in nats

@@ -22,11 +22,11 @@ from services.registry import store as registry_store
 from services.registry.dialects import vocode
 from services.registry.main import RegistryService
 from services.registry.store import QuotaExceeded, Quotas, ToolRow, ToolStore
-from shared.catalog import AgentEntry
-from shared.json_depth import MAX_DEPTH
+from shared.contract.catalog import AgentEntry
+from shared.contract.json_depth import MAX_DEPTH
+from shared.contract.tools import DECLARED_BEFORE, Tool
+from shared.process.storage import build_engine
 from shared.settings import Settings
-from shared.storage import build_engine
-from shared.tools import DECLARED_BEFORE, Tool
 from tests import test_registry_api
 from tests.factories import usage
 from tests.support.keys import AS_ADMIN

@@ -3,7 +3,7 @@
 from typing import Any
 
 from services.registry import manifest
-from shared.tools import Tool
+from shared.contract.tools import Tool
 
 BOOKING_PARAMETERS = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from services.registry import dialects, manifest
-from shared.tools import Tool
+from shared.contract.tools import Tool
 from tests.dialect_support import example
 
 JSON_SCHEMA_2020_12 = {"$ref": "https://json-schema.org/draft/2020-12/schema"}

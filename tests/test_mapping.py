@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from services.result_injector.mapping import map_outcome
-from shared.events import ErrorInfo, ExecutionOutcome, HttpResponse
+from shared.calls.mapping import map_outcome
+from shared.contract.events import ErrorInfo, ExecutionOutcome, HttpResponse
 from tests.factories import work_item
 
 TOOL = {"url": "https://api.example.com/book"}

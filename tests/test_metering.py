@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from shared.metering import (
+from shared.calls.metering import (
     ENCODING,
     Price,
     PriceBook,

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import metrics
-from shared.nats_server import free_port
+from shared.fabric.nats_server import free_port
+from shared.observability import metrics
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_spine import AGENT, booking_tool, new_call, place

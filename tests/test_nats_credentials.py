@@ -10,11 +10,11 @@ import nkeys
 import pytest
 from pydantic import ValidationError
 
-from shared import subjects
-from shared.broker import build_broker, connect, create_streams
-from shared.data_dir import write_private
-from shared.nats_auth import Role
-from shared.nats_server import NatsServer
+from shared.contract import subjects
+from shared.fabric.broker import build_broker, connect, create_streams
+from shared.fabric.nats_server import NatsServer
+from shared.security.data_dir import write_private
+from shared.security.nats_auth import Role
 from shared.settings import Settings
 from tests.support.nats_jwt import Identity, Operator
 

@@ -19,8 +19,9 @@ import nats.errors
 import pytest
 
 from services.cli import main
-from shared.data_dir import write_private
-from shared.nats_auth import (
+from shared.fabric.nats_server import NatsServer
+from shared.security.data_dir import write_private
+from shared.security.nats_auth import (
     CREDENTIALS_FILE,
     ENV_PASSWORD_EXAMPLE,
     PASSWORD_LENGTH,
@@ -35,7 +36,6 @@ from shared.nats_auth import (
     render_authorization,
     render_authorization_from_env,
 )
-from shared.nats_server import NatsServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK_SCRIPT = ROOT / "infra" / "check-nats-passwords.sh"

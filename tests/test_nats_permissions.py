@@ -1,4 +1,4 @@
-"""One NATS user per role (shared.nats_auth), enforced by a real nats-server.
+"""One NATS user per role (shared.security.nats_auth), enforced by a real nats-server.
 
 Each test starts nats-server with the rendered ``authorization`` block, has
 the setup role create the streams and buckets, and connects each role as its
@@ -38,14 +38,10 @@ from services.registry.catalog_writer import CatalogWriter
 from services.registry.failure_intake import DEAD_LETTERS, RUNS
 from services.result_injector.app import DEADLINES
 from services.result_injector.app import DURABLE as INJECT
-from shared import jetstream, subjects
-from shared.addressing import Conversation
-from shared.call_marks import CallMarks, Mark, run_key
-from shared.catalog import AgentEntry
-from shared.consumer import BatchConsumer, Retry, WorkConsumer
-from shared.conversations import ConversationVariables
-from shared.deadline_timers import DeadlineTimers
-from shared.events import (
+from shared.contract import subjects
+from shared.contract.addressing import Conversation
+from shared.contract.catalog import AgentEntry
+from shared.contract.events import (
     CallRun,
     ConversationEnded,
     ExecutionOutcome,
@@ -55,8 +51,16 @@ from shared.events import (
     ToolCallResult,
     UsageRecord,
 )
-from shared.messaging import DeadLetters, Publisher, msg_id, raw_body
-from shared.nats_auth import (
+from shared.contract.tools import Tool
+from shared.fabric import jetstream
+from shared.fabric.call_marks import CallMarks, Mark, run_key
+from shared.fabric.consumer import BatchConsumer, Retry, WorkConsumer
+from shared.fabric.conversations import ConversationVariables
+from shared.fabric.deadline_timers import DeadlineTimers
+from shared.fabric.messaging import DeadLetters, Publisher, msg_id, raw_body
+from shared.fabric.nats_server import NatsServer
+from shared.fabric.pull_flow import Durable
+from shared.security.nats_auth import (
     ACCOUNT_SHARES,
     CREDENTIALS_FILE,
     DURABLES,
@@ -76,9 +80,6 @@ from shared.nats_auth import (
     role_user,
     stream_has_durables,
 )
-from shared.nats_server import NatsServer
-from shared.pull_flow import Durable
-from shared.tools import Tool
 from tests.factories import usage, work_item
 
 CONV = "c1"
@@ -327,7 +328,7 @@ def test_no_role_can_listen_to_another_roles_inbox() -> None:
 
 
 def test_every_stream_and_bucket_is_written_and_read_by_a_role() -> None:
-    """A stream or bucket added to shared.jetstream fails here until roles are granted it."""
+    """A stream or bucket added to shared.fabric.jetstream fails here until roles are granted it."""
     writers = [permissions(role) for role in (*SERVICES, Role.RUNTIME)]
     # An account's own runtimes publish into Midcall's account through its service imports.
     imported = [share.subject for share in ACCOUNT_SHARES if share.kind == "service"]

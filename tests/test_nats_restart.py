@@ -5,7 +5,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.nats_server import NatsServer
+from shared.fabric.nats_server import NatsServer
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric, start_fabric, stop_fabric
 from tests.test_fabric_behaviour import result_within_a_second

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from shared.tracing import build_provider, exporters
+from shared.observability.tracing import build_provider, exporters
 from tests.support.api import RecordingApi
 
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from shared import subjects
-from shared.json_depth import MAX_DEPTH, shallow
-from shared.messaging import MESSAGE_DEPTH, Undecodable, decode, loose_fields
+from shared.contract import subjects
+from shared.contract.json_depth import MAX_DEPTH, shallow
+from shared.fabric.messaging import MESSAGE_DEPTH, Undecodable, decode, loose_fields
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_spine import AGENT, booking_tool, error_result, events_of, new_call, place

@@ -11,8 +11,8 @@ import nats.errors
 import pytest
 
 from services.supervisor import Fabric
-from shared.api_keys import bearer
-from shared.nats_server import free_port
+from shared.fabric.nats_server import free_port
+from shared.security.api_keys import bearer
 from shared.settings import Settings
 from tests.support.api import RecordingApi
 from tests.test_runtime_accounts import live

@@ -25,12 +25,12 @@ from services.registry.main import RegistryService
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.secret_store import SecretStore
 from services.registry.store import ToolStore
-from shared import jetstream
-from shared.secret_box import SecretBox
+from shared.contract.subjects import CATALOG_BUCKET, SECRETS_BUCKET
+from shared.contract.tools import Tool
+from shared.fabric import jetstream
+from shared.process.storage import build_engine
+from shared.security.secret_box import SecretBox
 from shared.settings import Settings
-from shared.storage import build_engine
-from shared.subjects import CATALOG_BUCKET, SECRETS_BUCKET
-from shared.tools import Tool
 from tests.support.keys import ADMIN_KEY, AS_ADMIN, admin_only
 
 BOOK: dict[str, Any] = {

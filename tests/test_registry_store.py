@@ -9,10 +9,10 @@ import pytest
 from sqlmodel import Session, select
 
 from services.registry.store import ToolRow, ToolStore
-from shared.catalog import AgentEntry
+from shared.contract.catalog import AgentEntry
+from shared.contract.tools import Tool
+from shared.process.storage import build_engine
 from shared.settings import Settings
-from shared.storage import build_engine
-from shared.tools import Tool
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import json
 import pytest
 from aiohttp import web
 
-from services.http_executor.client import Sender
-from services.http_executor.destinations import DestinationPolicy
+from shared.calls.client import Sender
 from shared.calls.render import render_request
-from shared.errors import CallRejected, ErrorCode
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.security.destinations import DestinationPolicy
 from tests.factories import work_item
 from tests.support.api import RecordingApi
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.api_keys import bearer
+from shared.security.api_keys import bearer
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.support.keys import AS_ADMIN

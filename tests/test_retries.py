@@ -8,12 +8,12 @@ import pytest
 from aiohttp import web
 
 from services.http_executor.breaker import Breakers
-from services.http_executor.client import Sender
-from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
 from services.http_executor.retries import Attempt, retry_after_s, retry_delay
-from shared.events import ExecutionOutcome, utcnow
-from shared.tools import RetryPolicy
+from shared.calls.client import Sender
+from shared.contract.events import ExecutionOutcome, utcnow
+from shared.contract.tools import RetryPolicy
+from shared.security.destinations import DestinationPolicy
 from tests.factories import work_item
 from tests.support.api import RecordingApi
 

@@ -1,4 +1,5 @@
-"""What runtime credentials become in nats-server's configuration (shared.runtime_accounts)."""
+"""What runtime credentials become in nats-server's configuration
+(shared.security.runtime_accounts)."""
 
 import asyncio
 import contextlib
@@ -12,16 +13,17 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from shared import jetstream, subjects
-from shared.nats_auth import (
+from shared.contract import subjects
+from shared.fabric import jetstream
+from shared.fabric.nats_server import NatsServer
+from shared.security.nats_auth import (
     Role,
     connect_options,
     generate_password,
     password_env,
     render_authorization_from_env,
 )
-from shared.nats_server import NatsServer
-from shared.runtime_accounts import (
+from shared.security.runtime_accounts import (
     RuntimeCredential,
     accounts_in,
     digest,

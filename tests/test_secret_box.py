@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.secret_box import (
+from shared.security.secret_box import (
     MASTER_KEY_FILE,
     CannotOpen,
     SecretBox,

@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import generate_latest
 
-from shared.nats_server import free_port
+from shared.fabric.nats_server import free_port
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_spine import new_call, place

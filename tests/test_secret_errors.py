@@ -13,14 +13,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 
 from services.http_executor.breaker import Breakers
-from services.http_executor.client import Sender
-from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
+from shared.calls.client import Sender
 from shared.calls.preview import preview
 from shared.calls.redaction import RedactedError
 from shared.calls.render import RenderedRequest, render_request
-from shared.errors import CallRejected, ErrorCode
-from shared.events import HttpResponse
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.events import HttpResponse
+from shared.security.destinations import DestinationPolicy
 from tests.factories import work_item
 from tests.support.dns import resolving_to
 

@@ -9,13 +9,13 @@ from nats.js.errors import KeyNotFoundError
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.http_executor import secret_scope
-from services.http_executor.destinations import DestinationPolicy
 from services.http_executor.execute import Executor
 from services.http_executor.secret_scope import AccountSecrets, SecretScope
-from shared.account_secrets import slot
-from shared.events import ExecuteRequest
-from shared.secret_box import SecretBox
-from shared.tools import DECLARED_BEFORE, Tool
+from shared.contract.events import ExecuteRequest
+from shared.contract.tools import DECLARED_BEFORE, Tool
+from shared.security.account_secrets import slot
+from shared.security.destinations import DestinationPolicy
+from shared.security.secret_box import SecretBox
 from tests.factories import work_item
 from tests.test_execute import ScriptedApi
 

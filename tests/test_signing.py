@@ -11,8 +11,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.http_executor.signing import signature_headers
-from shared.errors import CallRejected, ErrorCode
-from shared.tools import Signing
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.tools import Signing
 
 KEY = b"midcall-test-key-0123456789abcdef"
 OLD_KEY = b"previous-key-0123456789abcdefghij"

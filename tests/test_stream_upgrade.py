@@ -8,7 +8,8 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StorageType, StreamConfig, StreamConsumerLimits
 from nats.js.errors import BadRequestError
 
-from shared import jetstream, subjects
+from shared.contract import subjects
+from shared.fabric import jetstream
 
 
 @pytest.fixture

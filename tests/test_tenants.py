@@ -23,8 +23,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from services.supervisor import Fabric
-from shared.api_keys import bearer
-from shared.nats_server import free_port
+from shared.fabric.nats_server import free_port
+from shared.security.api_keys import bearer
 from shared.settings import Settings
 from tests.support.api import RecordingApi
 from tests.test_billing_service import eventually

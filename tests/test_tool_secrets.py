@@ -13,8 +13,8 @@ from services.registry.tool_secrets import (
     signing_secret_name,
     stamp,
 )
-from shared.account_secrets import NAME_PATTERN
-from shared.tools import Tool
+from shared.contract.tools import Tool
+from shared.security.account_secrets import NAME_PATTERN
 from tests.dialect_support import example, rejection
 
 MEETING = example("vocode_meeting_booking.json")

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.api_keys import bearer
-from shared.data_dir import PRIVATE_DIR, PRIVATE_FILE
-from shared.nats_server import free_port
+from shared.fabric.nats_server import free_port
+from shared.security.api_keys import bearer
+from shared.security.data_dir import PRIVATE_DIR, PRIVATE_FILE
 
 # The umask most machines have: nothing up writes is private by its grace.
 OPEN_UMASK = 0o022

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
 from services.billing.store import StoreUnavailable, UsageStore
 from services.billing.summaries import ConversationSummary, Totals
-from shared.api_keys import AUTHENTICATED, Caller, KeyRing, rest_app
-from shared.http_api import ApiError, AwareUtcDatetime
+from shared.process.http_api import ApiError, AwareUtcDatetime
+from shared.security.api_keys import AUTHENTICATED, Caller, KeyRing, rest_app
 
 P = ParamSpec("P")
 T = TypeVar("T")

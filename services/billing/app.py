@@ -16,12 +16,12 @@ from nats.aio.msg import Msg
 from opentelemetry import propagate
 
 from services.billing.store import RecordsRefused, StoreUnavailable, UsageStore
-from shared import subjects
-from shared.consumer import BatchConsumer, Retry, WorkConsumer
-from shared.events import ConversationEnded, UsageRecord
-from shared.messaging import DeadLetters, Publisher
-from shared.pull_flow import Durable
-from shared.tracing import tracer
+from shared.contract import subjects
+from shared.contract.events import ConversationEnded, UsageRecord
+from shared.fabric.consumer import BatchConsumer, Retry, WorkConsumer
+from shared.fabric.messaging import DeadLetters, Publisher
+from shared.fabric.pull_flow import Durable
+from shared.observability.tracing import tracer
 
 USAGE = Durable(subjects.USAGE_STREAM, subjects.ALL_USAGE, "midcall-billing-usage")
 # MIDCALL_ENDED holds ends only: the shared runtime user's and every account's own.
@@ -103,7 +103,7 @@ class BillingHandlers:
 def consumers(
     client: Client, store: UsageStore, retry_delay_s: float = RETRY_DELAY_S
 ) -> tuple[BatchConsumer, WorkConsumer]:
-    """Billing's two consumers on ``client`` (streams are created by ``shared.broker``)."""
+    """Billing's two consumers on ``client`` (streams are created by ``shared.fabric.broker``)."""
     dead_letters = DeadLetters(Publisher(client.jetstream()), "billing")
     handlers = BillingHandlers(store, dead_letters, retry_delay_s)
     return (

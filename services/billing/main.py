@@ -7,17 +7,17 @@ from sqlalchemy import Engine
 from services.billing.api import build_app
 from services.billing.app import consumers
 from services.billing.store import UsageStore
-from shared import subjects
-from shared.api_keys import KeyRing, admin_key
-from shared.broker import build_broker, connect
-from shared.consumer import BatchConsumer, WorkConsumer
-from shared.http_server import HttpServer
+from shared.contract import subjects
+from shared.fabric.broker import build_broker, connect
+from shared.fabric.consumer import BatchConsumer, WorkConsumer
+from shared.process.http_server import HttpServer
+from shared.process.storage import build_engine
+from shared.security.api_keys import KeyRing, admin_key
 from shared.settings import Settings
-from shared.storage import build_engine
 
 
 class BillingService:
-    """``shared.service.Runnable`` for billing; nothing connects until ``start``."""
+    """``shared.process.service.Runnable`` for billing; nothing connects until ``start``."""
 
     name = "billing"
 

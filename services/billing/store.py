@@ -47,8 +47,8 @@ from services.billing.summaries import (
     Totals,
     summary_of,
 )
-from shared.events import UsageRecord
-from shared.storage import UtcDateTime
+from shared.contract.events import UsageRecord
+from shared.process.storage import UtcDateTime
 
 
 class StoreUnavailable(Exception):

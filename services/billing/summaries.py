@@ -4,9 +4,9 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from shared.events import UsageRecord
+from shared.contract.events import UsageRecord
 
-# Units are priced to 6 decimals (shared.metering); sums are rounded back to that.
+# Units are priced to 6 decimals (shared.calls.metering); sums are rounded back to that.
 UNITS_DECIMALS = 6
 # The account an end from the shared runtime user is stored under: the account
 # is not known, and that conversation id has ended in every account.

@@ -16,8 +16,8 @@ from services.demo.runtime import Runtime, new_traceparent
 from services.demo.salon_api import SalonApi
 from services.demo.script import SCRIPT, SECRET_NAME, Turn, tools
 from services.supervisor import Fabric
-from shared.api_keys import bearer
-from shared.nats_server import free_port
+from shared.fabric.nats_server import free_port
+from shared.security.api_keys import bearer
 from shared.settings import Settings
 
 AGENT = "salon-bot"

@@ -8,16 +8,26 @@ from nats.aio.msg import Msg
 
 from services.dispatcher.directory import Directory
 from services.dispatcher.loops import LoopBreaker
-from shared import subjects
-from shared.addressing import Conversation
-from shared.call_marks import CallMarks, run_key
 from shared.calls.binding import Entry, bind, check_arguments, deadline, pending_for
-from shared.catalog import DEFAULT_ACCOUNT
-from shared.consumer import redelivered
-from shared.deadline_timers import DEADLINE_GRACE_S, DeadlineTimers
-from shared.errors import CallRejected, ErrorCode
-from shared.events import CallRun, ExecuteRequest, ReplayRequest, ToolCall, ToolCallResult, utcnow
-from shared.messaging import (
+from shared.calls.results import failed, internal_failure
+from shared.calls.runs import worth_keeping
+from shared.contract import subjects
+from shared.contract.addressing import Conversation
+from shared.contract.catalog import DEFAULT_ACCOUNT
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.events import (
+    CallRun,
+    ExecuteRequest,
+    ReplayRequest,
+    ToolCall,
+    ToolCallResult,
+    utcnow,
+)
+from shared.contract.tools import DECLARED_BEFORE, Tool
+from shared.fabric.call_marks import CallMarks, run_key
+from shared.fabric.consumer import redelivered
+from shared.fabric.deadline_timers import DEADLINE_GRACE_S, DeadlineTimers
+from shared.fabric.messaging import (
     DeadLetters,
     Publisher,
     Undecodable,
@@ -26,12 +36,9 @@ from shared.messaging import (
     msg_id,
     well_formed,
 )
-from shared.metrics import CALLS, PENDING_SECONDS, seconds_since
-from shared.pull_flow import CALL_MAX_DELIVER, Durable
-from shared.results import failed, internal_failure
-from shared.runs import worth_keeping
-from shared.tools import DECLARED_BEFORE, Tool
-from shared.tracing import current_trace_id, tracer
+from shared.fabric.pull_flow import CALL_MAX_DELIVER, Durable
+from shared.observability.metrics import CALLS, PENDING_SECONDS, seconds_since
+from shared.observability.tracing import current_trace_id, tracer
 
 log = logging.getLogger("midcall.dispatcher")
 # A crash or a failed publish redelivers the call; the claim makes that safe.

@@ -9,12 +9,12 @@ import logging
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from shared.bucket_follower import BucketFollower
 from shared.calls.binding import Entry
-from shared.catalog import DEFAULT_ACCOUNT, AgentEntry, parse_key
-from shared.errors import CallRejected, ErrorCode
-from shared.subjects import CATALOG_BUCKET
-from shared.tools import Tool
+from shared.contract.catalog import DEFAULT_ACCOUNT, AgentEntry, parse_key
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.subjects import CATALOG_BUCKET
+from shared.contract.tools import Tool
+from shared.fabric.bucket_follower import BucketFollower
 
 log = logging.getLogger("midcall.dispatcher.directory")
 

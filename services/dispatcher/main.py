@@ -2,13 +2,14 @@
 
 from services.dispatcher.app import DURABLE, REPLAYS, Dispatcher
 from services.dispatcher.directory import Directory
-from shared import metrics, subjects
-from shared.broker import build_broker, connect
-from shared.call_marks import CallMarks
-from shared.consumer import WorkConsumer
-from shared.deadline_timers import DeadlineTimers
-from shared.memory import MemoryBudget
-from shared.messaging import Publisher
+from shared.contract import subjects
+from shared.fabric.broker import build_broker, connect
+from shared.fabric.call_marks import CallMarks
+from shared.fabric.consumer import WorkConsumer
+from shared.fabric.deadline_timers import DeadlineTimers
+from shared.fabric.messaging import Publisher
+from shared.observability import metrics
+from shared.process.memory import MemoryBudget
 from shared.settings import Settings
 
 # Replays dispatched at once by one dispatcher.

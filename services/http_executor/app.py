@@ -9,15 +9,15 @@ from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
 from services.http_executor.execute import Executor, cancelled, too_large
-from shared import subjects
-from shared.call_marks import CallMarks, Mark
-from shared.consumer import redelivered
-from shared.events import ConversationEnded, ExecuteRequest, ExecutionOutcome
-from shared.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
-from shared.pull_flow import CALL_MAX_DELIVER, Durable
-from shared.results import error_info, internal_failure
-from shared.tools import DECLARED_BEFORE
-from shared.tracing import tracer
+from shared.calls.results import error_info, internal_failure
+from shared.contract import subjects
+from shared.contract.events import ConversationEnded, ExecuteRequest, ExecutionOutcome
+from shared.contract.tools import DECLARED_BEFORE
+from shared.fabric.call_marks import CallMarks, Mark
+from shared.fabric.consumer import redelivered
+from shared.fabric.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
+from shared.fabric.pull_flow import CALL_MAX_DELIVER, Durable
+from shared.observability.tracing import tracer
 
 log = logging.getLogger("midcall.http_executor")
 Origin = tuple[str | None, str | None]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.metrics import BREAKER_OPEN
+from shared.observability.metrics import BREAKER_OPEN
 
 
 @dataclass

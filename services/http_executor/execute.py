@@ -17,16 +17,16 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.http_executor.breaker import Breakers
-from services.http_executor.client import NotConnected, Sender, TransportError
-from services.http_executor.destinations import DestinationPolicy, blocked, blocked_cause
 from services.http_executor.retries import Attempt, retry_after_s, retry_delay, status_reason
 from services.http_executor.secret_scope import SecretScope
 from services.http_executor.signing import signature_headers
 from services.http_executor.tool_hosts import check_allowed_host, check_chosen_host
+from shared.calls.client import NotConnected, Sender, TransportError
 from shared.calls.redaction import Redaction
 from shared.calls.render import RenderedRequest, render_request
-from shared.errors import CallRejected, ErrorCode
-from shared.events import (
+from shared.calls.results import error_info, timed_out
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.events import (
     ErrorInfo,
     ExecuteRequest,
     ExecutionOutcome,
@@ -34,9 +34,9 @@ from shared.events import (
     HttpResponse,
     utcnow,
 )
-from shared.metrics import RETRIES
-from shared.results import error_info, timed_out
-from shared.tracing import tracer
+from shared.observability.metrics import RETRIES
+from shared.observability.tracing import tracer
+from shared.security.destinations import DestinationPolicy, blocked, blocked_cause
 
 # Failures the tool's retry policy may name (the rest are final).
 TRANSIENT_CODES = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-from shared.tools import RetryPolicy
+from shared.contract.tools import RetryPolicy
 
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 RETRYABLE_STATUSES = {429: "http_429", 502: "http_5xx", 503: "http_5xx", 504: "http_5xx"}

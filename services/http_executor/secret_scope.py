@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from shared.account_secrets import slot
-from shared.events import ExecuteRequest
-from shared.secret_box import CannotOpen, SecretBox
+from shared.contract.events import ExecuteRequest
+from shared.security.account_secrets import slot
+from shared.security.secret_box import CannotOpen, SecretBox
 
 log = logging.getLogger("midcall.http_executor")
 # How long an opened secret is used without looking again: a change or deletion

@@ -9,8 +9,8 @@ import hashlib
 import hmac
 from datetime import datetime
 
-from shared.errors import CallRejected, ErrorCode
-from shared.tools import Signing
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.tools import Signing
 
 STANDARD_WEBHOOKS_PREFIX = "whsec_"
 

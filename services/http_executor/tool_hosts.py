@@ -4,15 +4,15 @@ The registry refuses a tool whose host comes from the LLM's arguments and
 that sends secrets or signs without listing ``allowed_hosts``; these checks
 hold the same line for every work item (tools stored before that rule, a
 replay of an old definition), before any secret is opened and after the URL
-is rendered. The operator's destination policy (``destinations``) applies
-on top.
+is rendered. The operator's destination policy
+(``shared.security.destinations``) applies on top.
 """
 
 from yarl import URL
 
 from shared.calls.render import RenderedRequest
-from shared.errors import CallRejected, ErrorCode
-from shared.events import ExecuteRequest
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.events import ExecuteRequest
 
 NOT_ALLOWED = (
     "This tool was asked to call a place it is not allowed to. Tell the caller "

@@ -1,6 +1,6 @@
 """Accounts and their API keys in SQL, the registry's source of truth for who may call.
 
-A key is stored as its secret's digest only (``shared.api_keys``); the
+A key is stored as its secret's digest only (``shared.security.api_keys``); the
 registry mirrors the live ones into the ``midcall_api_keys`` bucket, where
 every REST service checks them. Methods block: async callers use a thread.
 """
@@ -12,9 +12,9 @@ from sqlalchemy import Column, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from shared.api_keys import StoredKey
-from shared.events import utcnow
-from shared.storage import UtcDateTime
+from shared.contract.events import utcnow
+from shared.process.storage import UtcDateTime
+from shared.security.api_keys import StoredKey
 
 ID_LENGTH = 128
 

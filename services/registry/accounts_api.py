@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.registry.accounts import Account, AccountExists, AccountStore, KeyInfo
 from services.registry.bucket_mirror import BucketMirror
-from shared.api_keys import AUTHENTICATED, Caller, Principal, new_key, require_admin
-from shared.events import ID_PATTERN
-from shared.http_api import ApiError
+from shared.contract.events import ID_PATTERN
+from shared.process.http_api import ApiError
+from shared.security.api_keys import AUTHENTICATED, Caller, Principal, new_key, require_admin
 
 AccountId = Annotated[str, Path(pattern=ID_PATTERN)]
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]

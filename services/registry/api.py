@@ -18,13 +18,13 @@ from services.registry.catalog_writer import CatalogWriter
 from services.registry.dialects import rules
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.store import NotTheirs, QuotaExceeded, ToolStore
-from shared import json_depth
-from shared.api_keys import AUTHENTICATED, Caller, KeyRing, Principal, rest_app
-from shared.catalog import DEFAULT_ACCOUNT, AgentEntry
-from shared.events import ID_PATTERN
-from shared.http_api import ApiError, error_body
-from shared.json_depth import TooDeep
-from shared.tools import TOOL_NAME_PATTERN, Tool
+from shared.contract import json_depth
+from shared.contract.catalog import DEFAULT_ACCOUNT, AgentEntry
+from shared.contract.events import ID_PATTERN
+from shared.contract.json_depth import TooDeep
+from shared.contract.tools import TOOL_NAME_PATTERN, Tool
+from shared.process.http_api import ApiError, error_body
+from shared.security.api_keys import AUTHENTICATED, Caller, KeyRing, Principal, rest_app
 
 # A tool document is configuration, not data: a megabyte is far more than any needs.
 MAX_DOCUMENT_BYTES = 1024 * 1024

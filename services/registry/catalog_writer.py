@@ -3,9 +3,9 @@
 from nats.js import JetStreamContext
 
 from services.registry.bucket_mirror import BucketMirror
-from shared.catalog import AgentEntry, agent_key, encode_tool, tool_key
-from shared.subjects import CATALOG_BUCKET
-from shared.tools import Tool
+from shared.contract.catalog import AgentEntry, agent_key, encode_tool, tool_key
+from shared.contract.subjects import CATALOG_BUCKET
+from shared.contract.tools import Tool
 
 
 class CatalogWriter:

@@ -5,10 +5,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.api_keys import AUTHENTICATED, Caller, Principal
-from shared.catalog import DEFAULT_ACCOUNT
-from shared.conversations import ConversationVariables, render_prompt
-from shared.events import ID_PATTERN
+from shared.contract.catalog import DEFAULT_ACCOUNT
+from shared.contract.events import ID_PATTERN
+from shared.fabric.conversations import ConversationVariables, render_prompt
+from shared.security.api_keys import AUTHENTICATED, Caller, Principal
 
 ConversationId = Annotated[str, Path(pattern=ID_PATTERN)]
 # Whose conversation: an account key's own by default; the admin's default is the

@@ -15,10 +15,10 @@ from services.registry.failures import (
     StoreUnavailable,
 )
 from services.registry.replays import ReplayBody, Replayer, ReplayReport
-from shared.api_keys import AUTHENTICATED, Caller, Principal
-from shared.events import ID_PATTERN
-from shared.http_api import ApiError, RowId, UtcDatetime
-from shared.outages import TRANSIENT
+from shared.contract.events import ID_PATTERN
+from shared.fabric.outages import TRANSIENT
+from shared.process.http_api import ApiError, RowId, UtcDatetime
+from shared.security.api_keys import AUTHENTICATED, Caller, Principal
 
 P = ParamSpec("P")
 # No account has this id (ids are subject tokens): a filter that matches nothing.

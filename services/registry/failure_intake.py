@@ -13,12 +13,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from services.registry.failures import DeadLetter, FailureStore, StoreUnavailable
-from shared import subjects
-from shared.consumer import BatchConsumer, Retry
-from shared.events import CallRun
-from shared.messaging import REASON_HEADER, SUBJECT_HEADER, Undecodable, decode, loose_fields
-from shared.pull_flow import Durable
-from shared.tools import DECLARED_BEFORE
+from shared.contract import subjects
+from shared.contract.events import CallRun
+from shared.contract.tools import DECLARED_BEFORE
+from shared.fabric.consumer import BatchConsumer, Retry
+from shared.fabric.messaging import REASON_HEADER, SUBJECT_HEADER, Undecodable, decode, loose_fields
+from shared.fabric.pull_flow import Durable
 
 RUNS = Durable(subjects.OPS_STREAM, subjects.ALL_RUNS, "midcall-registry-runs")
 DEAD_LETTERS = Durable(subjects.DEAD_STREAM, subjects.ALL_DEAD, "midcall-registry-dead-letters")

@@ -24,9 +24,9 @@ from sqlmodel import Field as SqlField
 from sqlmodel import Session, SQLModel, col, select
 
 from services.registry import dialects
-from shared.events import CallRun, ErrorInfo, HttpAttempt, ToolCall, utcnow
-from shared.storage import UtcDateTime
-from shared.tools import DECLARED_BEFORE, Tool
+from shared.contract.events import CallRun, ErrorInfo, HttpAttempt, ToolCall, utcnow
+from shared.contract.tools import DECLARED_BEFORE, Tool
+from shared.process.storage import UtcDateTime
 
 Kind = Literal["call", "dead_letter"]
 # failed: the last run failed; replaying: a replay was asked for and has not ended;

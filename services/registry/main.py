@@ -22,18 +22,18 @@ from services.registry.runtime_credentials import RuntimeCredentialStore
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.secret_store import SecretStore
 from services.registry.store import ToolStore
-from shared import subjects
-from shared.api_keys import KeyRing, admin_key
-from shared.broker import build_broker, connect
-from shared.catalog import AgentEntry
-from shared.consumer import BatchConsumer
-from shared.conversations import ConversationVariables
-from shared.http_server import HttpServer
-from shared.messaging import Publisher
-from shared.secret_box import SecretBox, settings_master_key
+from shared.contract import subjects
+from shared.contract.catalog import AgentEntry
+from shared.contract.tools import Tool
+from shared.fabric.broker import build_broker, connect
+from shared.fabric.consumer import BatchConsumer
+from shared.fabric.conversations import ConversationVariables
+from shared.fabric.messaging import Publisher
+from shared.process.http_server import HttpServer
+from shared.process.storage import build_engine
+from shared.security.api_keys import KeyRing, admin_key
+from shared.security.secret_box import SecretBox, settings_master_key
 from shared.settings import Settings
-from shared.storage import build_engine
-from shared.tools import Tool
 
 
 class RegistryService:

@@ -8,7 +8,7 @@ LLM, so they are left out of what the LLM sees.
 from collections.abc import Callable
 from typing import Any, Literal
 
-from shared.tools import Tool
+from shared.contract.tools import Tool
 
 Format = Literal["openai", "anthropic", "gemini"]
 

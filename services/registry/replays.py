@@ -16,16 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.registry.failures import FailedCallDetail, FailureStore, Filters
 from services.registry.store import ToolStore
-from shared import subjects
-from shared.addressing import conversation_key
 from shared.calls.binding import Entry, bind, check_arguments, deadline
 from shared.calls.preview import RequestPreview, preview
-from shared.catalog import DEFAULT_ACCOUNT
-from shared.errors import CallRejected
-from shared.events import ID_PATTERN, ExecuteRequest, ReplayRequest, utcnow
-from shared.http_api import RowId, UtcDatetime, Utf8Text
-from shared.messaging import Publisher, msg_id
-from shared.tools import Tool
+from shared.contract import subjects
+from shared.contract.addressing import conversation_key
+from shared.contract.catalog import DEFAULT_ACCOUNT
+from shared.contract.errors import CallRejected
+from shared.contract.events import ID_PATTERN, ExecuteRequest, ReplayRequest, utcnow
+from shared.contract.tools import Tool
+from shared.fabric.messaging import Publisher, msg_id
+from shared.process.http_api import RowId, UtcDatetime, Utf8Text
 
 MAX_REPLAY = 10_000
 

@@ -1,6 +1,6 @@
 """Runtime credentials in SQL: the registry's record of each account's runtime users.
 
-Only a bcrypt digest of each password is kept (``shared.runtime_accounts``);
+Only a bcrypt digest of each password is kept (``shared.security.runtime_accounts``);
 the live ones are mirrored into the ``midcall_runtime_credentials`` bucket,
 from which the process running nats-server renders the accounts' NATS users.
 Methods block: async callers use a thread.
@@ -15,9 +15,9 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.registry.accounts import ID_LENGTH
 from services.registry.store import QuotaExceeded
-from shared.events import utcnow
-from shared.runtime_accounts import RuntimeCredential
-from shared.storage import UtcDateTime
+from shared.contract.events import utcnow
+from shared.process.storage import UtcDateTime
+from shared.security.runtime_accounts import RuntimeCredential
 
 # Enough to rotate every runtime fleet an account runs; each one is a NATS user,
 # and every change has nats-server reload its accounts.

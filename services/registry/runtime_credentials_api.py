@@ -1,5 +1,5 @@
 """Runtime credentials over REST: an account's runtimes, each in the account's own NATS
-account (``shared.runtime_accounts``); made by the admin or the account, shown once."""
+account (``shared.security.runtime_accounts``); made by the admin or the account, shown once."""
 
 import asyncio
 from typing import Annotated, Any
@@ -16,10 +16,10 @@ from services.registry.runtime_credentials import (
     info,
 )
 from services.registry.store import QuotaExceeded
-from shared.api_keys import AUTHENTICATED, Caller
-from shared.http_api import ApiError
-from shared.nats_auth import generate_password
-from shared.runtime_accounts import RuntimeCredential, digest
+from shared.process.http_api import ApiError
+from shared.security.api_keys import AUTHENTICATED, Caller
+from shared.security.nats_auth import generate_password
+from shared.security.runtime_accounts import RuntimeCredential, digest
 
 CredentialId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]
 

@@ -11,9 +11,9 @@ from nats.js import JetStreamContext
 
 from services.registry.bucket_mirror import BucketMirror
 from services.registry.secret_store import SecretInfo, SecretStore
-from shared.account_secrets import slot
-from shared.secret_box import SecretBox
-from shared.subjects import SECRETS_BUCKET
+from shared.contract.subjects import SECRETS_BUCKET
+from shared.security.account_secrets import slot
+from shared.security.secret_box import SecretBox
 
 
 class SecretKeeper:

@@ -1,6 +1,6 @@
 """Account secrets in SQL, sealed: the registry's source of truth for what each account set.
 
-Only ciphertexts are kept (``shared.secret_box``); nothing here can open
+Only ciphertexts are kept (``shared.security.secret_box``); nothing here can open
 one. Methods block: async callers use a thread.
 """
 
@@ -11,9 +11,9 @@ from sqlalchemy import Column, Engine, Text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, col, delete, select
 
-from shared.account_secrets import slot
-from shared.events import utcnow
-from shared.storage import UtcDateTime
+from shared.contract.events import utcnow
+from shared.process.storage import UtcDateTime
+from shared.security.account_secrets import slot
 
 ID_LENGTH = 128
 NAME_LENGTH = 64

@@ -15,10 +15,10 @@ from services.registry.accounts import AccountStore
 from services.registry.accounts_api import AccountId, visible
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.secret_store import SecretInfo
-from shared.account_secrets import NAME_PATTERN
-from shared.api_keys import AUTHENTICATED, Caller, Principal
-from shared.catalog import DEFAULT_ACCOUNT
-from shared.http_api import ApiError, well_formed_text
+from shared.contract.catalog import DEFAULT_ACCOUNT
+from shared.process.http_api import ApiError, well_formed_text
+from shared.security.account_secrets import NAME_PATTERN
+from shared.security.api_keys import AUTHENTICATED, Caller, Principal
 
 # Keys, tokens and certificates' private keys fit; a document does not belong here.
 MAX_VALUE_CHARS = 8192

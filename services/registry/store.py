@@ -16,11 +16,11 @@ from sqlalchemy.sql.dml import Insert
 from sqlmodel import Field, Session, SQLModel, col, delete, select
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
-from shared.catalog import DEFAULT_ACCOUNT, AgentEntry
-from shared.events import utcnow
-from shared.tools import Tool
+from shared.contract.catalog import DEFAULT_ACCOUNT, AgentEntry
+from shared.contract.events import utcnow
+from shared.contract.tools import Tool
 
-# Ids are subject tokens (shared.events.ID_PATTERN), tool names follow TOOL_NAME_PATTERN.
+# Ids are subject tokens (shared.contract.events.ID_PATTERN), tool names follow TOOL_NAME_PATTERN.
 ID_LENGTH = 128
 NAME_LENGTH = 64
 

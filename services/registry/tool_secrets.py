@@ -13,9 +13,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.account_secrets import is_name, reference, referenced_name
-from shared.http_api import ApiError
-from shared.tools import Tool
+from shared.contract.tools import Tool
+from shared.process.http_api import ApiError
+from shared.security.account_secrets import is_name, reference, referenced_name
 
 # Room left for the tool's name in a derived secret name (64 at most, with "_" + 8 hex).
 _NAME_ROOM = 55

@@ -4,13 +4,12 @@ import asyncio
 
 from nats.aio.msg import Msg
 
-from services.result_injector.mapping import map_outcome, result_of
-from shared import subjects
-from shared.call_marks import CallMarks, Mark, run_key
-from shared.consumer import redelivered
-from shared.conversations import ConversationVariables
-from shared.deadline_timers import CALL_KEY_HEADER, DeadlineTimers
-from shared.events import (
+from shared.calls.mapping import map_outcome, result_of
+from shared.calls.metering import PriceBook, count_json_tokens
+from shared.calls.results import error_info, failed, internal_failure, timed_out
+from shared.calls.runs import worth_keeping
+from shared.contract import subjects
+from shared.contract.events import (
     CallRun,
     ExecuteRequest,
     ExecutionOutcome,
@@ -18,14 +17,15 @@ from shared.events import (
     UsageRecord,
     utcnow,
 )
-from shared.messaging import DeadLetters, Publisher
-from shared.metering import PriceBook, count_json_tokens
-from shared.metrics import CALLS, RESULT_SECONDS, seconds_since
-from shared.pull_flow import CALL_MAX_DELIVER, Durable
-from shared.results import error_info, failed, internal_failure, timed_out
-from shared.runs import worth_keeping
-from shared.tools import DECLARED_BEFORE
-from shared.tracing import current_trace_id, tracer
+from shared.contract.tools import DECLARED_BEFORE
+from shared.fabric.call_marks import CallMarks, Mark, run_key
+from shared.fabric.consumer import redelivered
+from shared.fabric.conversations import ConversationVariables
+from shared.fabric.deadline_timers import CALL_KEY_HEADER, DeadlineTimers
+from shared.fabric.messaging import DeadLetters, Publisher
+from shared.fabric.pull_flow import CALL_MAX_DELIVER, Durable
+from shared.observability.metrics import CALLS, RESULT_SECONDS, seconds_since
+from shared.observability.tracing import current_trace_id, tracer
 
 DURABLE = Durable(
     subjects.WORK_STREAM,
@@ -33,14 +33,14 @@ DURABLE = Durable(
     "midcall-result-injector",
     max_deliver=CALL_MAX_DELIVER,
 )
-# Fired deadline timers (shared.deadline_timers), shared by the injector replicas.
+# Fired deadline timers (shared.fabric.deadline_timers), shared by the injector replicas.
 DEADLINES = Durable(
     subjects.TIMERS_STREAM,
     subjects.ALL_DEADLINES,
     "midcall-deadlines",
     max_deliver=CALL_MAX_DELIVER,
 )
-# Who claimed the answer of a call past its deadline (shared.call_marks).
+# Who claimed the answer of a call past its deadline (shared.fabric.call_marks).
 OUTCOME, DEADLINE = "outcome", "deadline"
 
 

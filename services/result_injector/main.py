@@ -1,15 +1,16 @@
 """Composition root of the result injector."""
 
 from services.result_injector.app import DEADLINES, DURABLE, Injector
-from shared import metrics, subjects
-from shared.broker import build_broker, connect
-from shared.call_marks import CallMarks
-from shared.consumer import WorkConsumer
-from shared.conversations import ConversationVariables
-from shared.deadline_timers import DeadlineTimers
-from shared.memory import MemoryBudget
-from shared.messaging import Publisher
-from shared.metering import Price, PriceBook, count_tokens
+from shared.calls.metering import Price, PriceBook, count_tokens
+from shared.contract import subjects
+from shared.fabric.broker import build_broker, connect
+from shared.fabric.call_marks import CallMarks
+from shared.fabric.consumer import WorkConsumer
+from shared.fabric.conversations import ConversationVariables
+from shared.fabric.deadline_timers import DeadlineTimers
+from shared.fabric.messaging import Publisher
+from shared.observability import metrics
+from shared.process.memory import MemoryBudget
 from shared.settings import Settings
 
 

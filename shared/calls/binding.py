@@ -11,9 +11,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from shared.errors import CallRejected, ErrorCode
-from shared.events import ToolCall, ToolCallPending
-from shared.tools import ContextParameter, Tool
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.events import ToolCall, ToolCallPending
+from shared.contract.tools import ContextParameter, Tool
 
 MAX_REPORTED_ERRORS = 5
 

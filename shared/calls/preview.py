@@ -9,7 +9,7 @@ the time) by name only, and the ``traceparent`` of the trace is left out.
 from pydantic import BaseModel
 
 from shared.calls.render import full_url, render_request, secret_names
-from shared.events import ExecuteRequest
+from shared.contract.events import ExecuteRequest
 
 # What the secrets are rendered as, then shown as ``***`` wherever the request carries
 # it: ``***`` itself would be percent-encoded in a host (as %2a%2a%2a).

@@ -2,12 +2,13 @@
 metrics, and the API's answer when it echoes one.
 
 Errors name a template rather than the text it rendered to where a secret may
-be in it (``render``, ``tool_hosts``, ``destinations``); this is the net under
-that. Any of the call's secret values found, as written or percent-encoded as
-a URL carries it, becomes ``***``, whatever the case: URL hosts are lowercased
-on the way, by yarl and by ``urlsplit``. A value shorter than ``SHORTEST``
-is left: a one-letter secret would turn every word with that letter into
-stars, and a value that short keeps nothing secret anyway.
+be in it (``render``, the executor's ``tool_hosts``,
+``shared.security.destinations``); this is the net under that. Any of the
+call's secret values found, as written or percent-encoded as a URL carries
+it, becomes ``***``, whatever the case: URL hosts are lowercased on the way,
+by yarl and by ``urlsplit``. A value shorter than ``SHORTEST`` is left: a
+one-letter secret would turn every word with that letter into stars, and a
+value that short keeps nothing secret anyway.
 """
 
 import re
@@ -20,8 +21,8 @@ from urllib.parse import quote
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from shared.errors import CallRejected
-from shared.events import HttpResponse
+from shared.contract.errors import CallRejected
+from shared.contract.events import HttpResponse
 
 REDACTED = "***"
 SHORTEST = 4

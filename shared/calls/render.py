@@ -16,9 +16,16 @@ from urllib.parse import quote, urlsplit
 from yarl import URL
 
 from shared.calls.redaction import Redaction
-from shared.errors import CallRejected, ErrorCode
-from shared.events import ExecuteRequest
-from shared.templates import MISSING, TEMPLATE, as_text, references, render_string, render_value
+from shared.contract.errors import CallRejected, ErrorCode
+from shared.contract.events import ExecuteRequest
+from shared.contract.templates import (
+    MISSING,
+    TEMPLATE,
+    as_text,
+    references,
+    render_string,
+    render_value,
+)
 
 USER_AGENT = "midcall/0.1"
 

@@ -19,9 +19,9 @@ from services.dispatcher.main import DispatcherService
 from services.http_executor.main import HttpExecutorService
 from services.registry.main import RegistryService
 from services.result_injector.main import ResultInjectorService
-from shared import subjects
-from shared.api_keys import bearer
-from shared.service import Runnable
+from shared.contract import subjects
+from shared.process.service import Runnable
+from shared.security.api_keys import bearer
 from shared.settings import Settings
 from tests.support.keys import ADMIN_KEY, AS_ADMIN
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from nats.js.errors import KeyNotFoundError
 
-from shared.api_keys import KeyRing, bearer
+from shared.security.api_keys import KeyRing, bearer
 
 ADMIN_KEY = "mck_admin_tests-only-not-secret"
 AS_ADMIN = bearer(ADMIN_KEY)

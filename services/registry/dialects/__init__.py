@@ -1,7 +1,7 @@
 """Tool documents in the dialects the registry accepts, to and from canonical tools.
 
 Each dialect module parses its platform's documents into ``Tool`` objects
-(validated by ``shared.tools``) and renders a tool back. A rendering is given
+(validated by ``shared.contract.tools``) and renders a tool back. A rendering is given
 out only when parsing it gives the same tool again, so each dialect states
 what it can express once, in its parser, and a tool that does not fit gets a
 409 naming the fields that would be lost.
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.registry.dialects import aivoco, bland, callkaro, midcall, roundtrip, vocode, xml
-from shared.http_api import ApiError
-from shared.tools import Tool
+from shared.contract.tools import Tool
+from shared.process.http_api import ApiError
 
 JSON = "application/json"
 

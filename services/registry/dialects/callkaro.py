@@ -9,7 +9,7 @@ from typing import Any
 
 from services.registry.dialects import rules
 from services.registry.dialects.canonical import validate
-from shared.tools import Tool
+from shared.contract.tools import Tool
 
 FIELDS = ("name", "description", "api_url", "method", "headers", "parameters")
 REQUIRED = ("name", "description", "api_url", "method", "parameters")

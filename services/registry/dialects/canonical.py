@@ -1,6 +1,6 @@
 """Candidate documents in the canonical shape, validated into ``Tool`` objects.
 
-Every dialect ends here, so ``shared.tools`` stays the one place where a tool's
+Every dialect ends here, so ``shared.contract.tools`` stays the one place where a tool's
 rules live and every dialect reports a broken tool the same way.
 """
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from shared.http_api import ApiError, describe_validation, well_formed_text
-from shared.tools import INTERNAL_FIELDS, Tool
+from shared.contract.tools import INTERNAL_FIELDS, Tool
+from shared.process.http_api import ApiError, describe_validation, well_formed_text
 
 # Validating a mapping labelled ``tools[i]`` makes every error path start with the tool's index.
 _LABELLED_TOOLS = TypeAdapter(dict[str, Tool])

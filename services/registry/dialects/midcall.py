@@ -3,8 +3,8 @@
 from typing import Any
 
 from services.registry.dialects.canonical import validate
-from shared.account_secrets import referenced_name
-from shared.tools import Tool
+from shared.contract.tools import Tool
+from shared.security.account_secrets import referenced_name
 
 REDACTED = "***"
 

@@ -7,8 +7,8 @@ its author sees every mistake at once, in the platform's own field names.
 from collections.abc import Iterable
 from typing import Any
 
-from shared.http_api import ApiError
-from shared.json_depth import TooDeep
+from shared.contract.json_depth import TooDeep
+from shared.process.http_api import ApiError
 
 Entry = tuple[str, dict[str, Any]]
 """One definition in a document, with the label its problems are reported under."""

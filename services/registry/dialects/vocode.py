@@ -14,10 +14,10 @@ from typing import Any
 
 from services.registry.dialects import rules
 from services.registry.dialects.canonical import validate
-from shared import json_depth
-from shared.account_secrets import referenced_name
-from shared.json_depth import TooDeep
-from shared.tools import Tool
+from shared.contract import json_depth
+from shared.contract.json_depth import TooDeep
+from shared.contract.tools import Tool
+from shared.security.account_secrets import referenced_name
 
 FIELDS = (
     "name",

@@ -17,8 +17,8 @@ from defusedxml.ElementTree import ParseError, fromstring
 
 from services.registry.dialects import rules
 from services.registry.dialects.canonical import validate
-from shared.json_depth import TooDeep, nests_deeper
-from shared.tools import TOOL_NAME_PATTERN, ContextParameter, Tool
+from shared.contract.json_depth import TooDeep, nests_deeper
+from shared.contract.tools import TOOL_NAME_PATTERN, ContextParameter, Tool
 
 MEDIA_TYPE = "application/xml"
 TOOL_ATTRIBUTES = ("name", "url")

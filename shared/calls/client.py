@@ -1,0 +1,103 @@
+"""The one outbound HTTP client per process, and a send that honours our limits.
+
+Requests go out through aiohttp directly: under load the executor's HTTP
+client was its biggest cost, and httpx on top of aiohttp's pool (see
+bench/http_transport.py) roughly doubled it. Redirects are not followed (a
+redirect could lead to an address the destination policy would refuse), and
+no cookie is kept: one session serves every customer's tools.
+"""
+
+import asyncio
+import resource
+
+import aiohttp
+
+from shared.calls.render import RenderedRequest, full_url
+from shared.contract.events import HttpResponse
+from shared.security.destinations import DestinationPolicy, GuardedResolver
+
+# File descriptors kept for everything but outbound connections (NATS, logs, the loop).
+RESERVED_FDS = 256
+READ_CHUNK = 64 * 1024
+# Connection failures, as aiohttp reports them (a refused, reset or unresolvable host).
+TransportError = aiohttp.ClientError
+# The ones that happen before any byte of the request is sent: safe to send again.
+NotConnected = aiohttp.ClientConnectorError
+
+
+def connection_limit(configured: int) -> int:
+    """The outbound connection pool's size: as configured, or as many as descriptors allow.
+
+    Calls mostly wait on APIs, so a burst of 10,000 needs about 10,000
+    connections at once; the soft descriptor limit is raised to the hard one
+    first (many systems start processes at a soft 1,024).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    available = max(1, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else 1 << 16
+    return min(configured, available) if configured else available
+
+
+class Sender:
+    """Sends one rendered request; the caller's ``asyncio.timeout`` bounds it as a whole."""
+
+    def __init__(
+        self, max_connections: int, policy: DestinationPolicy, max_response_bytes: int
+    ) -> None:
+        self.max_connections = max_connections
+        self.policy = policy
+        self.max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Built on first use, inside the running loop, as aiohttp requires.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections,
+                limit_per_host=0,
+                resolver=GuardedResolver(self.policy),
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def send(self, request: RenderedRequest, timeout_s: float) -> HttpResponse:
+        async with (
+            asyncio.timeout(timeout_s),
+            self._client().request(
+                request.method,
+                full_url(request),
+                headers=request.headers,
+                data=request.body,
+                allow_redirects=False,
+            ) as response,
+        ):
+            body, truncated = await self._read_capped(response)
+        return HttpResponse(
+            status=response.status,
+            body=body,
+            truncated=truncated,
+            content_type=response.headers.get("Content-Type"),
+            retry_after=response.headers.get("Retry-After"),
+        )
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[str, bool]:
+        # Never hold more than the cap in memory, whatever the API sends.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                return "", True
+        return b"".join(chunks).decode("utf-8", errors="replace"), False
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,100 @@
+"""How far each call got, in one KV bucket every replica shares, so nothing is done twice.
+
+- **claimed** (dispatcher): JetStream's ``Nats-Msg-Id`` window catches a
+  runtime's quick re-publish; the claim catches a call published again
+  later (a runtime retrying after its own restart). It is made before
+  anything is published, and a *redelivery* of the claimed message (a
+  dispatcher died before acking it) resumes the call, whose publishes
+  JetStream de-duplicates.
+- **executed** (executor): written once the outcome's publish is confirmed.
+  A redelivered work item whose call is executed is not sent to the API
+  again.
+- **answered** (injector): written once the result's publish is confirmed.
+  A redelivered outcome whose call is answered publishes nothing again, so
+  core subscribers hear one result. Past a call's deadline two answers may
+  race (the outcome, and the deadline's timeout): each then *claims* the
+  mark before publishing, and only the first claimant answers.
+
+A process that dies between its publish and its mark leaves the narrow
+window where a redelivery repeats the effect; JetStream still keeps one
+copy of each event in the stream.
+
+A replay (``midcall replay``) is a run of its own: its marks carry its
+attempt number, so it is executed and answered once more, and once only.
+"""
+
+import hashlib
+from enum import StrEnum
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from shared.fabric.outages import PATIENCE_S, patiently
+
+
+class Mark(StrEnum):
+    EXECUTED = "executed"
+    ANSWERED = "answered"
+
+
+def call_key(conversation: str, call_id: str) -> str:
+    """``conversation`` is a ``Conversation.key``: calls of two accounts never share marks."""
+    # Call ids are the runtime's free text; KV keys are not.
+    return hashlib.sha256(f"{conversation}\0{call_id}".encode()).hexdigest()
+
+
+class CallMarks:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def claim(self, conversation: str, call_id: str) -> bool:
+        """True for the first sighting of this call; False when it was claimed before."""
+        try:
+            await self._kv.create(call_key(conversation, call_id), b"accepted")
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def mark(self, conversation: str, call_id: str, mark: Mark, attempt: int = 1) -> None:
+        """Record ``mark``, through a NATS outage: its effect is already out, and a mark
+        given up on would make the message's redelivery repeat that effect."""
+        key = _mark_key(conversation, call_id, mark, attempt)
+
+        async def put() -> None:
+            await self._kv.put(key, b"")
+
+        await patiently(put, PATIENCE_S)
+
+    async def claim_answer(
+        self, conversation: str, call_id: str, attempt: int, claimant: str
+    ) -> bool:
+        """Whether ``claimant`` may answer: it claimed the answer first, now or before
+        (a redelivery of its own message finishes what it began)."""
+        key = _mark_key(conversation, call_id, Mark.ANSWERED, attempt)
+        try:
+            await self._kv.create(key, claimant.encode())
+        except KeyWrongLastSequenceError:
+            entry = await self._kv.get(key)
+            return entry.value == claimant.encode()
+        return True
+
+    async def has(self, conversation: str, call_id: str, mark: Mark, attempt: int = 1) -> bool:
+        return await self.run_has(run_key(conversation, call_id, attempt), mark)
+
+    async def run_has(self, run: str, mark: Mark) -> bool:
+        """``has``, for a run known by its key (``run_key``) alone."""
+        try:
+            await self._kv.get(f"{run}.{mark}")
+        except KeyNotFoundError:
+            return False
+        return True
+
+
+def run_key(conversation: str, call_id: str, attempt: int) -> str:
+    """One run of a call (a replay is a run of its own), as a subject token and KV key part."""
+    key = call_key(conversation, call_id)
+    return key if attempt == 1 else f"{key}-{attempt}"
+
+
+def _mark_key(conversation: str, call_id: str, mark: Mark, attempt: int) -> str:
+    return f"{run_key(conversation, call_id, attempt)}.{mark}"

@@ -1,0 +1,210 @@
+"""Streams and KV buckets, defined once.
+
+Every process that needs them calls ``ensure``; definitions must be
+identical everywhere, since JetStream refuses a bucket re-declared with other
+settings.
+"""
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamConsumerLimits,
+)
+from nats.js.errors import NotFoundError
+
+from shared.contract import subjects
+
+DAY = 24 * 3600.0
+MAX_CONV_CONSUMERS = 10_000
+CONV_CONSUMER_LIMITS = StreamConsumerLimits(inactive_threshold=60.0)
+# What the fabric tells the shared runtime user's runtimes, and each account's own.
+CONV_SUBJECTS = (subjects.ALL_PENDING, subjects.ALL_RESULTS)
+ACCOUNT_CONV_SUBJECTS = (subjects.ACCOUNT_PENDING, subjects.ACCOUNT_RESULTS)
+ENDED_SUBJECTS = (subjects.ALL_ENDED, subjects.ACCOUNT_ENDED)
+
+STREAMS = (
+    # Calls are kept a week for audit and replay; 2 minutes of Nats-Msg-Id de-duplication.
+    StreamConfig(
+        name=subjects.CALLS_STREAM,
+        subjects=[subjects.ALL_CALLS],
+        storage=StorageType.FILE,
+        max_age=7 * DAY,
+        duplicate_window=120.0,
+    ),
+    # What the fabric tells runtimes; a day lets a reconnecting runtime catch up.
+    # Only services publish here, so no one else can take a result's dedupe id.
+    # Runtimes create consumers of their own here: bounded in number, and each gone
+    # within a minute of its runtime (nats-server refuses a longer inactive threshold),
+    # so runtimes cannot exhaust nats-server's memory, nor keep the slots.
+    StreamConfig(
+        name=subjects.CONV_STREAM,
+        subjects=list(CONV_SUBJECTS),
+        storage=StorageType.FILE,
+        max_age=DAY,
+        duplicate_window=120.0,
+        max_consumers=MAX_CONV_CONSUMERS,
+        consumer_limits=CONV_CONSUMER_LIMITS,
+    ),
+    # The same for the runtimes of an account's own credentials: a stream of its own, out
+    # of reach of the consumers the shared runtime user creates on MIDCALL_CONV (with any
+    # filter it likes). Stored for the same one copy per Nats-Msg-Id; no one reads it yet.
+    StreamConfig(
+        name=subjects.ACCOUNT_CONV_STREAM,
+        subjects=list(ACCOUNT_CONV_SUBJECTS),
+        storage=StorageType.FILE,
+        max_age=DAY,
+        duplicate_window=120.0,
+    ),
+    # What runtimes say of a conversation: it ended (billing and executors listen).
+    StreamConfig(
+        name=subjects.ENDED_STREAM,
+        subjects=list(ENDED_SUBJECTS),
+        storage=StorageType.FILE,
+        max_age=DAY,
+        duplicate_window=120.0,
+    ),
+    StreamConfig(
+        name=subjects.USAGE_STREAM,
+        subjects=[subjects.ALL_USAGE],
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        duplicate_window=120.0,
+    ),
+    # Work in flight between services: removed once the next service acks it.
+    StreamConfig(
+        name=subjects.WORK_STREAM,
+        subjects=[subjects.ALL_EXEC, subjects.ALL_EXECUTED],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.WORK_QUEUE,
+        duplicate_window=120.0,
+    ),
+    StreamConfig(
+        name=subjects.DEAD_STREAM,
+        subjects=[subjects.ALL_DEAD],
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        discard=DiscardPolicy.OLD,
+    ),
+    # Ops traffic: failed runs on their way to the registry's store, and replays on
+    # their way to a dispatcher; each removed once its one consumer acks it.
+    StreamConfig(
+        name=subjects.OPS_STREAM,
+        subjects=[subjects.ALL_RUNS, subjects.ALL_REPLAYS],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_age=30 * DAY,
+        duplicate_window=120.0,
+    ),
+    # Deadline timers (shared.fabric.deadline_timers): schedules nats-server fires itself.
+    StreamConfig(
+        name=subjects.TIMERS_STREAM,
+        subjects=[subjects.ALL_TIMERS, subjects.ALL_DEADLINES],
+        storage=StorageType.FILE,
+        # A fired deadline is gone once a replica acks it; a schedule, which no
+        # consumer reads, stays until it fires (no consumer may ever filter on
+        # midcall.timers.>: it would take schedules out of the stream).
+        retention=RetentionPolicy.WORK_QUEUE,
+        # Must exceed MAX_AHEAD_S, or schedules age out before they fire; beyond
+        # that, how long a fired deadline waits for a replica (or the server):
+        # five minutes late, a call's deadline no longer matters.
+        max_age=300.0,
+        duplicate_window=120.0,
+        allow_msg_schedules=True,
+    ),
+)
+
+BUCKETS = (
+    # Tool definitions and agents, written by the registry, watched by dispatchers.
+    KeyValueConfig(bucket=subjects.CATALOG_BUCKET, history=1, storage=StorageType.FILE),
+    # How far each call got (claimed, executed, answered): see shared.fabric.call_marks.
+    KeyValueConfig(
+        bucket=subjects.CALL_CLAIMS_BUCKET, history=1, ttl=DAY, storage=StorageType.FILE
+    ),
+    # Each conversation's response variables: written by injectors, read by the registry.
+    KeyValueConfig(
+        bucket=subjects.CONVERSATIONS_BUCKET, history=1, ttl=DAY, storage=StorageType.FILE
+    ),
+    # Account API keys (digests only), mirrored from the registry's SQL:
+    # see shared.security.api_keys.
+    KeyValueConfig(bucket=subjects.API_KEYS_BUCKET, history=1, storage=StorageType.FILE),
+    # Account secrets, sealed (shared.security.secret_box): written by the registry from its SQL,
+    # read and opened only by http-executors.
+    KeyValueConfig(bucket=subjects.SECRETS_BUCKET, history=1, storage=StorageType.FILE),
+    # Runtime credentials (bcrypt digests), mirrored from the registry's SQL: the process
+    # running nats-server renders them as accounts' runtime users
+    # (shared.security.runtime_accounts).
+    KeyValueConfig(bucket=subjects.RUNTIME_CREDENTIALS_BUCKET, history=1, storage=StorageType.FILE),
+)
+
+
+async def ensure(js: JetStreamContext) -> None:
+    """Create the streams and buckets that do not exist yet; leave existing ones alone.
+
+    Creating a stream with an identical definition is idempotent in JetStream,
+    so processes starting at once may race here safely; an operator's tuned
+    stream (other settings) is never overwritten.
+    """
+    await _upgrade_conv(js)
+    # Made before runtime credentials: each account's own runtimes' ends too.
+    await _add_subjects(js, subjects.ENDED_STREAM, ENDED_SUBJECTS)
+    for stream in STREAMS:
+        assert stream.name is not None
+        try:
+            await js.stream_info(stream.name)
+        except NotFoundError:
+            await js.add_stream(stream)
+    for bucket in BUCKETS:
+        try:
+            await js.key_value(bucket.bucket)
+        except NotFoundError:
+            await js.create_key_value(bucket)
+
+
+async def _upgrade_conv(js: JetStreamContext) -> None:
+    """Upgrade a MIDCALL_CONV made by an earlier version.
+
+    - It held ``midcall.conv.>``: runtimes publishing ``ended`` there could take
+      a result's dedupe id, and billing's durable there kept runtimes from
+      reading it through consumers of their own. Its subjects shrink to pending
+      and result, so MIDCALL_ENDED can be created next; ends stored before stay
+      where they are until they age out.
+    - It allowed any number of consumers, kept as long as they asked, and
+      runtimes now create them: it gets the bounds, unless an operator set some.
+    """
+    try:
+        info = await js.stream_info(subjects.CONV_STREAM)
+    except NotFoundError:
+        return
+    config, changed = info.config, False
+    if subjects.ALL_CONV in (config.subjects or []):
+        config.subjects = [subjects.ALL_PENDING, subjects.ALL_RESULTS]
+        changed = True
+
+    if config.max_consumers is None or config.max_consumers <= 0:  # -1: unlimited
+        config.max_consumers = MAX_CONV_CONSUMERS
+        changed = True
+    if config.consumer_limits is None or config.consumer_limits.inactive_threshold is None:
+        config.consumer_limits = CONV_CONSUMER_LIMITS
+        changed = True
+    if changed:
+        await js.update_stream(config)
+
+
+async def _add_subjects(js: JetStreamContext, stream: str, wanted: tuple[str, ...]) -> None:
+    """Give a stream made by an earlier version the subjects it lacks, keeping its others."""
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return
+    config = info.config
+    if not set(wanted) <= set(config.subjects or []):
+        config.subjects = _unique([*(config.subjects or []), *wanted])
+        await js.update_stream(config)
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,171 @@
+"""Pull requests for a durable consumer, kept topped up on one inbox.
+
+Messages are pushed to the inbox as soon as they exist, up to the batch each
+request asked for; a new request goes out once half a batch is used, and
+never for more than the owner can take. A pull request dies with its
+connection: ``repull`` (called on reconnect) and the server's idle heartbeats
+bring the flow back within a heartbeat or two.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import BadRequestError
+
+log = logging.getLogger("midcall.consumer")
+
+# The server says it is alive this often while a pull request waits.
+HEARTBEAT_S = 1.0
+# A pull request lives this long; a new one replaces it.
+PULL_EXPIRES_S = 10.0
+STATUS_HEADER = "Status"
+PENDING_HEADER = "Nats-Pending-Messages"
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable pull consumer that several replicas share, splitting its messages."""
+
+    stream: str
+    subject: str
+    name: str
+    # Work in hand is heartbeated, so this expires only for a process that died
+    # or froze: then its messages go to another replica within this time.
+    ack_wait_s: float = 5.0
+    # Deliveries before JetStream gives up on a message (shared.fabric.exhausted); -1: never,
+    # for writers that must wait out a storage outage however long.
+    max_deliver: int = -1
+
+
+# For the call path: with retries backing off to 30 s, 20 deliveries take about
+# 7 minutes, long past any call's 60 s deadline, and far beyond a NATS outage
+# that handlers ride out in place.
+CALL_MAX_DELIVER = 20
+
+
+class PullFlow:
+    """Keeps a durable's pull requests topped up and hands each message over as it arrives.
+
+    ``capacity()`` says how many more messages the owner can take; the flow
+    never asks for more than that.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        durable: Durable,
+        on_message: Callable[[Msg], None],
+        capacity: Callable[[], int],
+        batch: int,
+    ) -> None:
+        self._client = client
+        self._durable = durable
+        self._on_message = on_message
+        self._capacity = capacity
+        self._batch = batch
+        self._requested = 0  # asked for and not yet delivered or expired
+        self._heard_at = time.monotonic()
+        self._wake = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{durable.stream}.{durable.name}"
+
+    async def start(self, max_ack_pending: int) -> None:
+        await self._ensure(max_ack_pending)
+        inbox = self._client.new_inbox()
+        self._sub = await self._client.subscribe(inbox, cb=self._received)
+        self._wake.set()  # the first pull goes out now, not a heartbeat later
+        self._task = asyncio.create_task(self._keep_pulling(inbox))
+
+    async def _ensure(self, max_ack_pending: int) -> None:
+        js = self._client.jetstream()
+        config = ConsumerConfig(
+            durable_name=self._durable.name,
+            filter_subject=self._durable.subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._durable.ack_wait_s,
+            max_ack_pending=max_ack_pending,
+            max_deliver=self._durable.max_deliver,
+        )
+        try:
+            # Creates the durable, or updates one an older version made where the
+            # settings may change in place (max_deliver and ack_wait may).
+            await js.add_consumer(self._durable.stream, config)
+        except BadRequestError as exc:
+            # Settings that cannot change in place: keep using it as it is rather
+            # than refuse to start.
+            log.warning("consumer %s kept as it was: %s", self._durable.name, exc.description)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def repull(self) -> None:
+        """Forget pull requests that may have died (a reconnect) and ask again."""
+        self._requested = 0
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Ask for nothing more, and hand over what already arrived (drained, not dropped)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._sub is not None:
+            # Nothing to hand over once the connection is gone: the ack wait returns them.
+            with contextlib.suppress(ConnectionClosedError):
+                await self._sub.drain()  # type: ignore[no-untyped-call]
+
+    async def _received(self, msg: Msg) -> None:
+        self._heard_at = time.monotonic()
+        status = msg.headers.get(STATUS_HEADER) if msg.headers else None
+        if status is None:
+            self._requested = max(0, self._requested - 1)
+            self._on_message(msg)
+        elif status != "100":  # not a heartbeat: a request ended (expired, or refused)
+            left = msg.headers.get(PENDING_HEADER) if msg.headers else None
+            self._requested = max(0, self._requested - int(left)) if left else 0
+            if status != "408":
+                # Refused (a leader change, too many waiting requests...): ask again on
+                # the next tick, never in a tight loop against a server saying no.
+                log.warning("pull on %s refused: %s", self._durable.name, msg.headers)
+                return
+        self._wake.set()
+
+    async def _keep_pulling(self, inbox: str) -> None:
+        while True:
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT_S):
+                    await self._wake.wait()
+            if self._requested and time.monotonic() - self._heard_at > 3 * HEARTBEAT_S:
+                self._requested = 0  # the server forgot our requests (it restarted)
+            self._wake.clear()
+            await self._top_up(inbox)
+
+    async def _top_up(self, inbox: str) -> None:
+        free = self._capacity() - self._requested
+        # Ask again once half a batch is used up, so a request is always waiting.
+        if free <= 0 or self._requested > self._batch // 2 or self._client.is_reconnecting:
+            return
+        wanted = min(self._batch, free)
+        request = {
+            "batch": wanted,
+            "expires": int(PULL_EXPIRES_S * 1e9),
+            "idle_heartbeat": int(HEARTBEAT_S * 1e9),
+        }
+        self._requested += wanted
+        self._heard_at = time.monotonic()
+        try:
+            await self._client.publish(self._next, json.dumps(request).encode(), reply=inbox)
+        except Exception:  # closed or reconnecting: the next wake tries again
+            self._requested -= wanted
+            log.debug("pull request not sent", exc_info=True)

@@ -1,0 +1,52 @@
+"""Prometheus metrics: what the services count, and where a scraper reads them.
+
+The registry and billing serve ``/metrics`` on their REST port; the others
+on ``MIDCALL_METRICS_PORT`` when it is set (compose gives each container the
+same one). Counting costs a few microseconds a message.
+"""
+
+import logging
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from shared.contract.events import utcnow
+
+log = logging.getLogger("midcall.metrics")
+
+# Seconds: a pending should take milliseconds, a result up to the 60 s deadline.
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+CALLS = Counter(
+    "midcall_calls", "Calls ended, by tool, status and error code", ["tool", "status", "code"]
+)
+PENDING_SECONDS = Histogram(
+    "midcall_pending_seconds",
+    "From a call stored in JetStream to its pending",
+    [],
+    buckets=LATENCY_BUCKETS,
+)
+RESULT_SECONDS = Histogram(
+    "midcall_result_seconds", "From a call accepted to its result", [], buckets=LATENCY_BUCKETS
+)
+IN_FLIGHT = Gauge("midcall_in_flight", "Messages in hand, by consumer", ["consumer"])
+REDELIVERIES = Counter(
+    "midcall_redeliveries", "Messages delivered again, by consumer", ["consumer"]
+)
+DEAD_LETTERS = Counter("midcall_dead_letters", "Messages set aside, by stage", ["stage"])
+RETRIES = Counter("midcall_retries", "HTTP attempts beyond a call's first, by tool", ["tool"])
+BREAKER_OPEN = Gauge("midcall_breaker_open", "1 while a destination host is given a rest", ["host"])
+
+
+def seconds_since(moment: datetime) -> float:
+    return max(0.0, (utcnow() - moment).total_seconds())
+
+
+def serve(port: int | None, host: str) -> None:
+    """Serve ``/metrics`` on ``port`` (None: not at all); a taken port is logged, not fatal."""
+    if port is None:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        log.warning("metrics not served on %s:%d: %s", host, port, exc)
