@@ -66,7 +66,7 @@ def test_header_placeholders_name_arguments_and_templates_pass_through() -> None
 
     (parsed,) = aivoco.parse(weather(headers=headers))
 
-    assert parsed.request.headers == {
+    assert parsed.http().headers == {
         "Authorization": "Bearer {{input.api_key}}",
         "X-User-ID": "{{input.user_id}}",
         "X-Tenant": "{{secrets.TENANT}}",

@@ -102,8 +102,8 @@ def test_a_speech_string_is_the_filler_and_the_method_defaults_to_post() -> None
 
     (parsed,) = bland.parse(document)
 
-    assert (parsed.speech.on_send, parsed.request.method) == ("Booking that now.", "POST")
-    assert parsed.request.query == {"v": "{{input.date}}"}
+    assert (parsed.speech.on_send, parsed.http().method) == ("Booking that now.", "POST")
+    assert parsed.http().query == {"v": "{{input.date}}"}
 
 
 def test_an_example_joins_the_schema_examples_already_there() -> None:

@@ -64,7 +64,7 @@ def test_a_list_of_functions_and_parameters_without_descriptions() -> None:
         "properties": {"sku": {"type": "string"}},
         "required": ["sku"],
     }
-    assert (tools[1].request.method, tools[1].request.headers) == ("POST", {})
+    assert (tools[1].http().method, tools[1].http().headers) == ("POST", {})
 
 
 PARAMETER_FIELDS = "(fields: key, type, description)"

@@ -76,7 +76,7 @@ def test_defaults_speak_only_on_receive_and_sign_nothing() -> None:
         "on_receive": True,
         "muted": False,
     }
-    assert parsed.request.signing is None
+    assert parsed.http().signing is None
 
 
 def test_muted_processing_keeps_the_agent_silent() -> None:
@@ -251,8 +251,9 @@ def test_a_secret_vocode_cannot_hold_is_a_409_with_the_parse_reason() -> None:
 def test_a_signature_secret_may_name_an_account_secret() -> None:
     (parsed,) = vocode.parse(action(signature_secret="{{secrets.VOCODE_KEY}}"))
 
-    assert parsed.request.signing is not None
-    assert parsed.request.signing.secrets == ["{{secrets.VOCODE_KEY}}"]
+    signing = parsed.http().signing
+    assert signing is not None
+    assert signing.secrets == ["{{secrets.VOCODE_KEY}}"]
 
 
 @pytest.mark.parametrize("secret", [SECRET, "{{secrets.VOCODE_KEY}}"], ids=["value", "reference"])

@@ -56,8 +56,14 @@ def canonical(document: dict[str, Any]) -> dict[str, Any]:
 def in_catalog(
     document: dict[str, Any], platform: bool = True, owner: str = "default"
 ) -> dict[str, Any]:
-    """The tool as dispatchers get it: with whose it is and who registered it."""
-    return {**canonical(document), "platform": platform, "owner_account": owner}
+    """The tool as dispatchers get it: with its kind, whose it is and who registered it."""
+    return {
+        **canonical(document),
+        "kind": "http",
+        "python": None,
+        "platform": platform,
+        "owner_account": owner,
+    }
 
 
 def with_fields(document: dict[str, Any], **fields: Any) -> dict[str, Any]:

@@ -38,8 +38,9 @@ def test_a_vocode_signature_secret_becomes_a_reference_to_an_account_secret() ->
     assert re.fullmatch(NAME_PATTERN, name)
     assert name.startswith("SIGNING_Meeting_Booking_Assistant_")
     (kept,) = extracted.tools
-    assert kept.request.signing is not None
-    assert kept.request.signing.secrets == [f"{{{{secrets.{name}}}}}"]
+    signing = kept.http().signing
+    assert signing is not None
+    assert signing.secrets == [f"{{{{secrets.{name}}}}}"]
     # Everything else is the tool as parsed.
     assert kept.model_copy(update={"request": parsed[0].request}) == parsed[0]
 
@@ -63,8 +64,9 @@ def test_only_literals_are_extracted_and_references_are_kept() -> None:
 
     name = signing_secret_name("a", "Book", 1)
     assert extracted.secrets == {name: "whsec_bGl0"}
-    assert extracted.tools[0].request.signing is not None
-    assert extracted.tools[0].request.signing.secrets == [
+    signing_spec = extracted.tools[0].http().signing
+    assert signing_spec is not None
+    assert signing_spec.secrets == [
         "{{secrets.HOOK}}",
         f"{{{{secrets.{name}}}}}",
     ]
@@ -143,7 +145,7 @@ def test_secrets_or_a_signature_to_a_host_the_llm_picks_need_allowed_hosts(
         tool(request_fields)
 
     allowed = tool({**request_fields, "allowed_hosts": ["api.example.com"]})
-    assert allowed.request.allowed_hosts == ["api.example.com"]
+    assert allowed.http().allowed_hosts == ["api.example.com"]
 
 
 @pytest.mark.parametrize(
@@ -154,11 +156,11 @@ def test_secrets_or_a_signature_to_a_host_the_llm_picks_need_allowed_hosts(
 def test_other_templated_urls_need_nothing(url: str) -> None:
     headers = {} if url == CHOSEN else {"Authorization": "Bearer {{secrets.K}}"}
 
-    assert tool({"url": url, "headers": headers}).request.allowed_hosts is None
+    assert tool({"url": url, "headers": headers}).http().allowed_hosts is None
 
 
 def test_allowed_hosts_are_host_names_compared_without_case() -> None:
-    spec = tool({"url": CHOSEN, "allowed_hosts": ["API.Example.com", "[::1]", "10.0.0.7"]}).request
+    spec = tool({"url": CHOSEN, "allowed_hosts": ["API.Example.com", "[::1]", "10.0.0.7"]}).http()
 
     assert spec.allowed_hosts == ["api.example.com", "::1", "10.0.0.7"]
     assert spec.allows_host("api.example.COM")

@@ -108,7 +108,7 @@ class Executor:
                 host, healthy=attempt.reason not in BREAKING, shown=request.hidden.text(host)
             )
             delay = retry_delay(
-                work.tool.request.retry,
+                work.tool.http().retry,
                 request.method,
                 attempt,
                 _remaining(work.deadline_at),
@@ -184,7 +184,7 @@ class Executor:
     @staticmethod
     def _signature(work: ExecuteRequest, request: RenderedRequest) -> dict[str, str]:
         # Signed per attempt: a Standard Webhooks timestamp must be fresh.
-        signing = work.tool.request.signing
+        signing = work.tool.http().signing
         if signing is None:
             return {}
         return signature_headers(

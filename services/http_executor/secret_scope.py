@@ -76,7 +76,7 @@ class SecretScope:
     async def for_work(self, work: ExecuteRequest) -> dict[str, str]:
         """The values of the secrets the work item's tool refers to and may use."""
         tool = work.tool
-        wanted = tool.request.secret_names()
+        wanted = tool.secret_names()
         found = (
             {n: self._platform[n] for n in wanted if n in self._platform} if tool.platform else {}
         )

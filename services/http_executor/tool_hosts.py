@@ -22,7 +22,7 @@ NOT_ALLOWED = (
 
 def check_chosen_host(work: ExecuteRequest) -> None:
     """Refuse sending secrets (or a signature) to a host the LLM picked, unbounded."""
-    spec = work.tool.request
+    spec = work.tool.http()
     if spec.allowed_hosts is None and spec.host_from_input() and spec.sends_secrets():
         raise CallRejected(
             ErrorCode.BLOCKED_DESTINATION,
@@ -33,7 +33,7 @@ def check_chosen_host(work: ExecuteRequest) -> None:
 
 def check_allowed_host(work: ExecuteRequest, request: RenderedRequest) -> None:
     """Refuse a rendered URL whose host is not among the tool's ``allowed_hosts``."""
-    spec = work.tool.request
+    spec = work.tool.http()
     if spec.allowed_hosts is None:
         return
     host = _host(request.url)

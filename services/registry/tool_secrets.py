@@ -59,17 +59,17 @@ def signing_secret_name(agent_id: str, tool_name: str, index: int) -> str:
 def own_signing_secrets(agent_id: str, tool: Tool) -> set[str]:
     """The account secrets made from ``tool``'s literal signing secrets, which it still
     uses: no other tool refers to them, so they go when it goes."""
-    signing = tool.request.signing
+    signing = tool.http().signing
     if signing is None:
         return set()
     derived = {signing_secret_name(agent_id, tool.name, i) for i in range(len(signing.secrets))}
-    return derived & tool.request.secret_names()
+    return derived & tool.http().secret_names()
 
 
 def extract_signing_secrets(agent_id: str, tools: list[Tool]) -> Extracted:
     extracted = Extracted(tools=[])
     for tool in tools:
-        signing = tool.request.signing
+        signing = tool.http().signing
         if signing is None or all(referenced_name(s) for s in signing.secrets):
             extracted.tools.append(tool)
             continue
@@ -81,7 +81,7 @@ def extract_signing_secrets(agent_id: str, tools: list[Tool]) -> Extracted:
                 extracted.replaced[secret] = reference(name)
                 secret = reference(name)
             kept.append(secret)
-        request = tool.request.model_copy(
+        request = tool.http().model_copy(
             update={"signing": signing.model_copy(update={"secrets": kept})}
         )
         extracted.tools.append(tool.model_copy(update={"request": request}))
@@ -99,7 +99,7 @@ def stamp(tools: list[Tool], owner_account: str, platform: bool) -> list[Tool]:
 def require_known(tools: list[Tool], account_id: str, known: set[str]) -> None:
     """A 422 naming every secret a tool refers to that its account does not have."""
     missing = {
-        f"tools[{index}]": sorted(tool.request.secret_names() - known)
+        f"tools[{index}]": sorted(tool.http().secret_names() - known)
         for index, tool in enumerate(tools)
     }
     missing = {where: names for where, names in missing.items() if names}

@@ -72,7 +72,7 @@ def bind(call: ToolCall, tool: Tool) -> dict[str, Any]:
 
 def deadline(call: ToolCall, tool: Tool, accepted_at: datetime) -> datetime:
     """When the call must be answered: its own deadline, else its tool's timeout."""
-    seconds = (call.deadline_ms / 1000) if call.deadline_ms else tool.request.timeout_s
+    seconds = (call.deadline_ms / 1000) if call.deadline_ms else tool.timeout_s
     return accepted_at + timedelta(seconds=seconds)
 
 

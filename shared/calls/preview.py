@@ -33,7 +33,7 @@ def preview(work: ExecuteRequest) -> RequestPreview:
     request = render_request(work, dict.fromkeys(secret_names(work), STAND_IN))
     shown = request.hidden.text
     headers = {shown(name): shown(value) for name, value in request.headers.items()}
-    signing = work.tool.request.signing
+    signing = work.tool.http().signing
     if signing is not None:
         headers.update(dict.fromkeys(SIGNATURE_HEADERS[signing.scheme], SIGNED_AT_SEND))
     return RequestPreview(

@@ -64,7 +64,7 @@ PORT = re.compile(r":[^:\]]*\Z")
 
 
 def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedRequest:
-    spec = work.tool.request
+    spec = work.tool.http()
     _require_secrets(work, secrets)
     scope = scope_for(work, secrets)
     body = _body(work, scope)
@@ -99,7 +99,7 @@ def _parsable(url: str, template: str) -> str:
 
 def secret_names(work: ExecuteRequest) -> set[str]:
     """The ``{{secrets.NAME}}`` the tool's request refers to."""
-    return work.tool.request.secret_names()
+    return work.tool.http().secret_names()
 
 
 def _secret_host(url_template: str) -> str | None:
@@ -135,7 +135,7 @@ def _headers(work: ExecuteRequest, scope: dict[str, Any], has_body: bool) -> dic
     if has_body:
         headers["Content-Type"] = "application/json"
     rendered: dict[str, str] = {}
-    for template, value_template in work.tool.request.headers.items():
+    for template, value_template in work.tool.http().headers.items():
         value = render_string(value_template, scope)
         if value is not MISSING:
             name = as_text(render_string(template, scope))
@@ -161,7 +161,7 @@ def _checked_header(template: str, name: str, value: str) -> str:
 
 
 def _query(work: ExecuteRequest, scope: dict[str, Any]) -> list[tuple[str, Any]]:
-    spec = work.tool.request
+    spec = work.tool.http()
     if spec.query is not None:
         return _pairs(render_value(spec.query, scope))
     return _pairs(work.bound) if spec.method == "GET" else []
@@ -177,7 +177,7 @@ def _pairs(values: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _body(work: ExecuteRequest, scope: dict[str, Any]) -> bytes | None:
-    spec = work.tool.request
+    spec = work.tool.http()
     if spec.body is not None:
         value = render_value(spec.body, scope)
     elif spec.method != "GET":

@@ -327,12 +327,45 @@ class ErrorPolicy(Strict):
         return self
 
 
+# A function's source as stored and sent in every work item: CallKaro's functions are a
+# page or two; this keeps a work item far below NATS's message size.
+MAX_CODE_CHARS = 65_536
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+class PythonSpec(Strict):
+    """A tool written as an ``async def`` in the customer's own Python (CallKaro's
+    advanced mode), run by the code-executor in a sandbox.
+
+    ``function`` names the function in ``code``; ``secrets`` are the account
+    secrets the code reads (``ctx.secrets["NAME"]``), the only ones it is given.
+    The registry derives both, and the tool's parameters, from the code itself.
+    """
+
+    code: str = Field(min_length=1, max_length=MAX_CODE_CHARS)
+    function: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    secrets: list[str] = Field(default_factory=list, max_length=64)
+    timeout_s: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: list[str]) -> list[str]:
+        wrong = [name for name in value if not re.fullmatch(SECRET_NAME_PATTERN, name)]
+        if wrong:
+            raise ValueError(f"{wrong} are not secret names ({SECRET_NAME_PATTERN})")
+        return sorted(set(value))
+
+
 class Tool(Strict):
     name: str = Field(pattern=TOOL_NAME_PATTERN)
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     context_parameters: list[ContextParameter] = Field(default_factory=list)
-    request: RequestSpec
+    # "http": the tool is a request to the customer's API (``request``); "python": a
+    # function of the customer's, run in the sandbox (``python``).
+    kind: Literal["http", "python"] = "http"
+    request: RequestSpec | None = None
+    python: PythonSpec | None = None
     speech: Speech = Field(default_factory=Speech)
     response: ResponseSpec = Field(default_factory=ResponseSpec)
     errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
@@ -345,7 +378,39 @@ class Tool(Strict):
 
     def public_dump(self) -> dict[str, Any]:
         """The tool as REST shows it and a document declares it: no internal fields."""
-        return self.model_dump(mode="json", exclude=set(INTERNAL_FIELDS))
+        dumped = self.model_dump(mode="json", exclude=set(INTERNAL_FIELDS))
+        # An HTTP tool reads as it did before python tools: no kind, no python.
+        for field in ("request", "python"):
+            if dumped[field] is None:
+                del dumped[field]
+        if self.kind == "http":
+            del dumped["kind"]
+        return dumped
+
+    def http(self) -> RequestSpec:
+        """The request of an HTTP tool (validation makes sure one has it)."""
+        if self.request is None:
+            raise TypeError(f"{self.name} is a {self.kind} tool, not an HTTP one")
+        return self.request
+
+    @property
+    def timeout_s(self) -> float:
+        """How long a call may take when it names no deadline of its own."""
+        return self.python.timeout_s if self.python is not None else self.http().timeout_s
+
+    def secret_names(self) -> set[str]:
+        """The account (or platform) secrets a call of this tool may be given."""
+        if self.python is not None:
+            return set(self.python.secrets)
+        return self.http().secret_names()
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Tool":
+        if self.kind == "http" and (self.request is None or self.python is not None):
+            raise ValueError('an HTTP tool (kind "http", the default) has a request, no python')
+        if self.kind == "python" and (self.python is None or self.request is not None):
+            raise ValueError('a python tool (kind "python") has python, no request')
+        return self
 
     @field_validator("parameters")
     @classmethod

@@ -39,9 +39,9 @@ def export(tool: Tool) -> dict[str, Any]:
     document = {
         "name": tool.name,
         "description": tool.description,
-        "api_url": tool.request.url,
-        "method": tool.request.method,
-        "headers": _with_placeholders(tool.request.headers),
+        "api_url": tool.http().url,
+        "method": tool.http().method,
+        "headers": _with_placeholders(tool.http().headers),
         "parameters": tool.parameters,
     }
     if not document["headers"]:

@@ -47,7 +47,7 @@ def split(document: Any) -> list[Any]:
 
 def export(tool: Tool) -> dict[str, Any]:
     input_schema, description = _input_schema(tool.parameters, tool.description)
-    request = tool.request
+    request = tool.http()
     document = {
         "name": tool.name,
         "description": description,

@@ -38,9 +38,9 @@ def export(tool: Tool) -> dict[str, Any]:
     document = {
         "name": tool.name,
         "description": tool.description,
-        "api_url": tool.request.url,
-        "method": tool.request.method,
-        "headers": tool.request.headers or None,
+        "api_url": tool.http().url,
+        "method": tool.http().method,
+        "headers": tool.http().headers or None,
         "parameters": _parameter_list(tool.parameters),
     }
     return {field: value for field, value in document.items() if value is not None}

@@ -60,12 +60,12 @@ def export(tool: Tool) -> dict[str, Any]:
     document: dict[str, Any] = {
         "name": tool.name,
         "description": tool.description,
-        "url": tool.request.url,
+        "url": tool.http().url,
         "input_schema": json.dumps(tool.parameters),
         "speak_on_send": bool(tool.speech.on_send),
         "speak_on_receive": tool.speech.on_receive,
     }
-    signing = tool.request.signing
+    signing = tool.http().signing
     if signing is not None and signing.scheme == "vocode":
         document["signature_secret"] = signing.secrets[0]
     if tool.speech.muted:

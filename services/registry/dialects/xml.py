@@ -43,7 +43,7 @@ def split(document: Any) -> list[str]:
 
 
 def export(tool: Tool) -> str:
-    element = Element("Tool", {"name": tool.name, "url": tool.request.url})
+    element = Element("Tool", {"name": tool.name, "url": tool.http().url})
     if tool.description:
         SubElement(element, "Description").text = tool.description
     for parameter in tool.context_parameters:
