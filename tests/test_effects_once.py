@@ -8,7 +8,6 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from services.http_executor.app import ExecutorApp
 from services.http_executor.execute import Executor
 from services.result_injector.app import Injector
 from services.result_injector.main import price_book
@@ -18,6 +17,7 @@ from shared.contract.catalog import DEFAULT_ACCOUNT
 from shared.fabric.call_marks import CallMarks, Mark
 from shared.fabric.conversations import ConversationVariables
 from shared.fabric.deadline_timers import DeadlineTimers
+from shared.fabric.executors import ExecutorApp
 from shared.fabric.messaging import Publisher
 from shared.security.destinations import DestinationPolicy
 from tests.support.api import RecordingApi

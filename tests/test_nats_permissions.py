@@ -33,7 +33,7 @@ from services.demo.runtime import Runtime
 from services.dispatcher.app import DURABLE as DISPATCH
 from services.dispatcher.app import REPLAYS
 from services.dispatcher.directory import Directory
-from services.http_executor.app import DURABLE as EXECUTE
+from services.http_executor.main import DURABLE as EXECUTE
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.failure_intake import DEAD_LETTERS, RUNS
 from services.result_injector.app import DEADLINES

@@ -8,14 +8,14 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.http_executor import secret_scope
 from services.http_executor.execute import Executor
-from services.http_executor.secret_scope import AccountSecrets, SecretScope
 from shared.contract.events import ExecuteRequest
 from shared.contract.tools import DECLARED_BEFORE, Tool
+from shared.security import secret_scope
 from shared.security.account_secrets import slot
 from shared.security.destinations import DestinationPolicy
 from shared.security.secret_box import SecretBox
+from shared.security.secret_scope import AccountSecrets, SecretScope
 from tests.factories import work_item
 from tests.test_execute import ScriptedApi
 
@@ -122,7 +122,7 @@ async def test_a_secret_sealed_under_another_master_key_is_absent_and_logged_by_
     bucket = Bucket()
     bucket.put("acme", "TOKEN", "sealed-elsewhere", box=SecretBox(bytes(32)))
 
-    with caplog.at_level(logging.ERROR, logger="midcall.http_executor"):
+    with caplog.at_level(logging.ERROR, logger="midcall.secrets"):
         found = await scope(bucket).for_work(work({"headers": BEARER}, owner_account="acme"))
 
     assert found == {}

@@ -18,7 +18,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.http_executor.breaker import Breakers
 from services.http_executor.retries import Attempt, retry_after_s, retry_delay, status_reason
-from services.http_executor.secret_scope import SecretScope
 from services.http_executor.signing import signature_headers
 from services.http_executor.tool_hosts import check_allowed_host, check_chosen_host
 from shared.calls.client import NotConnected, Sender, TransportError
@@ -27,7 +26,6 @@ from shared.calls.render import RenderedRequest, render_request
 from shared.calls.results import error_info, timed_out
 from shared.contract.errors import CallRejected, ErrorCode
 from shared.contract.events import (
-    ErrorInfo,
     ExecuteRequest,
     ExecutionOutcome,
     HttpAttempt,
@@ -37,6 +35,7 @@ from shared.contract.events import (
 from shared.observability.metrics import RETRIES
 from shared.observability.tracing import tracer
 from shared.security.destinations import DestinationPolicy, blocked, blocked_cause
+from shared.security.secret_scope import SecretScope
 
 # Failures the tool's retry policy may name (the rest are final).
 TRANSIENT_CODES = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT})
@@ -245,18 +244,3 @@ def _resting(work: ExecuteRequest) -> CallRejected:
         "to try again in a few minutes.",
         {"circuit": "open"},
     )
-
-
-def cancelled(work: ExecuteRequest) -> ExecutionOutcome:
-    return ExecutionOutcome(
-        request=work,
-        failure=ErrorInfo(
-            code=ErrorCode.CANCELLED, message="The conversation ended before the action finished."
-        ),
-    )
-
-
-def too_large(outcome: ExecutionOutcome) -> ExecutionOutcome:
-    assert outcome.response is not None
-    truncated = outcome.response.model_copy(update={"body": "", "truncated": True})
-    return outcome.model_copy(update={"response": truncated})

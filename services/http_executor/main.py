@@ -2,23 +2,24 @@
 
 import asyncio
 
-from services.http_executor.app import DURABLE, ExecutorApp, register
 from services.http_executor.execute import Executor
-from services.http_executor.secret_scope import AccountSecrets, SecretScope
 from shared.calls.client import Sender, connection_limit
 from shared.contract import subjects
 from shared.fabric.broker import build_broker, connect
 from shared.fabric.call_marks import CallMarks
 from shared.fabric.consumer import WorkConsumer
+from shared.fabric.executors import ExecutorApp, durable, register
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
 from shared.process.memory import MemoryBudget
 from shared.security.destinations import DestinationPolicy
 from shared.security.secret_box import SecretBox, settings_master_key
+from shared.security.secret_scope import AccountSecrets, SecretScope
 from shared.settings import Settings, secrets_from_env
 
 # Calls mostly wait on APIs: pull many at a time so a burst is taken in quickly.
 PULL_BATCH = 256
+DURABLE = durable(subjects.ALL_EXEC, "midcall-http-executor")
 
 
 class HttpExecutorService:

@@ -20,7 +20,7 @@ from shared.contract.events import ExecuteRequest
 from shared.security.account_secrets import slot
 from shared.security.secret_box import CannotOpen, SecretBox
 
-log = logging.getLogger("midcall.http_executor")
+log = logging.getLogger("midcall.secrets")
 # How long an opened secret is used without looking again: a change or deletion
 # over REST takes effect everywhere within this.
 CACHE_S = 2.0

@@ -1,17 +1,25 @@
-"""The executor's subscribers: work items in, outcomes out; conversation ends cancel."""
+"""An executor's subscribers: work items in, outcomes out; conversation ends cancel.
+
+The same for every kind of tool: the http-executor and the code-executor
+differ only in how they run a work item (their ``Runner``). Marks make a
+redelivered work item that already ran report nothing twice; an outcome too
+large for NATS is reported as such; an end cancels the calls its runtimes
+placed.
+"""
 
 import asyncio
 import logging
 from collections import defaultdict
+from typing import Protocol
 
 from faststream.nats import NatsBroker, NatsMessage
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
-from services.http_executor.execute import Executor, cancelled, too_large
 from shared.calls.results import error_info, internal_failure
 from shared.contract import subjects
-from shared.contract.events import ConversationEnded, ExecuteRequest, ExecutionOutcome
+from shared.contract.errors import ErrorCode
+from shared.contract.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
 from shared.contract.tools import DECLARED_BEFORE
 from shared.fabric.call_marks import CallMarks, Mark
 from shared.fabric.consumer import redelivered
@@ -19,17 +27,26 @@ from shared.fabric.messaging import DeadLetters, Publisher, Undecodable, decode,
 from shared.fabric.pull_flow import CALL_MAX_DELIVER, Durable
 from shared.observability.tracing import tracer
 
-log = logging.getLogger("midcall.http_executor")
+log = logging.getLogger("midcall.executors")
 Origin = tuple[str | None, str | None]
-# A call may wait up to its 60 s deadline on the API: its heartbeats keep it from
-# being redelivered meanwhile, while an executor that dies gives it up in seconds.
-DURABLE = Durable(
-    subjects.WORK_STREAM, subjects.ALL_EXEC, "midcall-http-executor", max_deliver=CALL_MAX_DELIVER
-)
+
+
+def durable(work: str, name: str) -> Durable:
+    """An executor's durable on the work items of ``work`` (a subject filter).
+
+    A call may wait up to its 60 s deadline on the API: its heartbeats keep it
+    from being redelivered meanwhile, while an executor that dies gives it up
+    in seconds.
+    """
+    return Durable(subjects.WORK_STREAM, work, name, max_deliver=CALL_MAX_DELIVER)
+
+
+class Runner(Protocol):
+    async def run(self, work: ExecuteRequest) -> ExecutionOutcome: ...
 
 
 class ExecutorApp:
-    def __init__(self, publisher: Publisher, executor: Executor, marks: CallMarks) -> None:
+    def __init__(self, publisher: Publisher, executor: Runner, marks: CallMarks) -> None:
         self.publisher = publisher
         self.executor = executor
         self.marks = marks
@@ -118,3 +135,18 @@ def register(broker: NatsBroker, app: ExecutorApp) -> None:
             no_reply=True,
             description="Cancels the conversation's in-flight calls",
         )(app.on_ended)
+
+
+def cancelled(work: ExecuteRequest) -> ExecutionOutcome:
+    return ExecutionOutcome(
+        request=work,
+        failure=ErrorInfo(
+            code=ErrorCode.CANCELLED, message="The conversation ended before the action finished."
+        ),
+    )
+
+
+def too_large(outcome: ExecutionOutcome) -> ExecutionOutcome:
+    assert outcome.response is not None
+    truncated = outcome.response.model_copy(update={"body": "", "truncated": True})
+    return outcome.model_copy(update={"response": truncated})
