@@ -24,6 +24,12 @@ def _http_executor(settings: Settings) -> Runnable:
     return HttpExecutorService(settings)
 
 
+def _code_executor(settings: Settings) -> Runnable:
+    from services.code_executor.main import CodeExecutorService
+
+    return CodeExecutorService(settings)
+
+
 def _result_injector(settings: Settings) -> Runnable:
     from services.result_injector.main import ResultInjectorService
 
@@ -41,6 +47,7 @@ SERVICES: dict[str, Callable[[Settings], Runnable]] = {
     "registry": _registry,
     "dispatcher": _dispatcher,
     "http-executor": _http_executor,
+    "code-executor": _code_executor,
     "result-injector": _result_injector,
     "billing": _billing,
 }

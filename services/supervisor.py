@@ -47,7 +47,7 @@ READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 40.0
 # Services that share their work through durable pull consumers, so more
 # processes of them split the load; registry and billing serve REST on one port.
-SCALABLE = frozenset({"dispatcher", "http-executor", "result-injector"})
+SCALABLE = frozenset({"dispatcher", "http-executor", "code-executor", "result-injector"})
 
 
 def instances(replicas: int) -> dict[str, str]:

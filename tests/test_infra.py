@@ -28,6 +28,7 @@ def test_compose_signs_each_service_in_as_its_own_role() -> None:
         ("registry", "REGISTRY"),
         ("dispatcher", "DISPATCHER"),
         ("http-executor", "HTTP_EXECUTOR"),
+        ("code-executor", "CODE_EXECUTOR"),
         ("result-injector", "RESULT_INJECTOR"),
         ("billing", "BILLING"),
     ]:

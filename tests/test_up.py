@@ -91,7 +91,7 @@ async def test_up_serves_then_stops_everything_on_sigterm(tmp_path: Path) -> Non
     code = await asyncio.wait_for(process.wait(), 60)
 
     assert health.status_code == 200
-    assert len(spawned) == 6  # nats-server and five services
+    assert len(spawned) == 7  # nats-server and six services
     assert code == 0
     assert [pid for pid in spawned if alive(pid)] == []
     assert (tmp_path / "data" / "jetstream").is_dir()
@@ -108,7 +108,7 @@ async def test_up_uses_a_given_nats_server_instead_of_its_own(
     code = await asyncio.wait_for(process.wait(), 60)
 
     assert f"NATS {nats_url}" in line
-    assert len(spawned) == 5
+    assert len(spawned) == 6
     assert code == 0
     assert not (tmp_path / "data" / "jetstream").exists()
 
@@ -123,7 +123,7 @@ async def test_ctrl_c_to_the_whole_process_group_drains_before_nats_stops(
 
     assert process.returncode == 0
     log = stderr.decode()
-    assert log.count("stopping") == 5
+    assert log.count("stopping") == 6
     assert "Traceback" not in log
     assert "Connection broken" not in log
 

@@ -181,7 +181,7 @@ class Dispatcher:
         publishes = [
             self.publisher.raw(
                 body,
-                subjects.execute(call.conversation_id),
+                subjects.execute(call.conversation_id, entry.tool.kind),
                 subjects.WORK_STREAM,
                 {"Nats-Msg-Id": msg_id(conversation.key, call.call_id, "exec", attempt)},
             ),

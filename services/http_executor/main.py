@@ -1,20 +1,15 @@
 """Composition root of the HTTP executor."""
 
-import asyncio
-
 from services.http_executor.execute import Executor
-from shared.calls.client import Sender, connection_limit
+from shared.calls.client import Sender, sender_for
 from shared.contract import subjects
 from shared.fabric.broker import build_broker, connect
 from shared.fabric.call_marks import CallMarks
 from shared.fabric.consumer import WorkConsumer
-from shared.fabric.executors import ExecutorApp, durable, register
+from shared.fabric.executors import ExecutorApp, durable, register, work_consumer
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
-from shared.process.memory import MemoryBudget
-from shared.security.destinations import DestinationPolicy
-from shared.security.secret_box import SecretBox, settings_master_key
-from shared.security.secret_scope import AccountSecrets, SecretScope
+from shared.security.secret_scope import open_scope
 from shared.settings import Settings, secrets_from_env
 
 # Calls mostly wait on APIs: pull many at a time so a burst is taken in quickly.
@@ -40,27 +35,13 @@ class HttpExecutorService:
     async def start(self) -> None:
         metrics.serve(self.settings.metrics_port, self.settings.host)
         client, js = await connect(self.broker, self.settings)
-        # A response must fit in one NATS message with its envelope.
-        cap = min(self.settings.max_response_bytes, client.max_payload - 64 * 1024)
-        policy = DestinationPolicy(self.settings.allow_destinations)
-        connections = connection_limit(self.settings.max_connections)
-        self.sender = Sender(connections, policy, cap)
+        self.sender, policy = sender_for(self.settings, client.max_payload)
         marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
-        box = SecretBox(await asyncio.to_thread(settings_master_key, self.settings))
-        accounts = AccountSecrets(await js.key_value(subjects.SECRETS_BUCKET), box)
-        secrets = SecretScope(self.secrets, accounts)
+        secrets = await open_scope(js, self.settings, self.secrets)
         app = ExecutorApp(Publisher(js), Executor(self.sender, policy, secrets), marks)
         register(self.broker, app)
         await self.broker.start()
-        self.consumer = WorkConsumer(
-            client,
-            DURABLE,
-            app.handle,
-            concurrency=self.settings.executor_concurrency,
-            batch=PULL_BATCH,
-            memory=MemoryBudget(self.settings.memory_budget_bytes()),
-            give_up=app.give_up,
-        )
+        self.consumer = work_consumer(client, DURABLE, app, self.settings, PULL_BATCH)
         await self.consumer.start()
 
     async def stop(self) -> None:

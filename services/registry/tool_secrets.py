@@ -59,7 +59,7 @@ def signing_secret_name(agent_id: str, tool_name: str, index: int) -> str:
 def own_signing_secrets(agent_id: str, tool: Tool) -> set[str]:
     """The account secrets made from ``tool``'s literal signing secrets, which it still
     uses: no other tool refers to them, so they go when it goes."""
-    signing = tool.http().signing
+    signing = tool.request.signing if tool.request is not None else None
     if signing is None:
         return set()
     derived = {signing_secret_name(agent_id, tool.name, i) for i in range(len(signing.secrets))}
@@ -69,7 +69,7 @@ def own_signing_secrets(agent_id: str, tool: Tool) -> set[str]:
 def extract_signing_secrets(agent_id: str, tools: list[Tool]) -> Extracted:
     extracted = Extracted(tools=[])
     for tool in tools:
-        signing = tool.http().signing
+        signing = tool.request.signing if tool.request is not None else None
         if signing is None or all(referenced_name(s) for s in signing.secrets):
             extracted.tools.append(tool)
             continue

@@ -9,12 +9,17 @@ no cookie is kept: one session serves every customer's tools.
 
 import asyncio
 import resource
+from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.typedefs import LooseHeaders
+from multidict import CIMultiDict
+from yarl import URL
 
 from shared.calls.render import RenderedRequest, full_url
 from shared.contract.events import HttpResponse
 from shared.security.destinations import DestinationPolicy, GuardedResolver
+from shared.settings import Settings
 
 # File descriptors kept for everything but outbound connections (NATS, logs, the loop).
 RESERVED_FDS = 256
@@ -38,6 +43,16 @@ def connection_limit(configured: int) -> int:
         soft = hard
     available = max(1, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else 1 << 16
     return min(configured, available) if configured else available
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back: the body decompressed, empty when it was over the cap (``truncated``)."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    truncated: bool
 
 
 class Sender:
@@ -68,26 +83,36 @@ class Sender:
         return self._session
 
     async def send(self, request: RenderedRequest, timeout_s: float) -> HttpResponse:
+        answer = await self.exchange(
+            request.method, full_url(request), request.headers, request.body, timeout_s
+        )
+        return HttpResponse(
+            status=answer.status,
+            body="" if answer.truncated else answer.body.decode("utf-8", errors="replace"),
+            truncated=answer.truncated,
+            content_type=answer.headers.get("Content-Type"),
+            retry_after=answer.headers.get("Retry-After"),
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        url: URL,
+        headers: LooseHeaders,
+        body: bytes | None,
+        timeout_s: float,
+    ) -> Answer:
+        """One request as given, redirects not followed, the body read up to the cap."""
         async with (
             asyncio.timeout(timeout_s),
             self._client().request(
-                request.method,
-                full_url(request),
-                headers=request.headers,
-                data=request.body,
-                allow_redirects=False,
+                method, url, headers=headers, data=body, allow_redirects=False
             ) as response,
         ):
-            body, truncated = await self._read_capped(response)
-        return HttpResponse(
-            status=response.status,
-            body=body,
-            truncated=truncated,
-            content_type=response.headers.get("Content-Type"),
-            retry_after=response.headers.get("Retry-After"),
-        )
+            content, truncated = await self._read_capped(response)
+        return Answer(response.status, response.headers.copy(), content, truncated)
 
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[str, bool]:
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         # Never hold more than the cap in memory, whatever the API sends.
         chunks: list[bytes] = []
         size = 0
@@ -95,9 +120,17 @@ class Sender:
             chunks.append(chunk)
             size += len(chunk)
             if size > self.max_response_bytes:
-                return "", True
-        return b"".join(chunks).decode("utf-8", errors="replace"), False
+                return b"", True
+        return b"".join(chunks), False
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def sender_for(settings: Settings, max_payload: int) -> tuple[Sender, DestinationPolicy]:
+    """An executor's outbound client and the policy it holds to, from its settings."""
+    # A response must fit in one NATS message with its envelope.
+    cap = min(settings.max_response_bytes, max_payload - 64 * 1024)
+    policy = DestinationPolicy(settings.allow_destinations)
+    return Sender(connection_limit(settings.max_connections), policy, cap), policy

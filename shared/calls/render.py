@@ -26,6 +26,7 @@ from shared.contract.templates import (
     render_string,
     render_value,
 )
+from shared.security.secret_scope import require_all
 
 USER_AGENT = "midcall/0.1"
 
@@ -65,7 +66,7 @@ PORT = re.compile(r":[^:\]]*\Z")
 
 def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedRequest:
     spec = work.tool.http()
-    _require_secrets(work, secrets)
+    require_all(work, secrets)
     scope = scope_for(work, secrets)
     body = _body(work, scope)
     return RenderedRequest(
@@ -106,17 +107,6 @@ def _secret_host(url_template: str) -> str | None:
     """The host of ``url_template`` as written, if a secret is rendered into it (else None)."""
     host = PORT.sub("", urlsplit(url_template).netloc.rpartition("@")[2])
     return host if any(ref.startswith("secrets.") for ref in references(host)) else None
-
-
-def _require_secrets(work: ExecuteRequest, secrets: dict[str, str]) -> None:
-    missing = sorted(secret_names(work) - secrets.keys())
-    if missing:
-        raise CallRejected(
-            ErrorCode.INTERNAL,
-            f"The {work.tool.name} tool is not set up completely, so it cannot be "
-            "used right now. Apologize and offer another way to help.",
-            {"missing_secrets": missing},
-        )
 
 
 def render_url(template: str, scope: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Subject names and stream names: the one place they are spelled.
 
-Public subjects are frozen by the contract; internal ones (``exec``,
+Public subjects are frozen by the contract; internal ones (``exec``, ``code``,
 ``executed``, ``dead``, ``runs``, ``replay``, ``timers``, ``deadline``) are
 ours and documented in the README.
 
@@ -46,6 +46,8 @@ ACCOUNT_PENDING = f"{PREFIX}.conv.*.*.pending"
 ACCOUNT_RESULTS = f"{PREFIX}.conv.*.*.result"
 ALL_USAGE = f"{PREFIX}.usage.>"
 ALL_EXEC = f"{PREFIX}.exec.>"
+ALL_CODE = f"{PREFIX}.code.>"
+WORK_SUBJECTS = (ALL_EXEC, ALL_CODE)
 ALL_EXECUTED = f"{PREFIX}.executed.>"
 ALL_DEAD = f"{PREFIX}.dead.>"
 ALL_RUNS = f"{PREFIX}.runs.>"
@@ -102,9 +104,17 @@ def usage(account_id: str) -> str:
     return f"{PREFIX}.usage.{account_id}"
 
 
-def execute(conversation_id: str) -> str:
-    """Internal: dispatcher -> http-executor."""
-    return f"{PREFIX}.exec.{conversation_id}"
+# The work subject of each kind of tool: whose executor runs it.
+WORK_TOKENS = {"http": "exec", "python": "code"}
+
+
+def execute(conversation_id: str, kind: str = "http") -> str:
+    """Internal: dispatcher -> the executor of the tool's kind (http- or code-executor)."""
+    return f"{PREFIX}.{WORK_TOKENS[kind]}.{conversation_id}"
+
+
+# Internal, request/reply: whether a code-executor can run python tools here.
+SANDBOX_STATUS = f"{PREFIX}.sandbox.status"
 
 
 def executed(conversation_id: str) -> str:

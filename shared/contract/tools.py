@@ -9,7 +9,7 @@ import ipaddress
 import json
 import re
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from jsonpath_ng import JSONPath
@@ -331,6 +331,8 @@ class ErrorPolicy(Strict):
 # page or two; this keeps a work item far below NATS's message size.
 MAX_CODE_CHARS = 65_536
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# Modules a python tool may import without MIDCALL_SANDBOX_MODULES adding more.
+PYTHON_MODULES: Final = ("datetime", "httpx", "json", "logging", "math", "re", "typing")
 
 
 class PythonSpec(Strict):

@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Protocol
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
@@ -22,10 +23,12 @@ from shared.contract.errors import ErrorCode
 from shared.contract.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
 from shared.contract.tools import DECLARED_BEFORE
 from shared.fabric.call_marks import CallMarks, Mark
-from shared.fabric.consumer import redelivered
+from shared.fabric.consumer import WorkConsumer, redelivered
 from shared.fabric.messaging import DeadLetters, Publisher, Undecodable, decode, msg_id, raw_body
 from shared.fabric.pull_flow import CALL_MAX_DELIVER, Durable
 from shared.observability.tracing import tracer
+from shared.process.memory import MemoryBudget
+from shared.settings import Settings
 
 log = logging.getLogger("midcall.executors")
 Origin = tuple[str | None, str | None]
@@ -46,11 +49,14 @@ class Runner(Protocol):
 
 
 class ExecutorApp:
-    def __init__(self, publisher: Publisher, executor: Runner, marks: CallMarks) -> None:
+    def __init__(
+        self, publisher: Publisher, executor: Runner, marks: CallMarks, stage: str = "exec"
+    ) -> None:
+        """``stage``: the dead letters' stage for work items that cannot be read."""
         self.publisher = publisher
         self.executor = executor
         self.marks = marks
-        self.dead_letters = DeadLetters(publisher, "exec")
+        self.dead_letters = DeadLetters(publisher, stage)
         # By (runtime_account, conversation_id): an end cancels the calls placed by the
         # runtimes that ended it (an account's own, or the shared runtime user's).
         self.inflight: dict[Origin, set[asyncio.Task[ExecutionOutcome]]] = defaultdict(set)
@@ -150,3 +156,18 @@ def too_large(outcome: ExecutionOutcome) -> ExecutionOutcome:
     assert outcome.response is not None
     truncated = outcome.response.model_copy(update={"body": "", "truncated": True})
     return outcome.model_copy(update={"response": truncated})
+
+
+def work_consumer(
+    client: Client, durable: Durable, app: ExecutorApp, settings: Settings, batch: int
+) -> WorkConsumer:
+    """The executor's pull consumer: as many calls in hand as its memory budget allows."""
+    return WorkConsumer(
+        client,
+        durable,
+        app.handle,
+        concurrency=settings.executor_concurrency,
+        batch=batch,
+        memory=MemoryBudget(settings.memory_budget_bytes()),
+        give_up=app.give_up,
+    )

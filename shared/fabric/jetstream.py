@@ -77,7 +77,7 @@ STREAMS = (
     # Work in flight between services: removed once the next service acks it.
     StreamConfig(
         name=subjects.WORK_STREAM,
-        subjects=[subjects.ALL_EXEC, subjects.ALL_EXECUTED],
+        subjects=[*subjects.WORK_SUBJECTS, subjects.ALL_EXECUTED],
         storage=StorageType.FILE,
         retention=RetentionPolicy.WORK_QUEUE,
         duplicate_window=120.0,
@@ -151,6 +151,7 @@ async def ensure(js: JetStreamContext) -> None:
     await _upgrade_conv(js)
     # Made before runtime credentials: each account's own runtimes' ends too.
     await _add_subjects(js, subjects.ENDED_STREAM, ENDED_SUBJECTS)
+    await _add_subjects(js, subjects.WORK_STREAM, subjects.WORK_SUBJECTS)  # python tools' work
     for stream in STREAMS:
         assert stream.name is not None
         try:

@@ -83,6 +83,7 @@ class Role(StrEnum):
     RUNTIME = "runtime"  # a voice runtime: the public contract only
     DISPATCHER = "dispatcher"
     HTTP_EXECUTOR = "http-executor"
+    CODE_EXECUTOR = "code-executor"
     RESULT_INJECTOR = "result-injector"
     REGISTRY = "registry"
     BILLING = "billing"
@@ -147,6 +148,9 @@ DURABLES: Mapping[Role, tuple[DurableGrant, ...]] = {
     Role.HTTP_EXECUTOR: (
         DurableGrant(subjects.WORK_STREAM, "midcall-http-executor", subjects.ALL_EXEC, True),
     ),
+    Role.CODE_EXECUTOR: (
+        DurableGrant(subjects.WORK_STREAM, "midcall-code-executor", subjects.ALL_CODE, True),
+    ),
     Role.RESULT_INJECTOR: (
         DurableGrant(subjects.WORK_STREAM, "midcall-result-injector", subjects.ALL_EXECUTED, True),
         DurableGrant(subjects.TIMERS_STREAM, "midcall-deadlines", subjects.ALL_DEADLINES, True),
@@ -163,7 +167,14 @@ DURABLES: Mapping[Role, tuple[DurableGrant, ...]] = {
 
 # Roles that run as a service process and announce readiness on ``midcall.ready.<role>``.
 SERVICES = frozenset(
-    {Role.DISPATCHER, Role.HTTP_EXECUTOR, Role.RESULT_INJECTOR, Role.REGISTRY, Role.BILLING}
+    {
+        Role.DISPATCHER,
+        Role.HTTP_EXECUTOR,
+        Role.CODE_EXECUTOR,
+        Role.RESULT_INJECTOR,
+        Role.REGISTRY,
+        Role.BILLING,
+    }
 )
 
 
@@ -396,7 +407,7 @@ def stream_has_durables(stream: str) -> bool:
 def _dispatcher() -> Permissions:
     return (
         _publishes(
-            subjects.ALL_EXEC,  # work items for the executors
+            *subjects.WORK_SUBJECTS,  # work items for the executors, by the tool's kind
             # Pending, and a call refused is answered at once: to the shared runtime
             # user's subjects or an account's own.
             *jetstream.CONV_SUBJECTS,
@@ -412,10 +423,11 @@ def _dispatcher() -> Permissions:
     )
 
 
-def _http_executor() -> Permissions:
+def _executor(stage: str) -> Permissions:
+    """What either executor does with a work item around running it."""
     return (
         _publishes(subjects.ALL_EXECUTED)
-        + _dead_letters("exec")
+        + _dead_letters(stage)
         # CallMarks.has / mark: was the call executed before its ack was lost.
         + _kv_read(subjects.CALL_CLAIMS_BUCKET)
         + _kv_write(subjects.CALL_CLAIMS_BUCKET)
@@ -423,6 +435,20 @@ def _http_executor() -> Permissions:
         + Permissions(subscribe=(subjects.ALL_ENDED, subjects.ACCOUNT_ENDED))
         # The accounts' secrets, sealed; opened here only (secret_scope).
         + _kv_read(subjects.SECRETS_BUCKET)
+    )
+
+
+def _http_executor() -> Permissions:
+    return _executor("exec")
+
+
+def _code_executor() -> Permissions:
+    return (
+        _executor("code")
+        # A function's ctx.variables: the conversation's, read only.
+        + _kv_read(subjects.CONVERSATIONS_BUCKET)
+        # Answers whether python tools can run here (the registry asks before accepting one).
+        + Permissions(subscribe=(subjects.SANDBOX_STATUS,), allow_responses=True)
     )
 
 
@@ -458,6 +484,8 @@ def _registry() -> Permissions:
         + _kv_read(subjects.CATALOG_BUCKET)  # CatalogWriter: stored keys, live or deleted
         + _kv_write(subjects.CATALOG_BUCKET)
         + _kv_read(subjects.CONVERSATIONS_BUCKET)  # /v1/conversations/{id}/variables
+        # Asks a code-executor whether python tools can run before accepting one.
+        + Permissions(publish=(subjects.SANDBOX_STATUS,))
         # Account keys: mirrored from SQL (BucketMirror), and checked on each request (KeyRing).
         + _kv_read(subjects.API_KEYS_BUCKET)
         + _kv_write(subjects.API_KEYS_BUCKET)
@@ -505,6 +533,7 @@ _ROLE_GRANTS: Mapping[Role, Callable[[], Permissions]] = {
     Role.RUNTIME: _runtime,
     Role.DISPATCHER: _dispatcher,
     Role.HTTP_EXECUTOR: _http_executor,
+    Role.CODE_EXECUTOR: _code_executor,
     Role.RESULT_INJECTOR: _result_injector,
     Role.REGISTRY: _registry,
     Role.BILLING: _billing,

@@ -13,12 +13,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from shared.contract import subjects
+from shared.contract.errors import CallRejected, ErrorCode
 from shared.contract.events import ExecuteRequest
 from shared.security.account_secrets import slot
-from shared.security.secret_box import CannotOpen, SecretBox
+from shared.security.secret_box import CannotOpen, SecretBox, settings_master_key
+from shared.settings import Settings
 
 log = logging.getLogger("midcall.secrets")
 # How long an opened secret is used without looking again: a change or deletion
@@ -87,3 +91,23 @@ class SecretScope:
         values = await asyncio.gather(*(self._accounts.value(owner, name) for name in names))
         found.update({n: v for n, v in zip(names, values, strict=True) if v is not None})
         return found
+
+
+def require_all(work: ExecuteRequest, secrets: dict[str, str]) -> None:
+    """Fail a call whose tool needs a secret that is not set up, before anything is sent or run."""
+    missing = sorted(work.tool.secret_names() - secrets.keys())
+    if missing:
+        raise CallRejected(
+            ErrorCode.INTERNAL,
+            f"The {work.tool.name} tool is not set up completely, so it cannot be "
+            "used right now. Apologize and offer another way to help.",
+            {"missing_secrets": missing},
+        )
+
+
+async def open_scope(
+    js: JetStreamContext, settings: Settings, platform: Mapping[str, str]
+) -> SecretScope:
+    """An executor's scope: the platform's secrets, and the accounts' from their bucket."""
+    box = SecretBox(await asyncio.to_thread(settings_master_key, settings))
+    return SecretScope(platform, AccountSecrets(await js.key_value(subjects.SECRETS_BUCKET), box))

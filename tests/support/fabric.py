@@ -14,6 +14,7 @@ import nats
 from nats.aio.client import Client
 
 from services.billing.main import BillingService
+from services.code_executor.main import CodeExecutorService
 from services.demo.runtime import Runtime
 from services.dispatcher.main import DispatcherService
 from services.http_executor.main import HttpExecutorService
@@ -111,6 +112,7 @@ async def start_fabric(nats_url: str, data_dir: Path, database_url: str) -> Fabr
         registry,
         DispatcherService(settings),
         HttpExecutorService(settings, secrets=SECRETS),
+        CodeExecutorService(settings, secrets=SECRETS),
         ResultInjectorService(settings),
         billing,
     ]

@@ -1,0 +1,1 @@
+"""code-executor: runs python tools (a customer's own functions) in a sandbox per account."""
