@@ -29,6 +29,7 @@ from shared.contract.events import (
 )
 from shared.fabric.conversations import ConversationVariables
 from shared.fabric.executors import cancelled
+from shared.observability.metrics import FUNCTION_ENDINGS
 from shared.security.secret_scope import SecretScope, require_all
 
 log = logging.getLogger("midcall.code_executor")
@@ -64,7 +65,9 @@ class CodeRunner:
             return _outcome(work, {"error": {"kind": "sandbox", "message": str(exc)}})
         except CallRejected as exc:
             return ExecutionOutcome(request=work, failure=error_info(exc), duration_ms=_ms(started))
-        if done.get("error", {}).get("kind") == "cancelled":
+        ending = done.get("error", {}).get("kind", "result")
+        FUNCTION_ENDINGS.labels(work.tool.name, ending).inc()
+        if ending == "cancelled":
             return cancelled(work)
         outcome = _outcome(work, done)
         outcome.duration_ms = _ms(started)

@@ -20,6 +20,7 @@ from typing import Any
 
 from services.code_executor.jail import Jail, SandboxUnavailable
 from services.code_executor.sandbox.frames import PREFIX, BadFrame, Frame, header, pack, sizes
+from shared.observability.metrics import SANDBOX_STARTS, SANDBOXES
 
 log = logging.getLogger("midcall.code_executor")
 START_TIMEOUT_S = 10.0
@@ -220,18 +221,22 @@ class Pool:
         if self.jail is None or self.unavailable:
             raise SandboxUnavailable(self.unavailable or "no sandbox")
         uid = self.uids.take()
+        started = time.perf_counter()
         try:
             worker = await Worker.start(self.jail, uid)
         except BaseException:
             self.uids.give_back(uid)
             raise
+        SANDBOX_STARTS.observe(time.perf_counter() - started)
         self.workers[account] = worker
+        SANDBOXES.set(len(self.workers))
         self._uid_of[account] = uid
         log.info("sandbox started for account %s", account)
         return worker
 
     async def _retire(self, account: str) -> None:
         worker = self.workers.pop(account)
+        SANDBOXES.set(len(self.workers))
         await worker.stop()
         self.uids.give_back(self._uid_of.pop(account))
 

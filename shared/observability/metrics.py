@@ -36,6 +36,18 @@ REDELIVERIES = Counter(
 DEAD_LETTERS = Counter("midcall_dead_letters", "Messages set aside, by stage", ["stage"])
 RETRIES = Counter("midcall_retries", "HTTP attempts beyond a call's first, by tool", ["tool"])
 BREAKER_OPEN = Gauge("midcall_breaker_open", "1 while a destination host is given a rest", ["host"])
+SANDBOXES = Gauge("midcall_sandboxes", "Accounts' jails running (code-executor)", [])
+SANDBOX_STARTS = Histogram(
+    "midcall_sandbox_start_seconds",
+    "A jail's start (a call's cold start)",
+    [],
+    buckets=LATENCY_BUCKETS,
+)
+FUNCTION_ENDINGS = Counter(
+    "midcall_function_endings",
+    "Python tools' runs, by how they ended: result, exception, memory, cpu, output, timeout...",
+    ["tool", "ending"],
+)
 
 
 def seconds_since(moment: datetime) -> float:
