@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 from services.code_executor.egress import Egress
 from services.code_executor.execute import CodeRunner
 from services.code_executor.jail import Jail, SandboxUnavailable
-from services.code_executor.workers import Pool, Uids, probe
+from services.code_executor.workers import Pool, Uids
 from shared.calls.client import Sender, sender_for
 from shared.contract import subjects
 from shared.fabric.broker import build_broker, connect
@@ -49,7 +49,7 @@ class CodeExecutorService:
     async def start(self) -> None:
         metrics.serve(self.settings.metrics_port, self.settings.host)
         client, js = await connect(self.broker, self.settings)
-        self.pool = await build_pool(self.settings)
+        self.pool = build_pool(self.settings)
         self.sender, policy = sender_for(self.settings, client.max_payload)
         secrets = await open_scope(js, self.settings, self.secrets)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
@@ -65,7 +65,8 @@ class CodeExecutorService:
 
     async def _status(self, message: Msg) -> None:
         assert self.pool is not None
-        answer = {"available": self.pool.unavailable is None, "reason": self.pool.unavailable}
+        reason = await self.pool.available()
+        answer = {"available": reason is None, "reason": reason}
         await message.respond(json.dumps(answer).encode())
 
     async def _reap(self) -> None:
@@ -88,20 +89,12 @@ class CodeExecutorService:
             await self.sender.close()
 
 
-async def build_pool(settings: Settings) -> Pool:
-    """The jails' pool, once one jail was started and stopped: a sandbox that cannot start
-    here is known now, and every python call is refused with the reason."""
+def build_pool(settings: Settings) -> Pool:
+    """The jails' pool; without a jail where nsjail or the runtime cannot be found."""
     uids = Uids(settings.sandbox_uid_base if os.geteuid() == 0 else None)
+    calls, idle_s = settings.sandbox_calls_per_account, settings.sandbox_idle_s
     try:
-        jail = Jail.from_settings(settings)
+        return Pool(Jail.from_settings(settings), uids, calls, idle_s)
     except SandboxUnavailable as exc:
         log.error("python tools cannot run here: %s", exc)
-        return Pool(
-            None, uids, settings.sandbox_calls_per_account, settings.sandbox_idle_s, str(exc)
-        )
-    unavailable = await probe(jail, uids)
-    if unavailable:
-        log.error("python tools cannot run here: %s", unavailable)
-    return Pool(
-        jail, uids, settings.sandbox_calls_per_account, settings.sandbox_idle_s, unavailable
-    )
+        return Pool(None, uids, calls, idle_s, str(exc))

@@ -177,8 +177,8 @@ async def _stderr(process: asyncio.subprocess.Process) -> str:
 class Pool:
     """One worker per account, each running at most ``calls_per_account`` calls at once.
 
-    ``unavailable``: why the sandbox cannot start here (``probe``); every call is
-    then refused with it, and nothing ever runs unsandboxed.
+    ``jail`` None: the sandbox cannot be made here (``unavailable`` says why);
+    every call is then refused with that reason, and nothing runs unsandboxed.
     """
 
     def __init__(
@@ -191,6 +191,7 @@ class Pool:
     ) -> None:
         self.jail = jail
         self.unavailable = unavailable
+        self._checked = False  # a jail started and stopped once, here
         self.uids = uids
         self.calls_per_account = calls_per_account
         self.idle_s = idle_s
@@ -218,7 +219,7 @@ class Pool:
         return await asyncio.shield(starting)
 
     async def _start(self, account: str) -> Worker:
-        if self.jail is None or self.unavailable:
+        if self.jail is None:
             raise SandboxUnavailable(self.unavailable or "no sandbox")
         uid = self.uids.take()
         started = time.perf_counter()
@@ -239,6 +240,27 @@ class Pool:
         SANDBOXES.set(len(self.workers))
         await worker.stop()
         self.uids.give_back(self._uid_of.pop(account))
+
+    async def available(self) -> str | None:
+        """Why python tools cannot run here, or None: a jail was started and stopped.
+
+        Checked when first asked (the registry asks before accepting a python tool),
+        not at start, so a code-executor that never runs one never pays for a jail;
+        a failure is checked again at the next question.
+        """
+        if self.jail is None or self._checked:
+            return self.unavailable
+        uid = self.uids.take()
+        try:
+            worker = await Worker.start(self.jail, uid)
+            await worker.stop()
+        except (SandboxUnavailable, OSError) as exc:
+            log.error("python tools cannot run here: %s", exc)
+            return str(exc)
+        finally:
+            self.uids.give_back(uid)
+        self._checked = True
+        return None
 
     async def reap(self) -> None:
         """Stop jails no call has used for ``idle_s``."""
@@ -274,16 +296,3 @@ class Uids:
     def give_back(self, uid: int | None) -> None:
         if uid is not None:
             self._free.append(uid)
-
-
-async def probe(jail: Jail, uids: Uids) -> str | None:
-    """Why a jail cannot start on this machine, or None when one starts and stops."""
-    uid = uids.take()
-    try:
-        worker = await Worker.start(jail, uid)
-        await worker.stop()
-    except (SandboxUnavailable, OSError) as exc:
-        return str(exc)
-    finally:
-        uids.give_back(uid)
-    return None
