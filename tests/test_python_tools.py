@@ -11,6 +11,7 @@ from typing import Any
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_dialects_end_to_end import call_tool, success
+from tests.test_failed_calls import kept
 from tests.test_spine import error_result, pending
 
 AGENT = "migrated-bot"
@@ -72,3 +73,32 @@ async def test_an_exception_is_a_tool_error_naming_its_type_and_line(fabric: Fab
         {"kind": "exception"},
         attempts=1,
     )
+
+
+FLAKY = '''
+async def tool(ctx: RunContext, city: str) -> dict:
+    """Fails on its first run, as a function with a bug ops then fix would.
+
+    Args:
+        city: The city.
+    """
+    raise RuntimeError("the weather service moved")
+'''
+
+
+async def test_a_failed_function_is_kept_and_its_replay_planned_as_a_function_call(
+    fabric: Fabric,
+) -> None:
+    await fabric.register(AGENT, python_tool(FLAKY, properties={"city": {"type": "string"}}))
+    call, _, last = await call_tool(fabric, "tool", {"city": "Pune"})
+    [row] = await kept(fabric, call_id=call["call_id"])
+
+    planned = await fabric.registry.post(
+        "/v1/failed/replay", json={"ids": [row["id"]], "dry_run": True}
+    )
+
+    assert last["error"]["code"] == "tool_error"
+    assert planned.status_code == 200, planned.text
+    [item] = planned.json()["items"]
+    assert (item["status"], item["request"]) == ("planned", None)
+    assert item["function"] == {"function": "tool", "arguments": {"city": "Pune"}, "secrets": []}

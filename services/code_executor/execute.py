@@ -18,6 +18,7 @@ from opentelemetry import trace
 from services.code_executor.egress import Egress
 from services.code_executor.jail import SandboxUnavailable
 from services.code_executor.workers import Call, Pool
+from shared.calls.binding import declared_arguments
 from shared.calls.results import error_info, timed_out
 from shared.contract.errors import CallRejected, ErrorCode
 from shared.contract.events import (
@@ -84,7 +85,7 @@ class CodeRunner:
         job = {
             "code": spec.code,
             "function": spec.function,
-            "arguments": _arguments(work),
+            "arguments": declared_arguments(work.tool, work.call.arguments),
             "ctx": {
                 "call_id": work.call.call_id,
                 "conversation_id": work.call.conversation_id,
@@ -100,12 +101,6 @@ class CodeRunner:
             return await self.egress.send(work.deadline_at, request, body)
 
         return await self.pool.run(work.account_id, job, Call(egress, _logger(work)))
-
-
-def _arguments(work: ExecuteRequest) -> dict[str, Any]:
-    """The arguments the function declares: the schema may let the LLM send more."""
-    declared = work.tool.parameters.get("properties", {})
-    return {name: value for name, value in work.call.arguments.items() if name in declared}
 
 
 def _logger(work: ExecuteRequest) -> Any:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.registry.failures import FailedCallDetail, FailureStore, Filters
 from services.registry.store import ToolStore
 from shared.calls.binding import Entry, bind, check_arguments, deadline
-from shared.calls.preview import RequestPreview, preview
+from shared.calls.preview import FunctionPreview, RequestPreview, preview, preview_function
 from shared.contract import subjects
 from shared.contract.addressing import conversation_key
 from shared.contract.catalog import DEFAULT_ACCOUNT
@@ -76,6 +76,8 @@ class ReplayItem(BaseModel):
     attempt: int | None = None
     reason: str | None = None
     request: RequestPreview | None = None
+    # Planned for a python tool: the function call (its ``request`` stays unset).
+    function: FunctionPreview | None = None
     subject: str | None = None  # where a dead letter goes again
 
 
@@ -131,7 +133,11 @@ class Replayer:
         try:
             tool = await asyncio.to_thread(self._tool_for, row, body.as_called)
             if body.dry_run:
-                item.request = _planned(row, tool)
+                planned = _planned(row, tool)
+                if isinstance(planned, FunctionPreview):
+                    item.function = planned
+                else:
+                    item.request = planned
             else:
                 item.attempt = await self._queue(row, tool if body.as_called else None)
         except NotReplayable as refused:
@@ -192,7 +198,7 @@ class Replayer:
         await asyncio.to_thread(self._failures.replayed, row.id)
 
 
-def _planned(row: FailedCallDetail, tool: Tool) -> RequestPreview:
+def _planned(row: FailedCallDetail, tool: Tool) -> RequestPreview | FunctionPreview:
     """The request the replay would send: checked and bound as the dispatcher would."""
     call = row.call
     assert call is not None
@@ -206,7 +212,7 @@ def _planned(row: FailedCallDetail, tool: Tool) -> RequestPreview:
         accepted_at=now,
         deadline_at=deadline(call, tool, now),
     )
-    return preview(work)
+    return preview_function(work) if tool.kind == "python" else preview(work)
 
 
 def _filters(body: ReplayBody) -> Filters:

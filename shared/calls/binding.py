@@ -70,6 +70,13 @@ def bind(call: ToolCall, tool: Tool) -> dict[str, Any]:
     return bound
 
 
+def declared_arguments(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A python tool's function is called with the arguments its signature declares: the
+    schema may let the LLM send more, which the function would refuse as unexpected."""
+    declared = tool.parameters.get("properties", {})
+    return {name: value for name, value in arguments.items() if name in declared}
+
+
 def deadline(call: ToolCall, tool: Tool, accepted_at: datetime) -> datetime:
     """When the call must be answered: its own deadline, else its tool's timeout."""
     seconds = (call.deadline_ms / 1000) if call.deadline_ms else tool.timeout_s

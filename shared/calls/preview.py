@@ -1,4 +1,5 @@
-"""The request a work item would send, shown without sending it (``midcall replay --dry-run``).
+"""What a work item would do, shown without doing it (``midcall replay --dry-run``): the
+request of an HTTP tool, the function call of a python tool.
 
 Rendered by the same pure functions the executor sends with, so what ops
 see is what the API would get, except what is only known at send time:
@@ -6,8 +7,11 @@ secret values are shown as ``***``, signatures (computed per attempt, with
 the time) by name only, and the ``traceparent`` of the trace is left out.
 """
 
+from typing import Any
+
 from pydantic import BaseModel
 
+from shared.calls.binding import declared_arguments
 from shared.calls.render import full_url, render_request, secret_names
 from shared.contract.events import ExecuteRequest
 
@@ -26,6 +30,26 @@ class RequestPreview(BaseModel):
     url: str
     headers: dict[str, str]
     body: str | None = None
+
+
+class FunctionPreview(BaseModel):
+    """A python tool's run: its function, the arguments it gets, the secrets it is given
+    (names only)."""
+
+    function: str
+    arguments: dict[str, Any]
+    secrets: list[str]
+
+
+def preview_function(work: ExecuteRequest) -> FunctionPreview:
+    spec = work.tool.python
+    if spec is None:
+        raise TypeError(f"{work.tool.name} is not a python tool")
+    return FunctionPreview(
+        function=spec.function,
+        arguments=declared_arguments(work.tool, work.call.arguments),
+        secrets=sorted(spec.secrets),
+    )
 
 
 def preview(work: ExecuteRequest) -> RequestPreview:
