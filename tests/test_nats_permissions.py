@@ -29,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from services.billing.app import ENDED, USAGE
+from services.code_executor.main import DURABLE as RUN_CODE
 from services.demo.runtime import Runtime
 from services.dispatcher.app import DURABLE as DISPATCH
 from services.dispatcher.app import REPLAYS
@@ -309,6 +310,7 @@ def test_the_durables_granted_are_the_services_own() -> None:
     services = {
         Role.DISPATCHER: (DISPATCH, REPLAYS),
         Role.HTTP_EXECUTOR: (EXECUTE,),
+        Role.CODE_EXECUTOR: (RUN_CODE,),
         Role.RESULT_INJECTOR: (INJECT, DEADLINES),
         Role.BILLING: (USAGE, ENDED),
         Role.REGISTRY: (RUNS, DEAD_LETTERS),
@@ -776,6 +778,39 @@ async def test_the_executor_does_its_work(secured: Secured) -> None:
             return not info.state.subjects
 
         await eventually(deleted)
+        await conn.clean()
+    finally:
+        await consumer.stop()
+
+
+async def test_the_code_executor_does_its_work(secured: Secured) -> None:
+    conn = await secured.connect(Role.CODE_EXECUTOR)
+    nc, js = conn.nc, conn.nc.jetstream()
+    marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+    await marks.mark(CONV, CALL, Mark.EXECUTED)
+    variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
+    assert await variables.get("acme", CONV) == {}
+    outcome = ExecutionOutcome(request=work_item({"url": "https://api.example.com/"}))
+    await Publisher(js).event(
+        outcome, subjects.executed(CONV), subjects.WORK_STREAM, msg_id(CONV, CALL, "ran")
+    )
+    await DeadLetters(Publisher(js), "code").put(Msg(nc, subject=subjects.execute(CONV)), "x")
+
+    async def answer(message: Msg) -> None:
+        await message.respond(b'{"available": true, "reason": null}')
+
+    await nc.subscribe(subjects.SANDBOX_STATUS, cb=answer)
+    registry = await secured.connect(Role.REGISTRY)
+    asked = await registry.nc.request(subjects.SANDBOX_STATUS, b"", timeout=5)
+    assert asked.data == b'{"available": true, "reason": null}'
+    received = Inbox()
+    consumer = WorkConsumer(nc, RUN_CODE, received.handle, concurrency=4)
+    await consumer.start()
+    try:
+        dispatcher = await secured.connect(Role.DISPATCHER)
+        work = work_item({"url": "https://api.example.com/"}).model_dump_json().encode()
+        await dispatcher.js.publish(subjects.execute(CONV, "python"), work)
+        assert (await received.next()).data == work
         await conn.clean()
     finally:
         await consumer.stop()
