@@ -6,6 +6,8 @@ from pathlib import Path
 from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.contract.tools import PYTHON_MODULES
+
 SECRET_PREFIX = "MIDCALL_SECRET_"
 
 
@@ -82,6 +84,11 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return "postgresql+psycopg://" + url[len(plain) :]
         return url
+
+    def python_modules(self) -> frozenset[str]:
+        """What a python tool may import: ``PYTHON_MODULES`` and MIDCALL_SANDBOX_MODULES."""
+        extra = (name.strip() for name in self.sandbox_modules.split(","))
+        return frozenset(PYTHON_MODULES) | {name for name in extra if name}
 
     def memory_budget_bytes(self) -> int:
         return self.memory_budget_mb * 1024 * 1024

@@ -14,9 +14,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def example(name: str) -> Any:
-    """An examples/ document as posted: JSON values, or XML text."""
+    """An examples/ document as posted: JSON values, or text (XML, a Python function)."""
     text = (EXAMPLES / name).read_text(encoding="utf-8")
-    return text if name.endswith(".xml") else json.loads(text)
+    return text if name.endswith((".xml", ".py")) else json.loads(text)
 
 
 def rejection(call: Callable[[], object]) -> ApiError:

@@ -134,7 +134,7 @@ PARAMETER_FIELDS = "(fields: key, type, description)"
         pytest.param(
             stock(code="async def f(ctx): ..."),
             f"{LABEL}: unknown field 'code' "
-            "(fields: name, description, api_url, method, headers, parameters)",
+            "(fields: mode, name, description, api_url, method, headers, parameters)",
             id="unknown-field",
         ),
         pytest.param(["check"], "functions[0] must be a JSON object", id="not-an-object"),

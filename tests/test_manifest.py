@@ -176,6 +176,19 @@ def test_gemini_schema_turns_a_null_union_type_into_nullable() -> None:
     }
 
 
+def test_gemini_schema_keeps_an_enum_of_strings_only_with_null_as_nullable() -> None:
+    # A python tool's `unit: Literal["c", "f"] | None` and `days: Literal[1, 2, 3]`.
+    nullable_strings = {"type": ["string", "null"], "enum": ["c", "f", None]}
+    numbers = {"type": "integer", "enum": [1, 2, 3]}
+
+    assert manifest.gemini_schema(nullable_strings) == {
+        "type": "string",
+        "enum": ["c", "f"],
+        "nullable": True,
+    }
+    assert manifest.gemini_schema(numbers) == {"type": "integer"}
+
+
 def test_render_picks_the_provider() -> None:
     tools = [booking()]
 

@@ -384,3 +384,49 @@ def test_each_platforms_own_example_has_the_providers_shape(
     assert declared_names(fmt, tools).isdisjoint(
         {p.name for t in tools for p in t.context_parameters}
     )
+
+
+# A python tool taking every type a function's parameter may have (see python_types).
+EVERY_TYPE = '''
+async def every_type(
+    ctx: RunContext,
+    text: str,
+    count: int,
+    ratio: float,
+    flag: bool,
+    anything: Any,
+    maybe_anything: Any | None,
+    names: list[str],
+    scores: dict[str, float],
+    unit: Literal["c", "f"] = "c",
+    mixed: Literal["auto", 0] | None = None,
+    rows: Optional[list[dict[str, int]]] = None,
+) -> dict:
+    """Take one of each.
+
+    Args:
+        text: Text.
+        count: A count.
+        ratio: A ratio.
+        flag: A flag.
+        anything: Any value.
+        maybe_anything: Any value, or none.
+        names: Names.
+        scores: Scores by name.
+        unit: The unit.
+        mixed: Auto or zero.
+        rows: Rows of counts.
+    """
+    return {"status": "success"}
+'''
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "code", [example("callkaro_get_weather.py"), EVERY_TYPE], ids=["get_weather", "every-type"]
+)
+def test_a_python_tools_manifest_has_the_providers_shape(fmt: manifest.Format, code: str) -> None:
+    tools = dialects.parse("callkaro", {"mode": "advanced", "code": code})
+
+    assert shape_errors(fmt, tools) == []
+    assert declared_names(fmt, tools) == set(tools[0].parameters["properties"])

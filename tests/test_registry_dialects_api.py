@@ -6,6 +6,7 @@ its dialect again; a tool a dialect cannot express is a 409 saying why.
 """
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +31,34 @@ EXAMPLE_TOOLS = [
 CONTENT_TYPES = {"xml": "application/xml"}
 
 
-@pytest.fixture
-async def client(
-    nats_url: str, database_url: str, tmp_path: Path
+@asynccontextmanager
+async def registry(
+    nats_url: str, database_url: str, data_dir: Path, **settings: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        nats_url=nats_url,
-        database_url=database_url,
-        registry_port=0,
-        data_dir=tmp_path,
-        admin_key=ADMIN_KEY,
+    """A running RegistryService (``settings``: more of its settings), and a client as admin."""
+    service = RegistryService(
+        Settings(
+            nats_url=nats_url,
+            database_url=database_url,
+            registry_port=0,
+            data_dir=data_dir,
+            admin_key=ADMIN_KEY,
+            **settings,
+        )
     )
-    service = RegistryService(settings)
     await service.start()
     base_url = f"http://127.0.0.1:{service.port}"
     async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=AS_ADMIN) as http:
         yield http
     await service.stop()
+
+
+@pytest.fixture
+async def client(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with registry(nats_url, database_url, tmp_path) as http:
+        yield http
 
 
 async def post(client: httpx.AsyncClient, dialect: str, file: str) -> httpx.Response:

@@ -16,6 +16,7 @@ from services.registry import dialects, manifest, tool_secrets
 from services.registry.bucket_mirror import BucketUnavailable
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.dialects import rules
+from services.registry.dialects.python_function import DEFAULT_MODULES
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.store import NotTheirs, QuotaExceeded, ToolStore
 from shared.contract import json_depth
@@ -43,20 +44,32 @@ class AgentBody(BaseModel):
 
 
 def build_app(
-    store: ToolStore, writer: CatalogWriter, keyring: KeyRing, secrets: SecretKeeper
+    store: ToolStore,
+    writer: CatalogWriter,
+    keyring: KeyRing,
+    secrets: SecretKeeper,
+    python_modules: frozenset[str] = DEFAULT_MODULES,
 ) -> FastAPI:
+    """``python_modules``: what a python tool's code may import (``Settings.python_modules``)."""
     app = rest_app("Midcall registry", keyring)
     app.add_exception_handler(BucketUnavailable, _bucket_unavailable)
-    app.include_router(_Endpoints(store, writer, secrets).router())
+    app.include_router(_Endpoints(store, writer, secrets, python_modules).router())
     app.add_api_route("/healthz", _healthz, methods=["GET"])
     return app
 
 
 class _Endpoints:
-    def __init__(self, store: ToolStore, writer: CatalogWriter, secrets: SecretKeeper) -> None:
+    def __init__(
+        self,
+        store: ToolStore,
+        writer: CatalogWriter,
+        secrets: SecretKeeper,
+        python_modules: frozenset[str],
+    ) -> None:
         self._store = store
         self._writer = writer
         self._secrets = secrets
+        self._modules = python_modules
         self._writes = asyncio.Lock()
 
     def router(self) -> APIRouter:
@@ -117,7 +130,7 @@ class _Endpoints:
         """Store the document's tools for the agent; see ``tool_secrets`` for their secrets."""
         media_type = dialects.require(dialect).media_type
         document = _document(await request.body(), media_type)
-        parsed = dialects.parse(dialect, document)
+        parsed = dialects.parse(dialect, document, self._modules)
         async with self._writes:
             owner = await asyncio.to_thread(self._owner_for_tools, agent_id, caller)
             extracted = tool_secrets.extract_signing_secrets(agent_id, parsed)
@@ -154,7 +167,7 @@ class _Endpoints:
         """The tool as ``dialect`` writes it (canonical by default): JSON, or XML text."""
         media_type = dialects.require(dialect).media_type
         tool = await asyncio.to_thread(self._find_tool, agent_id, name, caller)
-        document = dialects.export(dialect, tool)
+        document = dialects.export(dialect, tool, self._modules)
         if isinstance(document, str):
             return Response(document, media_type=media_type)
         return JSONResponse(document)

@@ -69,7 +69,7 @@ class RegistryService:
         box = SecretBox(await asyncio.to_thread(settings_master_key, self._settings))
         secrets = await SecretKeeper.open(js, SecretStore(self._engine), box)
         await secrets.sync()
-        app = build_app(store, writer, keyring, secrets)
+        app = build_app(store, writer, keyring, secrets, self._settings.python_modules())
         app.include_router(accounts_api.build_router(accounts, keys))
         app.include_router(secrets_api.build_router(accounts, secrets))
         runtimes = RuntimeCredentialStore(self._engine)

@@ -79,7 +79,7 @@ def gemini_schema(schema: Any) -> Any:
             kept[key] = [gemini_schema(sub) for sub in value]
         elif key in GEMINI_SCHEMA_KEYS:
             kept[key] = value
-    return _typed(_nullable(kept))
+    return _typed(_string_enum(_nullable(kept)))
 
 
 def _gemini_declaration(tool: Tool) -> dict[str, Any]:
@@ -110,6 +110,23 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     if isinstance(types, list) and "null" in types and len(types) == 2:
         schema["type"] = next(t for t in types if t != "null")
         schema["nullable"] = True
+    return schema
+
+
+def _string_enum(schema: dict[str, Any]) -> dict[str, Any]:
+    """Gemini's enum lists a STRING's values only: null in it becomes ``nullable``, and an
+    enum of other values (a python tool's ``Literal[1, 2]``) is left out, checked only when
+    the arguments are."""
+    values = schema.get("enum")
+    if not isinstance(values, list):
+        return schema
+    if None in values:
+        schema["nullable"] = True
+        values = [value for value in values if value is not None]
+    if values and all(isinstance(value, str) for value in values):
+        schema["enum"] = values
+    else:
+        del schema["enum"]
     return schema
 
 

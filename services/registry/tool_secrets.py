@@ -7,6 +7,7 @@
 - A tool posted with an account key may refer only to its account's
   secrets; one posted with the admin key is a platform tool, which may also
   use the platform's (``MIDCALL_SECRET_<NAME>``, known only to executors).
+  A python tool's secrets are those its code reads (``python.secrets``).
 """
 
 import hashlib
@@ -99,8 +100,7 @@ def stamp(tools: list[Tool], owner_account: str, platform: bool) -> list[Tool]:
 def require_known(tools: list[Tool], account_id: str, known: set[str]) -> None:
     """A 422 naming every secret a tool refers to that its account does not have."""
     missing = {
-        f"tools[{index}]": sorted(tool.http().secret_names() - known)
-        for index, tool in enumerate(tools)
+        f"tools[{index}]": sorted(tool.secret_names() - known) for index, tool in enumerate(tools)
     }
     missing = {where: names for where, names in missing.items() if names}
     if not missing:

@@ -4,7 +4,8 @@ Each dialect module parses its platform's documents into ``Tool`` objects
 (validated by ``shared.contract.tools``) and renders a tool back. A rendering is given
 out only when parsing it gives the same tool again, so each dialect states
 what it can express once, in its parser, and a tool that does not fit gets a
-409 naming the fields that would be lost.
+409 naming the fields that would be lost. A python tool (its own code) fits
+only the dialects whose documents can hold code: midcall and callkaro.
 """
 
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.registry.dialects import aivoco, bland, callkaro, midcall, roundtrip, vocode, xml
+from services.registry.dialects.python_function import DEFAULT_MODULES
 from shared.contract.tools import Tool
 from shared.process.http_api import ApiError
 
@@ -29,18 +31,36 @@ class Dialect:
     # An export as shown: secret-valued fields masked (after the round trip, which
     # must compare the real values).
     redact: Callable[[Any], Any] | None = None
+    # Set for a dialect whose documents can hold python tools: ``parse``, also told the
+    # modules their code may import.
+    parse_python: Callable[[Any, frozenset[str]], list[Tool]] | None = None
+
+    def read(self, document: Any, modules: frozenset[str]) -> list[Tool]:
+        """``parse``, with ``modules`` where python tools' code is checked."""
+        if self.parse_python is None:
+            return self.parse(document)
+        return self.parse_python(document, modules)
 
 
 MIDCALL = "midcall"
 _DIALECTS = {
-    MIDCALL: Dialect(midcall.parse, midcall.export, midcall.split, redact=midcall.redact),
+    MIDCALL: Dialect(
+        midcall.parse,
+        midcall.export,
+        midcall.split,
+        redact=midcall.redact,
+        parse_python=midcall.parse,
+    ),
     "vocode": Dialect(vocode.parse, vocode.export, vocode.split, redact=vocode.redact),
     "bland": Dialect(bland.parse, bland.export, bland.split),
     "aivoco": Dialect(aivoco.parse, aivoco.export, aivoco.split),
     "xml": Dialect(xml.parse, xml.export, xml.split, xml.MEDIA_TYPE),
-    "callkaro": Dialect(callkaro.parse, callkaro.export, callkaro.split),
+    "callkaro": Dialect(
+        callkaro.parse, callkaro.export, callkaro.split, parse_python=callkaro.parse
+    ),
 }
 DIALECTS = tuple(_DIALECTS)
+PYTHON_DIALECTS = tuple(name for name, dialect in _DIALECTS.items() if dialect.parse_python)
 
 
 def require(dialect: str) -> Dialect:
@@ -54,9 +74,12 @@ def require(dialect: str) -> Dialect:
     return _DIALECTS[dialect]
 
 
-def parse(dialect: str, document: Any) -> list[Tool]:
-    """The canonical tools a document defines, or an ``ApiError`` saying what is wrong."""
-    tools = require(dialect).parse(document)
+def parse(dialect: str, document: Any, modules: frozenset[str] = DEFAULT_MODULES) -> list[Tool]:
+    """The canonical tools a document defines, or an ``ApiError`` saying what is wrong.
+
+    ``modules``: what a python tool's code may import.
+    """
+    tools = require(dialect).read(document, modules)
     if not tools:
         raise ApiError(422, "invalid_tool", "the document defines no tools")
     _reject_duplicates(tools)
@@ -79,15 +102,22 @@ def sources(dialect: str, document: Any, tools: list[Tool]) -> list[Any]:
     return parts
 
 
-def export(dialect: str, tool: Tool) -> dict[str, Any] | str:
+def export(
+    dialect: str, tool: Tool, modules: frozenset[str] = DEFAULT_MODULES
+) -> dict[str, Any] | str:
     """The tool as ``dialect`` writes it, or a 409 naming what the dialect cannot express.
 
     Secret values are masked (``***``); the registry's internal fields are left out.
+    ``modules``: what a python tool's code may import, to read it back.
     """
     chosen = require(dialect)
+    if tool.kind == "python" and chosen.parse_python is None:
+        only = " and ".join(PYTHON_DIALECTS)
+        reason = f"it is a python tool (a function in its own code), which only {only} can express"
+        raise _not_expressible(dialect, tool, reason, ["kind"])
     document = chosen.export(tool)
     try:
-        (again,) = chosen.parse(document)
+        (again,) = chosen.read(document, modules)
     except ApiError as exc:
         raise _not_expressible(dialect, tool, exc.message, exc.details) from exc
     lost = roundtrip.differences(tool.public_dump(), again.public_dump())

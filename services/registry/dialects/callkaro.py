@@ -1,40 +1,55 @@
-"""``callkaro``: CallKaro's basic in-call functions.
+"""``callkaro``: CallKaro's in-call functions, basic (an API) and advanced (Python).
 
-Each parameter is a key with a type (``string`` or ``number``) and a
-description, and all of them are required. The API answers
-``{"status": "success", "data": ...}`` or ``{"status": "error", "message": ...}``.
+A basic function calls the customer's API. Each parameter is a key with a
+type (``string`` or ``number``) and a description, and all of them are
+required. The API answers ``{"status": "success", "data": ...}`` or
+``{"status": "error", "message": ...}``.
+
+An advanced function (``{"mode": "advanced", "code": "..."}``) is an
+``async def`` of the customer's own: a python tool, whose name, description
+and parameters its code says (see ``python_function``). It returns what the
+LLM is told, ``{"status": "success", ...}`` as a whole, or
+``{"status": "error", "message": ...}``.
 """
 
 from typing import Any
 
-from services.registry.dialects import rules
+from services.registry.dialects import python_tools, rules
 from services.registry.dialects.canonical import validate
+from services.registry.dialects.python_function import DEFAULT_MODULES
 from shared.contract.tools import Tool
 
-FIELDS = ("name", "description", "api_url", "method", "headers", "parameters")
+MODES = ("basic", "advanced")
+FIELDS = ("mode", "name", "description", "api_url", "method", "headers", "parameters")
+ADVANCED_FIELDS = ("mode", "code")
 REQUIRED = ("name", "description", "api_url", "method", "parameters")
 PARAMETER_FIELDS = ("key", "type", "description")
 METHODS = ("GET", "POST", "PUT", "DELETE")
 TYPES = ("string", "number")
-RESPONSE = {
-    "tool_error": {"path": "$.status", "equals": "error", "message_path": "$.message"},
-    "result_path": "$.data",
-}
+TOOL_ERROR = {"path": "$.status", "equals": "error", "message_path": "$.message"}
+RESPONSE = {"tool_error": TOOL_ERROR, "result_path": "$.data"}
+ADVANCED_RESPONSE = {"tool_error": TOOL_ERROR}
 
 
-def parse(document: Any) -> list[Tool]:
-    """One function or a list of them."""
-    functions = rules.entries(document, "function", "functions")
-    rules.reject([problem for label, item in functions for problem in _problems(label, item)])
-    return validate([_tool(item) for _, item in functions])
+def parse(document: Any, modules: frozenset[str] = DEFAULT_MODULES) -> list[Tool]:
+    """One function or a list of them (``{"functions": [...]}`` too), basic or advanced.
+
+    ``modules``: what an advanced function may import.
+    """
+    functions = rules.entries(document, "function", "functions", wrapper="functions")
+    read = [_read(label, item, modules) for label, item in functions]
+    python_tools.reject([problem for _, problems in read for problem in problems])
+    return validate([candidate for candidate, _ in read])
 
 
 def split(document: Any) -> list[Any]:
     """Each function as posted, in ``parse``'s order."""
-    return rules.definitions(document, "function")
+    return rules.definitions(document, "function", wrapper="functions")
 
 
 def export(tool: Tool) -> dict[str, Any]:
+    if tool.python is not None:
+        return {"mode": "advanced", "code": tool.python.code}
     document = {
         "name": tool.name,
         "description": tool.description,
@@ -44,6 +59,32 @@ def export(tool: Tool) -> dict[str, Any]:
         "parameters": _parameter_list(tool.parameters),
     }
     return {field: value for field, value in document.items() if value is not None}
+
+
+def _read(
+    label: str, function: dict[str, Any], modules: frozenset[str]
+) -> tuple[dict[str, Any], python_tools.Problems]:
+    """The canonical candidate a function is, and what is wrong with it."""
+    mode = function.get("mode", "basic")
+    if mode not in MODES:
+        return {}, [f"{label}: mode must be {' or '.join(MODES)}"]
+    if mode == "advanced":
+        return _advanced(label, function, modules)
+    problems = _problems(label, function)
+    return ({} if problems else _tool(function)), list(problems)
+
+
+def _advanced(
+    label: str, function: dict[str, Any], modules: frozenset[str]
+) -> tuple[dict[str, Any], python_tools.Problems]:
+    problems: python_tools.Problems = [*rules.unknown(label, function, ADVANCED_FIELDS)]
+    code = function.get("code")
+    if not isinstance(code, str):
+        return {}, [*problems, f"{label}: code is required: the function's Python source"]
+    checked = python_tools.check(code, f"{label}.code", modules)
+    if isinstance(checked, list):
+        return {}, [*problems, *checked]
+    return {**python_tools.candidate(checked, code), "response": ADVANCED_RESPONSE}, problems
 
 
 def _problems(label: str, function: dict[str, Any]) -> list[str]:
