@@ -6,24 +6,27 @@ through Midcall's egress (with the call's trace), and the runtime hears the
 result the function returned, or an error it can say.
 """
 
+from pathlib import Path
 from typing import Any
 
+from services.code_executor.main import CodeExecutorService
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_dialects_end_to_end import call_tool, success
 from tests.test_failed_calls import kept
+from tests.test_registry_dialects_api import registry
 from tests.test_spine import error_result, pending
 
 AGENT = "migrated-bot"
+HTTP_TOOL = {"name": "Ping", "request": {"url": "https://api.example.com/ping"}}
 
 
 def python_tool(code: str, function: str = "tool", **fields: Any) -> dict[str, Any]:
-    properties = fields.pop("properties", {})
+    """A canonical python tool: the registry reads its parameters off the signature."""
     return {
         "name": function,
         "kind": "python",
         "python": {"code": code, "function": function, **fields.pop("python", {})},
-        "parameters": {"type": "object", "properties": properties},
         "response": {
             "tool_error": {"path": "$.status", "equals": "error", "message_path": "$.message"}
         },
@@ -33,7 +36,11 @@ def python_tool(code: str, function: str = "tool", **fields: Any) -> dict[str, A
 
 LOOKUP = '''
 async def tool(ctx: RunContext, city: str) -> dict:
-    """Look the city up."""
+    """Look the city up.
+
+    Args:
+        city: The city's name.
+    """
     async with httpx.AsyncClient(timeout=5.0) as client:
         response = await client.get(ctx.context["api"] + "/cities", params={"q": city})
     logger.info("looked up %s", city)
@@ -45,7 +52,7 @@ async def test_a_function_calls_the_api_through_the_egress(
     fabric: Fabric, api: RecordingApi
 ) -> None:
     api.reply("GET", "/cities", json={"name": "Pune"})
-    await fabric.register(AGENT, python_tool(LOOKUP, properties={"city": {"type": "string"}}))
+    await fabric.register(AGENT, python_tool(LOOKUP))
 
     call, first, last = await call_tool(fabric, "tool", {"city": "pune"}, context={"api": api.url})
 
@@ -60,7 +67,9 @@ async def test_an_exception_is_a_tool_error_naming_its_type_and_line(fabric: Fab
     code = (
         "async def tool(ctx: RunContext) -> dict:\n"
         '    """Fails."""\n'
-        '    raise ValueError("no such city")\n'
+        "    if ctx.call_id:\n"
+        '        raise ValueError("no such city")\n'
+        '    return {"status": "success"}\n'
     )
     await fabric.register(AGENT, python_tool(code))
 
@@ -69,7 +78,7 @@ async def test_an_exception_is_a_tool_error_naming_its_type_and_line(fabric: Fab
     assert last == error_result(
         call,
         "tool_error",
-        "The tool action failed: ValueError: no such city (line 3)",
+        "The tool action failed: ValueError: no such city (line 4)",
         {"kind": "exception"},
         attempts=1,
     )
@@ -82,14 +91,16 @@ async def tool(ctx: RunContext, city: str) -> dict:
     Args:
         city: The city.
     """
-    raise RuntimeError("the weather service moved")
+    if city:
+        raise RuntimeError("the weather service moved")
+    return {"status": "success"}
 '''
 
 
 async def test_a_failed_function_is_kept_and_its_replay_planned_as_a_function_call(
     fabric: Fabric,
 ) -> None:
-    await fabric.register(AGENT, python_tool(FLAKY, properties={"city": {"type": "string"}}))
+    await fabric.register(AGENT, python_tool(FLAKY))
     call, _, last = await call_tool(fabric, "tool", {"city": "Pune"})
     [row] = await kept(fabric, call_id=call["call_id"])
 
@@ -102,3 +113,44 @@ async def test_a_failed_function_is_kept_and_its_replay_planned_as_a_function_ca
     [item] = planned.json()["items"]
     assert (item["status"], item["request"]) == ("planned", None)
     assert item["function"] == {"function": "tool", "arguments": {"city": "Pune"}, "secrets": []}
+
+
+TRIVIAL = '''
+async def tool(ctx: RunContext) -> dict:
+    """Answers at once."""
+    return {"status": "success"}
+'''
+
+
+async def test_where_the_sandbox_cannot_start_python_tools_are_refused_when_posted(
+    nats_url: str, tmp_path: Path
+) -> None:
+    database = f"sqlite:///{tmp_path / 'registry.db'}"
+    async with registry(nats_url, database, tmp_path, nsjail="/bin/false") as http:
+        posted = await http.post(
+            f"/v1/agents/{AGENT}/tools", json={"tools": [python_tool(TRIVIAL)]}
+        )
+        http_tool = await http.post(f"/v1/agents/{AGENT}/tools", json={"tools": [HTTP_TOOL]})
+
+    assert posted.status_code == 503
+    error = posted.json()["error"]
+    assert error["code"] == "sandbox_unavailable"
+    assert error["message"].startswith("Python tools cannot run here: the sandbox did not start")
+    assert http_tool.status_code == 201, http_tool.text
+
+
+async def test_where_the_sandbox_cannot_start_a_python_call_fails_and_nothing_runs(
+    fabric: Fabric,
+) -> None:
+    await fabric.register(AGENT, python_tool(TRIVIAL))
+    [running] = [s for s in fabric.services if isinstance(s, CodeExecutorService)]
+    await running.stop()
+    broken = CodeExecutorService(fabric.settings.model_copy(update={"nsjail": "/bin/false"}))
+    await broken.start()
+    fabric.services[fabric.services.index(running)] = broken
+
+    _, _, last = await call_tool(fabric, "tool", {})
+
+    assert last["error"]["code"] == "internal"
+    assert last["error"]["details"]["kind"] == "sandbox"
+    assert last["error"]["details"]["reason"].startswith("the sandbox did not start")

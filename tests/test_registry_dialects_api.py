@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.code_executor.main import CodeExecutorService
 from services.registry import dialects
 from services.registry.main import RegistryService
 from services.registry.tool_secrets import extract_signing_secrets
@@ -35,21 +36,23 @@ CONTENT_TYPES = {"xml": "application/xml"}
 async def registry(
     nats_url: str, database_url: str, data_dir: Path, **settings: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A running RegistryService (``settings``: more of its settings), and a client as admin."""
-    service = RegistryService(
-        Settings(
-            nats_url=nats_url,
-            database_url=database_url,
-            registry_port=0,
-            data_dir=data_dir,
-            admin_key=ADMIN_KEY,
-            **settings,
-        )
+    """A running RegistryService (``settings``: more of its settings), and a client as admin;
+    with a code-executor, which the registry asks whether python tools can run."""
+    config = Settings(
+        nats_url=nats_url,
+        database_url=database_url,
+        registry_port=0,
+        data_dir=data_dir,
+        admin_key=ADMIN_KEY,
+        **settings,
     )
+    service, code_executor = RegistryService(config), CodeExecutorService(config)
     await service.start()
+    await code_executor.start()
     base_url = f"http://127.0.0.1:{service.port}"
     async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=AS_ADMIN) as http:
         yield http
+    await code_executor.stop()
     await service.stop()
 
 

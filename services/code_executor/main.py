@@ -65,7 +65,13 @@ class CodeExecutorService:
 
     async def _status(self, message: Msg) -> None:
         assert self.pool is not None
-        reason = await self.pool.available()
+        # The account whose python tool is being registered: its jail is started now.
+        try:
+            asked = json.loads(message.data) if message.data else {}
+        except ValueError:
+            asked = {}
+        account = asked.get("account_id") if isinstance(asked, dict) else None
+        reason = await self.pool.available(account if isinstance(account, str) else None)
         answer = {"available": reason is None, "reason": reason}
         await message.respond(json.dumps(answer).encode())
 

@@ -74,12 +74,12 @@ class Worker:
             async with asyncio.timeout(START_TIMEOUT_S):
                 first, _ = await read_frame(reader)
         except (TimeoutError, asyncio.IncompleteReadError, BadFrame) as exc:
-            process.kill()
+            _kill(process)
             raise SandboxUnavailable(
                 f"the sandbox did not start: {await _stderr(process)}"
             ) from exc
         if first.get("op") != "ready":
-            process.kill()
+            _kill(process)
             raise SandboxUnavailable(f"the sandbox answered {first!r} instead of ready")
         return cls(process, reader, writer)
 
@@ -143,8 +143,7 @@ class Worker:
 
     async def stop(self) -> None:
         self.writer.close()
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
+        _kill(self.process)
         await self.process.wait()
         await asyncio.gather(self._listening, *self._requests, return_exceptions=True)
 
@@ -158,6 +157,11 @@ async def _spawn(jail: Jail, uid: int | None, theirs: socket.socket) -> asyncio.
         stderr=asyncio.subprocess.PIPE,
         env={},  # nothing of ours reaches the jail, not even nsjail
     )
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has ended already
+        process.kill()
 
 
 def _gone(reason: str) -> dict[str, Any]:
@@ -248,26 +252,35 @@ class Pool:
         await worker.stop()
         self.uids.give_back(self._uid_of.pop(account))
 
-    async def available(self) -> str | None:
-        """Why python tools cannot run here, or None: a jail was started and stopped.
+    async def available(self, account: str | None = None) -> str | None:
+        """Why python tools cannot run here, or None: a jail started.
 
-        Checked when first asked (the registry asks before accepting a python tool),
-        not at start, so a code-executor that never runs one never pays for a jail;
-        a failure is checked again at the next question.
+        Checked when asked (the registry asks before accepting a python tool), not
+        at start, so a code-executor that never runs one never pays for a jail. With
+        an ``account``, the jail started is that account's, and it stays warm for
+        the tool's first call; without, one is started and stopped once.
         """
-        if self.jail is None or self._checked:
+        if self.jail is None:
             return self.unavailable
+        try:
+            if account is not None:
+                await self._worker(account)
+            elif not self._checked:
+                await self._start_and_stop()
+        except SandboxUnavailable as exc:
+            log.error("python tools cannot run here: %s", exc)
+            return str(exc)
+        self._checked = True
+        return None
+
+    async def _start_and_stop(self) -> None:
+        assert self.jail is not None
         uid = self.uids.take()
         try:
             worker = await Worker.start(self.jail, uid)
             await worker.stop()
-        except (SandboxUnavailable, OSError) as exc:
-            log.error("python tools cannot run here: %s", exc)
-            return str(exc)
         finally:
             self.uids.give_back(uid)
-        self._checked = True
-        return None
 
     async def reap(self) -> None:
         """Stop jails no call has used for ``idle_s``."""

@@ -17,6 +17,7 @@ from services.registry.bucket_mirror import BucketUnavailable
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.dialects import rules
 from services.registry.dialects.python_function import DEFAULT_MODULES
+from services.registry.sandbox_check import SandboxCheck
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.store import NotTheirs, QuotaExceeded, ToolStore
 from shared.contract import json_depth
@@ -49,11 +50,13 @@ def build_app(
     keyring: KeyRing,
     secrets: SecretKeeper,
     python_modules: frozenset[str] = DEFAULT_MODULES,
+    sandbox: SandboxCheck | None = None,
 ) -> FastAPI:
-    """``python_modules``: what a python tool's code may import (``Settings.python_modules``)."""
+    """``python_modules``: what a python tool's code may import (``Settings.python_modules``);
+    ``sandbox``: asks whether python tools can run (None: they are refused)."""
     app = rest_app("Midcall registry", keyring)
     app.add_exception_handler(BucketUnavailable, _bucket_unavailable)
-    app.include_router(_Endpoints(store, writer, secrets, python_modules).router())
+    app.include_router(_Endpoints(store, writer, secrets, python_modules, sandbox).router())
     app.add_api_route("/healthz", _healthz, methods=["GET"])
     return app
 
@@ -65,11 +68,13 @@ class _Endpoints:
         writer: CatalogWriter,
         secrets: SecretKeeper,
         python_modules: frozenset[str],
+        sandbox: SandboxCheck | None,
     ) -> None:
         self._store = store
         self._writer = writer
         self._secrets = secrets
         self._modules = python_modules
+        self._sandbox = sandbox
         self._writes = asyncio.Lock()
 
     def router(self) -> APIRouter:
@@ -138,6 +143,7 @@ class _Endpoints:
             if not caller.is_admin:
                 known = await self._secrets.names(owner) | extracted.secrets.keys()
                 tool_secrets.require_known(tools, owner, known)
+            await self._require_sandbox(tools, owner)
             # The literal values never reach SQL in the sources kept either.
             sources = [extracted.scrub(s) for s in dialects.sources(dialect, document, parsed)]
             try:
@@ -156,6 +162,12 @@ class _Endpoints:
             for tool in tools:
                 await self._writer.put_tool(agent_id, tool)
         return _tools_body(agent_id, tools)
+
+    async def _require_sandbox(self, tools: list[Tool], owner: str) -> None:
+        if self._sandbox is not None:
+            await self._sandbox.require(tools, owner)
+        elif any(tool.kind == "python" for tool in tools):
+            raise ApiError(503, "sandbox_unavailable", "Python tools cannot run here.")
 
     async def list_tools(self, agent_id: AgentId, caller: Caller) -> dict[str, Any]:
         tools = await asyncio.to_thread(self._agent_tools, agent_id, caller)

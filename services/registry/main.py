@@ -19,6 +19,7 @@ from services.registry.catalog_writer import CatalogWriter
 from services.registry.failures import FailureStore, upgrade_keys
 from services.registry.replays import Replayer
 from services.registry.runtime_credentials import RuntimeCredentialStore
+from services.registry.sandbox_check import SandboxCheck
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.secret_store import SecretStore
 from services.registry.store import ToolStore
@@ -69,7 +70,8 @@ class RegistryService:
         box = SecretBox(await asyncio.to_thread(settings_master_key, self._settings))
         secrets = await SecretKeeper.open(js, SecretStore(self._engine), box)
         await secrets.sync()
-        app = build_app(store, writer, keyring, secrets, self._settings.python_modules())
+        sandbox = SandboxCheck(client)
+        app = build_app(store, writer, keyring, secrets, self._settings.python_modules(), sandbox)
         app.include_router(accounts_api.build_router(accounts, keys))
         app.include_router(secrets_api.build_router(accounts, secrets))
         runtimes = RuntimeCredentialStore(self._engine)
