@@ -6,13 +6,14 @@ through Midcall's egress (with the call's trace), and the runtime hears the
 result the function returned, or an error it can say.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
 from services.code_executor.main import CodeExecutorService
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
-from tests.test_dialects_end_to_end import call_tool, success
+from tests.test_dialects_end_to_end import call_tool, example, success
 from tests.test_failed_calls import kept
 from tests.test_registry_dialects_api import registry
 from tests.test_spine import error_result, pending
@@ -154,3 +155,62 @@ async def test_where_the_sandbox_cannot_start_a_python_call_fails_and_nothing_ru
     assert last["error"]["code"] == "internal"
     assert last["error"]["details"]["kind"] == "sandbox"
     assert last["error"]["details"]["reason"].startswith("the sandbox did not start")
+
+
+FORECAST = {
+    "location": {"name": "Pune"},
+    "forecast": {
+        "forecastday": [
+            {"date": "2026-12-05", "day": {"condition": {"text": "Sunny"}, "maxtemp_c": 31.2}},
+            {"date": "2026-12-06", "day": {"condition": {"text": "Cloudy"}, "maxtemp_c": 29.0}},
+        ]
+    },
+}
+
+
+async def test_the_seeds_get_weather_runs_end_to_end(fabric: Fabric, api: RecordingApi) -> None:
+    """CallKaro's own example, registered as its page writes it (its API's host is ours)."""
+    api.reply("GET", "/v1/forecast.json", json=FORECAST)
+    code = example("callkaro_get_weather.py", **{"https://api.weatherapi.com": api.url})
+    document = json.dumps({"mode": "advanced", "code": code})
+    [tool] = await fabric.register_document(AGENT, "callkaro", document)
+
+    call, first, last = await call_tool(fabric, "get_weather", {"location": "Pune", "days": 2})
+
+    assert tool["kind"] == "python"
+    assert first == pending(call, speech=None, speak=False)
+    assert last == success(
+        call,
+        {
+            "status": "success",
+            "location": "Pune",
+            "forecast": [
+                {"date": "2026-12-05", "condition": "Sunny", "max_temp": 31.2},
+                {"date": "2026-12-06", "condition": "Cloudy", "max_temp": 29.0},
+            ],
+        },
+    )
+    [received] = api.received
+    assert (received.method, received.path) == ("GET", "/v1/forecast.json")
+    assert received.query == [("key", "YOUR_API_KEY"), ("q", "Pune"), ("days", "2")]
+    assert received.header("traceparent") is not None
+
+
+async def test_the_seeds_get_weather_says_its_own_error(fabric: Fabric, api: RecordingApi) -> None:
+    api.reply("GET", "/v1/forecast.json", json=FORECAST)
+    code = example("callkaro_get_weather.py", **{"https://api.weatherapi.com": api.url})
+    await fabric.register_document(
+        AGENT, "callkaro", json.dumps({"mode": "advanced", "code": code})
+    )
+
+    call, _, last = await call_tool(fabric, "get_weather", {"location": "Pune", "days": 9})
+
+    assert last == error_result(
+        call,
+        "tool_error",
+        "Days must be between 1 and 7",
+        {"body": {"status": "error", "message": "Days must be between 1 and 7"}},
+        http_status=200,
+        attempts=1,
+    )
+    assert api.received == []
