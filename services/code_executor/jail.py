@@ -154,12 +154,12 @@ class Jail:
             open_files=settings.sandbox_open_files,
             output_bytes=settings.sandbox_output_kb << 10,
         )
-        extra = tuple(m.strip() for m in settings.sandbox_modules.split(",") if m.strip())
+        modules = tuple(sorted(settings.python_modules()))
         return cls(
             nsjail_binary(settings.nsjail),
-            Runtime.find(extra),
+            Runtime.find(tuple(m for m in modules if m not in PYTHON_MODULES)),
             limits,
-            (*PYTHON_MODULES, *extra),
+            modules,
             settings.sandbox_calls_per_account,
         )
 
