@@ -8,7 +8,7 @@ consumer state), and billing's totals.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 
 from bench.plan import ACCOUNT, AGENT, tools
 from services.billing.app import USAGE
+from services.code_executor.main import DURABLE as CODE_WORK
 from services.result_injector.app import DEADLINES
 from services.supervisor import Fabric
 from shared.contract import subjects
@@ -41,6 +42,11 @@ class BenchFabric:
     def nats_url(self) -> str:
         return self.fabric.nats_url
 
+    @property
+    def settings(self) -> Settings:
+        """What the services were started with (they also read ``MIDCALL_*`` themselves)."""
+        return self.fabric.settings
+
     def runtime_options(self) -> dict[str, Any]:
         """nats.connect options of a voice runtime (the ``runtime`` user)."""
         return self.fabric.runtime_options()
@@ -55,6 +61,14 @@ class BenchFabric:
         pids = {key: child.pid for key, child in self.fabric.children.items()}
         return {**pids, "nats-server": _nats_server_pid(self.fabric.settings.data_dir)}
 
+    def service_pids(self, service: str) -> list[int]:
+        """The processes of one service, all its replicas."""
+        return [
+            child.pid
+            for key, child in self.fabric.children.items()
+            if self.fabric.instances[key] == service
+        ]
+
     def rest(self, base_url: str) -> httpx.AsyncClient:
         """A REST client of the fabric's registry or billing, with the admin key."""
         return httpx.AsyncClient(base_url=base_url, headers=bearer(self.fabric.admin_key))
@@ -63,16 +77,46 @@ class BenchFabric:
         async with self.rest(self.registry_url) as http:
             agent = await http.put(f"/v1/agents/{AGENT}", json={"account_id": ACCOUNT})
             agent.raise_for_status()
-            added = await http.post(
-                f"/v1/agents/{AGENT}/tools", json={"tools": tools(api_url, delay_s)}
-            )
-            added.raise_for_status()
+            await _add_tools(http, AGENT, tools(api_url, delay_s))
 
-    async def billed_calls(self) -> int:
+    async def add_tools(self, agent_id: str, *added: dict[str, Any]) -> None:
+        """More tools for an agent there already."""
+        async with self.rest(self.registry_url) as http:
+            await _add_tools(http, agent_id, list(added))
+
+    async def add_account(self, account_id: str) -> None:
+        """A new account, made as the admin makes one."""
+        async with self.rest(self.registry_url) as http:
+            _raise_for_status(await http.post("/v1/accounts", json={"account_id": account_id}))
+
+    async def put_agent(self, agent_id: str, account_id: str) -> None:
+        """A new agent in ``account_id``, or an agent moved there (with its tools)."""
+        async with self.rest(self.registry_url) as http:
+            moved = await http.put(f"/v1/agents/{agent_id}", json={"account_id": account_id})
+            _raise_for_status(moved)
+
+    async def billed_calls(self, accounts: Sequence[str] = (ACCOUNT,)) -> int:
+        """The calls billing has stored for these accounts, summed."""
+        calls = 0
         async with self.rest(self.billing_url) as http:
-            usage = await http.get("/v1/usage", params={"account_id": ACCOUNT})
-            usage.raise_for_status()
-            return int(usage.json()["calls"])
+            for account in accounts:
+                usage = await http.get("/v1/usage", params={"account_id": account})
+                usage.raise_for_status()
+                calls += int(usage.json()["calls"])
+        return calls
+
+
+async def _add_tools(http: httpx.AsyncClient, agent_id: str, added: list[dict[str, Any]]) -> None:
+    _raise_for_status(await http.post(f"/v1/agents/{agent_id}/tools", json={"tools": added}))
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """httpx's error, with what the registry said was wrong."""
+    if response.is_error:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}: {response.text}"
+        )
 
 
 async def usage_seq(js: JetStreamContext) -> int:
@@ -116,6 +160,7 @@ async def wait_timers_fired(js: JetStreamContext, timeout_s: float) -> bool:
 HOT_DURABLES = (
     (subjects.CALLS_STREAM, "midcall-dispatcher"),
     (subjects.WORK_STREAM, "midcall-http-executor"),
+    (subjects.WORK_STREAM, CODE_WORK.name),
     (subjects.WORK_STREAM, "midcall-result-injector"),
     (subjects.USAGE_STREAM, USAGE.name),
     (subjects.TIMERS_STREAM, DEADLINES.name),

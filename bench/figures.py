@@ -62,6 +62,84 @@ class Losses:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A bound the issue sets on a figure, and whether this run kept to it."""
+
+    figure: str
+    bound: str  # "at most" or "at least"
+    limit: float
+    value: float | None  # None: nothing measured, so not met
+    met: bool
+
+    @classmethod
+    def at_most(cls, figure: str, limit: float, value: float | None) -> "Target":
+        return cls(figure, "at most", limit, value, value is not None and value <= limit)
+
+    @classmethod
+    def at_least(cls, figure: str, limit: float, value: float | None) -> "Target":
+        return cls(figure, "at least", limit, value, value is not None and value >= limit)
+
+
+@dataclass(frozen=True)
+class ColdStarts:
+    """Accounts' first calls of a python tool (see ``bench.cold_starts``)."""
+
+    accounts: int
+    registered_first: Latency  # in the account the tool was posted in: its jail started then
+    first: Latency  # in an account with no jail: a cold start
+    warm: Latency  # the calls after ``first``, in the same accounts
+    over_warm: Latency  # per account: its cold first call minus the median of its warm ones
+    idle_reap_s: float  # MIDCALL_SANDBOX_IDLE_S: a jail idle this long is stopped
+
+
+@dataclass(frozen=True)
+class SandboxCost:
+    """CPU per call of the trivial loop, and a warm jail's memory (the median jail's)."""
+
+    executor_cpu_ms_per_call: float  # the code-executor process(es) themselves
+    sandboxes_cpu_ms_per_call: float  # everything under them: nsjail, zygotes, calls
+    jails: int  # running when memory was read
+    zygote_rss_mb: float | None
+    zygote_pss_mb: float | None  # None: smaps_rollup not readable
+    jail_pss_mb: float | None  # nsjail, zygote and its spare together
+
+
+@dataclass(frozen=True)
+class PythonTools:
+    """Python tools against the same work as an HTTP tool, on the same fabric."""
+
+    # One call at a time, the three in turn: the fast HTTP tool (CheckSlots), its
+    # request made by a function, and a function answering at once.
+    warm: Latency
+    http: Latency
+    over_http_p50_ms: float | None
+    over_http_p99_ms: float | None
+    answering_at_once: Latency
+    trivial: Loop  # a function that returns at once, in a closed loop
+    cold: ColdStarts
+    cost: SandboxCost
+    calls: int  # measured python calls, all phases
+    not_success: int
+    lost: int  # no result
+    # The issue's bounds (``python_targets``), by the figure each bounds.
+    targets: dict[str, Target] = field(default_factory=dict)
+
+
+def python_targets(
+    over_http_p50_ms: float | None, over_http_p99_ms: float | None, trivial: Loop, cold: ColdStarts
+) -> dict[str, Target]:
+    """The issue's bounds on python tools' speed, against what a run measured."""
+    return {
+        "over_http_p50_ms": Target.at_most("warm: python over http p50 ms", 3.0, over_http_p50_ms),
+        "over_http_p99_ms": Target.at_most("warm: python over http p99 ms", 8.0, over_http_p99_ms),
+        "trivial_calls_per_s": Target.at_least(
+            "trivial function calls/s", 200.0, trivial.calls_per_s
+        ),
+        "cold_p50_ms": Target.at_most("cold start: first call p50 ms", 150.0, cold.first.p50_ms),
+    }
+
+
+@dataclass(frozen=True)
 class Midcall:
     replicas: int
     pending: Latency
@@ -71,6 +149,7 @@ class Midcall:
     burst: Burst
     processes: list[Process]
     losses: Losses = field(default_factory=Losses)
+    python: PythonTools | None = None
 
     def services_total(self) -> Process:
         """The service processes summed: what the fabric costs, without nats-server."""

@@ -1,9 +1,11 @@
 """Midcall's figures: the baseline's calls, made through the fabric as a runtime makes them.
 
 Phases run in order on one fabric: warm-up, one call at a time, the closed
-loops (CPU per process read around the busiest), then every call at once
-against the delayed endpoint. A loop's time ends only when billing has
-stored every usage record, so its calls/s is what the whole fabric sustains.
+loops (CPU per process read around the busiest), python tools (see
+``bench.python_phase``), then every call at once against the delayed
+endpoint, last because its deadline timers fire a minute later. A loop's
+time ends only when billing has stored every usage record, so its calls/s
+is what the whole fabric sustains.
 """
 
 import asyncio
@@ -13,14 +15,16 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nats.js import JetStreamContext
 
 from bench import load
 from bench.fabric import BenchFabric, redeliveries, usage_seq, wait_billed, wait_timers_fired
 from bench.figures import Burst, Loop, Losses, Midcall, Process
-from bench.plan import DELAYED_TOOL, FAST_TIMEOUT_S, FAST_TOOL, Plan, arguments
+from bench.plan import ACCOUNT, DELAYED_TOOL, FAST_TIMEOUT_S, FAST_TOOL, Plan, arguments
 from bench.procstats import CpuSnapshot, peak_rss_mb
+from bench.python_phase import PythonPhases
 from bench.runtime import BenchRuntime, Outcome
 from bench.stats import latency
 
@@ -28,6 +32,7 @@ log = logging.getLogger("bench.midcall")
 # The registry's write reaches the dispatchers' catalog a moment later.
 CATALOG_TIMEOUT_S = 15.0
 Phase = Callable[[], Awaitable[tuple[list[Outcome], float]]]
+Arguments = Callable[[int], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Driver:
         fabric: BenchFabric,
         plan: Plan,
         api_pid: int,
+        api_url: str,
     ) -> None:
         self.runtime = runtime
         self.fabric = fabric
@@ -54,19 +60,30 @@ class Driver:
         self.js = ops  # streams' and consumers' state, as an operator reads it
         self.losses = Losses()
         self.pids = {**fabric.pids(), "api": api_pid, "runtime": os.getpid()}
+        self.api_url = api_url
         self.turns = itertools.count()
+        self.accounts = [ACCOUNT]  # every account a call was made in, for billing's totals
 
-    def caller(self, tool: str, timeout_s: float) -> load.Call[Outcome]:
+    def caller(
+        self,
+        tool: str,
+        timeout_s: float,
+        with_arguments: Arguments = arguments,
+        agent_id: str | None = None,
+        conversation: str = "bench",
+    ) -> load.Call[Outcome]:
         async def call(index: int) -> Outcome:
-            conversation = f"bench-{index % self.plan.conversations}"
+            conversation_id = f"{conversation}-{index % self.plan.conversations}"
             turn = next(self.turns)  # unique across phases: no call is ever repeated
-            return await self.runtime.call(tool, conversation, arguments(turn), timeout_s)
+            return await self.runtime.call(
+                tool, conversation_id, with_arguments(turn), timeout_s, agent_id
+            )
 
         return call
 
     async def measure(self) -> Midcall:
-        await self._metered(self._warm_up)
-        one = self._counted(await self._metered(self._one_at_a_time)).outcomes
+        await self.metered(self._warm_up)
+        one = self.counted(await self.metered(self._one_at_a_time)).outcomes
         loops: list[Loop] = []
         cpu: dict[str, float] = {}
         for in_flight in self.plan.in_flight:
@@ -76,8 +93,10 @@ class Driver:
             await wait_timers_fired(self.js, FAST_TIMEOUT_S + self.plan.result_timeout_s)
             if in_flight == self.plan.measured_in_flight:
                 cpu = before.ms_per_call(CpuSnapshot.take(self.pids), self.plan.loop_calls)
+        python = await PythonPhases(self).measure()
         burst = await self._burst()
-        self.losses.not_billed = max(0, self.runtime.accepted - await self.fabric.billed_calls())
+        billed = await self.fabric.billed_calls(self.accounts)
+        self.losses.not_billed = max(0, self.runtime.accepted - billed)
         self.losses.redelivered = await redeliveries(self.js)
         return Midcall(
             replicas=self.plan.replicas,
@@ -88,9 +107,10 @@ class Driver:
             burst=burst,
             processes=self._processes(cpu),
             losses=self.losses,
+            python=python,
         )
 
-    async def _metered(self, phase: Phase) -> Metered:
+    async def metered(self, phase: Phase) -> Metered:
         """Run a phase, then wait until billing has stored the usage of its accepted calls."""
         mark, accepted = await usage_seq(self.js), self.runtime.accepted
         outcomes, results_s = await phase()
@@ -100,7 +120,7 @@ class Driver:
         )
         return Metered(outcomes, results_s, time.perf_counter() - results_at)
 
-    def _counted(self, metered: Metered) -> Metered:
+    def counted(self, metered: Metered) -> Metered:
         """The phase's losses added to the run's (warm-up calls are not counted)."""
         for outcome in metered.outcomes:
             if outcome.lost:
@@ -111,14 +131,23 @@ class Driver:
         return metered
 
     async def _warm_up(self) -> tuple[list[Outcome], float]:
-        """Until a call succeeds (the catalog arrived), then imports, pools, the tokenizer."""
+        """Imports, pools, the tokenizer."""
         fast = self.caller(FAST_TOOL, self.plan.result_timeout_s)
+        return await self.warm_up(fast, self.plan.warmup)
+
+    async def warm_up(self, call: load.Call[Outcome], calls: int) -> tuple[list[Outcome], float]:
+        """Until a call succeeds (the catalog arrived), then ``calls`` more."""
+        await self.until_callable(call)
+        return await load.one_at_a_time(call, calls)
+
+    @staticmethod
+    async def until_callable(call: load.Call[Outcome]) -> None:
+        """Until a call succeeds: the registry's write reached the dispatchers' catalog."""
         give_up_at = time.monotonic() + CATALOG_TIMEOUT_S
-        while (await fast(0)).status != "success":
+        while (await call(0)).status != "success":
             if time.monotonic() > give_up_at:
                 raise RuntimeError("the bench tools never became callable")
             await asyncio.sleep(0.1)
-        return await load.one_at_a_time(fast, self.plan.warmup)
 
     async def _one_at_a_time(self) -> tuple[list[Outcome], float]:
         log.info("midcall: %d calls one at a time", self.plan.one_at_a_time)
@@ -128,14 +157,14 @@ class Driver:
     async def _loop(self, in_flight: int) -> Loop:
         log.info("midcall: %d calls, %d in flight", self.plan.loop_calls, in_flight)
         calls, fast = self.plan.loop_calls, self.caller(FAST_TOOL, self.plan.result_timeout_s)
-        run = self._counted(await self._metered(lambda: load.closed_loop(fast, calls, in_flight)))
+        run = self.counted(await self.metered(lambda: load.closed_loop(fast, calls, in_flight)))
         p99 = latency([o.result_ms for o in run.outcomes if o.result_ms is not None]).p99_ms
         return Loop(in_flight, calls, calls / (run.results_s + run.billing_s), p99, run.billing_s)
 
     async def _burst(self) -> Burst:
         log.info("midcall: %d calls at once, API takes %g s", self.plan.at_once, self.plan.delay_s)
         delayed = self.caller(DELAYED_TOOL, self.plan.at_once_timeout_s)
-        run = self._counted(await self._metered(lambda: load.at_once(delayed, self.plan.at_once)))
+        run = self.counted(await self.metered(lambda: load.at_once(delayed, self.plan.at_once)))
         return Burst(self.plan.at_once, self.plan.delay_s, run.results_s)
 
     def _processes(self, cpu_ms_per_call: dict[str, float]) -> list[Process]:

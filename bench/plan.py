@@ -40,8 +40,10 @@ class Plan:
     at_once: int
     delay_s: float  # how long the delayed endpoint takes, for the at-once phase
     at_once_timeout_s: float
+    cold_starts: int  # agents whose python tool is called first in a fresh account
     warmup: int = 20
     in_flight: tuple[int, ...] = (64, 256)
+    python_in_flight: int = 64  # the trivial function's closed loop
     conversations: int = 64  # calls are spread over these, as real traffic would be
     result_timeout_s: float = 60.0  # a call with no result by then is lost
     replicas: int = 1
@@ -56,10 +58,22 @@ class Plan:
 
 
 FULL = Plan(
-    "full", one_at_a_time=300, loop_calls=3000, at_once=10_000, delay_s=2.0, at_once_timeout_s=120.0
+    "full",
+    one_at_a_time=300,
+    loop_calls=3000,
+    at_once=10_000,
+    delay_s=2.0,
+    at_once_timeout_s=120.0,
+    cold_starts=30,
 )
 QUICK = Plan(
-    "quick", one_at_a_time=50, loop_calls=400, at_once=1000, delay_s=1.0, at_once_timeout_s=60.0
+    "quick",
+    one_at_a_time=50,
+    loop_calls=400,
+    at_once=1000,
+    delay_s=1.0,
+    at_once_timeout_s=60.0,
+    cold_starts=10,
 )
 
 

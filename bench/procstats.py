@@ -14,11 +14,17 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of the whole process (all its threads) so far."""
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields from the third (state) on: ``[1]`` is the parent's pid,
+    ``[11:15]`` utime, stime, cutime and cstime in clock ticks."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may hold spaces: count fields after its closing ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of the whole process (all its threads) so far."""
+    fields = stat_fields(pid)
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / TICKS_PER_S
 

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.figures import Baseline, Midcall
+from bench.figures import Baseline, Midcall, PythonTools
 from bench.plan import Plan
 
 Row = tuple[str, str, str, str]
@@ -121,6 +121,102 @@ def _process_rows(report: Report) -> list[Row]:
     return rows
 
 
+def _versus(label: str, http: float | None, python: float | None) -> Row:
+    return (f"  {label}", _n(http), _n(python), "")
+
+
+def _target(python: PythonTools, figure: str) -> str:
+    """The bound the issue sets on ``figure``, and whether this run kept to it."""
+    target = python.targets.get(figure)
+    if target is None:
+        return ""
+    bound = "<=" if target.bound == "at most" else ">="
+    return f"{bound}{target.limit:g} {'met' if target.met else 'MISSED'}"
+
+
+def _python_rows(report: Report) -> list[Row]:
+    python = report.midcall.python
+    if python is None:
+        return []
+    per_account = report.settings["sandbox_calls_per_account"]
+    rows: list[Row] = [
+        (f"python tools (a jail per account, {per_account} calls at once in it)", "", "", ""),
+        ("", "http tool", "python", "target"),
+    ]
+    for section in (_warm_rows, _trivial_rows, _cold_rows, _cost_rows):
+        rows += section(report, python)
+    failed = f"{python.not_success} / {python.lost}"
+    return [
+        *rows,
+        (f"python calls measured: {python.calls}", "", "", ""),
+        ("  result status not success / no result", "", failed, ""),
+    ]
+
+
+def _warm_rows(report: Report, python: PythonTools) -> list[Row]:
+    at_once = python.answering_at_once
+    return [
+        (f"one call at a time, {python.warm.n} calls of each in turn", "", "", ""),
+        _versus("time to result p50 (ms)", python.http.p50_ms, python.warm.p50_ms),
+        _versus("time to result p99 (ms)", python.http.p99_ms, python.warm.p99_ms),
+        _bounded("python over http p50 (ms)", python.over_http_p50_ms, python, "over_http_p50_ms"),
+        _bounded("python over http p99 (ms)", python.over_http_p99_ms, python, "over_http_p99_ms"),
+        _only("a function answering at once p50 (ms)", at_once.p50_ms),
+        _only("a function answering at once p99 (ms)", at_once.p99_ms),
+    ]
+
+
+def _trivial_rows(report: Report, python: PythonTools) -> list[Row]:
+    loop = python.trivial
+    http = next((m for m in report.midcall.loops if m.in_flight == loop.in_flight), None)
+    return [
+        (
+            f"closed loop, {loop.calls} calls, {loop.in_flight} in flight "
+            "(http: CheckSlots above; python: a function answering at once)",
+            "",
+            "",
+            "",
+        ),
+        (
+            "  calls/s (results + usage stored)",
+            _n(http.calls_per_s if http else None, 0),
+            _n(loop.calls_per_s, 0),
+            _target(python, "trivial_calls_per_s"),
+        ),
+        _versus("time to result p99 (ms)", http.p99_ms if http else None, loop.p99_ms),
+    ]
+
+
+def _cold_rows(report: Report, python: PythonTools) -> list[Row]:
+    cold = python.cold
+    return [
+        (f"first call in an account, {cold.accounts} accounts each way", "", "", ""),
+        _only("jail started at posting: p50 (ms)", cold.registered_first.p50_ms),
+        _bounded("no jail yet (cold start): p50 (ms)", cold.first.p50_ms, python, "cold_p50_ms"),
+        _only("no jail yet (cold start): p99 (ms)", cold.first.p99_ms),
+        _only("the same accounts' warm calls p50 (ms)", cold.warm.p50_ms),
+        _only("cold minus warm, per account, p50 (ms)", cold.over_warm.p50_ms),
+        _only("a jail is stopped when idle for (s)", cold.idle_reap_s, 0),
+    ]
+
+
+def _cost_rows(report: Report, python: PythonTools) -> list[Row]:
+    cost = python.cost
+    return [
+        ("CPU per call, the python closed loop", "", "CPU ms/call", ""),
+        _only("code-executor", cost.executor_cpu_ms_per_call),
+        _only("sandboxes (nsjail, zygote, a process a call)", cost.sandboxes_cpu_ms_per_call),
+        (f"memory per warm worker, median of {cost.jails} jails", "", "MB", ""),
+        _only("zygote RSS", cost.zygote_rss_mb, 1),
+        _only("zygote PSS", cost.zygote_pss_mb, 1),
+        _only("whole jail PSS (nsjail, zygote, spare)", cost.jail_pss_mb, 1),
+    ]
+
+
+def _bounded(label: str, value: float | None, python: PythonTools, figure: str) -> Row:
+    return (f"  {label}", "-", _n(value), _target(python, figure))
+
+
 def _loss_rows(report: Report) -> list[Row]:
     losses = report.midcall.losses
     return [
@@ -138,14 +234,16 @@ def _title(report: Report) -> list[str]:
     return [
         f"Midcall vs a direct httpx call to the same API: {plan.name} plan, "
         f"{report.elapsed_s:.0f} s, {report.cpus} CPUs, all co-located",
-        f"{plan.replicas} process(es) each of dispatcher, http-executor, result-injector; "
+        f"{plan.replicas} process(es) each of dispatcher, http-executor, code-executor, "
+        "result-injector; "
         f"executor concurrency {limits['executor_concurrency']} per process",
     ]
 
 
 def render(report: Report) -> str:
     rows: list[Row] = [("figure", "baseline", "midcall", "midcall/base")]
-    for section in (_latency_rows, _loop_rows, _burst_rows, _process_rows, _loss_rows):
+    sections = (_latency_rows, _loop_rows, _burst_rows, _process_rows, _python_rows, _loss_rows)
+    for section in sections:
         rows += section(report)
     lines = _title(report)
     for label, *columns in rows:

@@ -3,13 +3,16 @@
 Everything runs co-located: a loopback API in its own process, the baseline
 (httpx straight to the API, in this process), then the real fabric (an
 embedded nats-server and every service process) driven by a runtime in this
-process. The table goes to stdout, progress to stderr, the figures to JSON.
-Exits non-zero if a call was lost (no result, or never billed).
+process: HTTP tools, then python tools (the same request made by a function
+in the code-executor's sandbox, against the issue's bounds). The table goes
+to stdout, progress to stderr, the figures to JSON. Exits non-zero if a call
+was lost (no result, or never billed).
 
-Options: ``--quick`` (about 30 s), ``--replicas N`` (processes of each of
-dispatcher, http-executor and result-injector), ``--json PATH``. The services
-read their usual ``MIDCALL_*`` settings from the environment, e.g.
-``MIDCALL_EXECUTOR_CONCURRENCY``; the JSON records the ones that bound load.
+Options: ``--quick`` (about 40 s), ``--replicas N`` (processes of each of
+dispatcher, http-executor, code-executor and result-injector), ``--json
+PATH``. The services read their usual ``MIDCALL_*`` settings from the
+environment, e.g. ``MIDCALL_EXECUTOR_CONCURRENCY``; the JSON records the
+ones that bound load.
 """
 
 import argparse
@@ -37,7 +40,7 @@ log = logging.getLogger("bench")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer calls: about 30 seconds")
+    parser.add_argument("--quick", action="store_true", help="fewer calls: about 40 seconds")
     parser.add_argument("--replicas", type=int, default=1, help="processes per scalable service")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where the figures go")
     return parser
@@ -50,6 +53,7 @@ def _service_limits() -> dict[str, int]:
         "executor_concurrency": settings.executor_concurrency,
         "injector_concurrency": settings.injector_concurrency,
         "executor_max_connections": settings.max_connections,
+        "sandbox_calls_per_account": settings.sandbox_calls_per_account,
     }
 
 
@@ -68,7 +72,7 @@ async def run(plan: Plan) -> Report:
                 runtime = await BenchRuntime.connect(fabric.nats_url, AGENT, **options)
                 ops = await fabric.ops()
                 try:
-                    driver = Driver(runtime, ops.jetstream(), fabric, plan, api.pid)
+                    driver = Driver(runtime, ops.jetstream(), fabric, plan, api.pid, api.url)
                     through = await driver.measure()
                 finally:
                     await runtime.close()

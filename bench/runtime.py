@@ -77,9 +77,15 @@ class BenchRuntime:
             waiter.set_result((received, event))
 
     async def call(
-        self, tool: str, conversation_id: str, arguments: dict[str, Any], timeout_s: float
+        self,
+        tool: str,
+        conversation_id: str,
+        arguments: dict[str, Any],
+        timeout_s: float,
+        agent_id: str | None = None,
     ) -> Outcome:
-        """Publish one ToolCall; wait up to ``timeout_s`` for its result (None if none came)."""
+        """Publish one ToolCall of ``agent_id`` (default: the runtime's agent); wait up to
+        ``timeout_s`` for its result (None if none came)."""
         call_id = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
         # Waiting before publishing: a pending may overtake the publish's own ack.
@@ -90,7 +96,9 @@ class BenchRuntime:
             async with asyncio.timeout(timeout_s):
                 with contextlib.suppress(nats.errors.TimeoutError):
                     # Unacknowledged is not unstored: the result may still come.
-                    await self._publish(call_id, tool, conversation_id, arguments)
+                    await self._publish(
+                        call_id, tool, conversation_id, arguments, agent_id or self.agent_id
+                    )
                 await result
         except TimeoutError:
             pass  # reported as lost: no result
@@ -99,12 +107,17 @@ class BenchRuntime:
         return _outcome(sent, pending, result)
 
     async def _publish(
-        self, call_id: str, tool: str, conversation_id: str, arguments: dict[str, Any]
+        self,
+        call_id: str,
+        tool: str,
+        conversation_id: str,
+        arguments: dict[str, Any],
+        agent_id: str,
     ) -> None:
         call = {
             "call_id": call_id,
             "conversation_id": conversation_id,
-            "agent_id": self.agent_id,
+            "agent_id": agent_id,
             "tool": tool,
             "arguments": arguments,
         }

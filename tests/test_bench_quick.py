@@ -81,6 +81,7 @@ def test_every_process_is_measured(quick_run: tuple[int, str, dict[str, Any]]) -
         "registry",
         "dispatcher",
         "http-executor",
+        "code-executor",
         "result-injector",
         "billing",
         "nats-server",
@@ -91,6 +92,50 @@ def test_every_process_is_measured(quick_run: tuple[int, str, dict[str, Any]]) -
     # The executor made every HTTP call of the measured loop: it cannot have cost nothing.
     assert processes["http-executor"]["cpu_ms_per_call"] > 0
     total = figures["midcall"]["services_total"]
-    assert total["name"] == "all 5 service processes"
+    assert total["name"] == "all 6 service processes"
     assert total["peak_rss_mb"] > processes["dispatcher"]["peak_rss_mb"]
     assert all(name in table for name in processes if name not in ("api", "runtime"))
+
+
+def test_python_tools_are_measured_beside_the_http_tool(
+    quick_run: tuple[int, str, dict[str, Any]],
+) -> None:
+    _, table, figures = quick_run
+    python, plan = figures["midcall"]["python"], figures["plan"]
+
+    # Every python call came back a success: warm, in the loop and cold.
+    assert python["lost"] == python["not_success"] == 0
+    one = plan["one_at_a_time"]
+    # Each agent, in the account its tools were posted in and then in one with no jail:
+    # its first call and three warm ones.
+    cold_calls = plan["cold_starts"] * 2 * 4
+    assert python["calls"] == 2 * one + plan["loop_calls"] + cold_calls
+    for latency in ("warm", "http", "answering_at_once"):
+        assert python[latency]["n"] == one
+        assert 0 < python[latency]["p50_ms"] <= python[latency]["p99_ms"]
+    assert python["over_http_p50_ms"] == python["warm"]["p50_ms"] - python["http"]["p50_ms"]
+    assert python["trivial"]["in_flight"] == plan["python_in_flight"] == 64
+    assert python["trivial"]["calls"] == plan["loop_calls"]
+    assert python["trivial"]["calls_per_s"] > 0
+    cold = python["cold"]
+    assert cold["accounts"] == cold["first"]["n"] == plan["cold_starts"] == 10
+    assert cold["registered_first"]["n"] == cold["accounts"]
+    assert cold["warm"]["n"] == 3 * cold["accounts"]
+    assert cold["first"]["p50_ms"] > cold["warm"]["p50_ms"]  # a jail had to start
+    assert cold["idle_reap_s"] == 300
+    cost = python["cost"]
+    # The bench account's, and two for each cold-start agent: none was reaped.
+    assert cost["jails"] == 1 + 2 * cold["accounts"]
+    assert cost["sandboxes_cpu_ms_per_call"] > 0
+    assert cost["executor_cpu_ms_per_call"] > 0
+    assert 0 < cost["zygote_pss_mb"] <= cost["zygote_rss_mb"]
+    assert cost["jail_pss_mb"] > cost["zygote_pss_mb"]
+    assert set(python["targets"]) == {
+        "over_http_p50_ms",
+        "over_http_p99_ms",
+        "trivial_calls_per_s",
+        "cold_p50_ms",
+    }
+    assert all(isinstance(t["met"], bool) for t in python["targets"].values())
+    assert "python tools (a jail per account" in table
+    assert "python over http p50 (ms)" in table
