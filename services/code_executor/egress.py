@@ -60,11 +60,10 @@ class Egress:
     async def _send(
         self, method: str, url: URL, request: dict[str, Any], body: bytes, timeout_s: float
     ) -> Frame:
-        headers = [
-            (str(k), str(v))
-            for k, v in request.get("headers", [])
-            if k.lower() not in NOT_FORWARDED
-        ]
+        try:
+            headers = _forwarded(request.get("headers", []))
+        except (TypeError, ValueError):
+            return _refused("invalid", "the request's headers are not name-value pairs")
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         try:
@@ -81,11 +80,22 @@ class Egress:
             if refused is not None:
                 return _refused("blocked", str(refused))
             return _refused("connect", f"{url.host} could not be reached ({type(exc).__name__})")
+        except ValueError as exc:
+            # aiohttp refuses a control character in a header (header injection): answered,
+            # or the function would wait for a reply until its deadline.
+            return _refused("invalid", f"the request could not be sent: {exc}")
         if answer.truncated:
             cap = self.sender.max_response_bytes
             return _refused("too_large", f"the response of {url.host} is larger than {cap} bytes")
         kept = [[k, v] for k, v in answer.headers.items() if k.lower() not in NOT_RETURNED]
         return {"status": answer.status, "headers": kept}, answer.body
+
+
+def _forwarded(headers: Any) -> list[tuple[str, str]]:
+    """The function's headers that are sent (TypeError or ValueError when they are not name,
+    value pairs: the frame is the function's process's, which may write one of its own)."""
+    pairs = [(str(k), str(v)) for k, v in headers]
+    return [(k, v) for k, v in pairs if k.lower() not in NOT_FORWARDED]
 
 
 def _timeout(request: dict[str, Any], deadline_at: datetime) -> float:

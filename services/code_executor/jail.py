@@ -144,7 +144,7 @@ class Jail:
     limits: Limits
     modules: tuple[str, ...]
     calls: int  # at once, per jail
-    spares: int = 1
+    spares: int = 2
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Jail":
@@ -167,7 +167,10 @@ class Jail:
         """The nsjail command line of a jail whose zygote talks on ``fd``; ``uid`` None: a
         user namespace instead of a uid of its own."""
         told = {"fd": fd, "limits": self.limits.as_json(), "modules": list(self.modules)}
-        processes = self.calls + self.spares + 1
+        # A call's process answers before it exits: the next call's fork may come first,
+        # so each call may hold two processes for a moment (the zygote refuses a call,
+        # never dies, if a fork is refused even so).
+        processes = 2 * (self.calls + self.spares) + 1
         return [
             self.nsjail, "-Mo", "-Q", *_identity(uid),
             "--iface_no_lo", "--time_limit", "0", "--hostname", "sandbox",

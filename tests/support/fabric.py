@@ -94,14 +94,17 @@ class Fabric:
                         await asyncio.sleep(0.01)
 
 
-async def start_fabric(nats_url: str, data_dir: Path, database_url: str) -> Fabric:
+async def start_fabric(
+    nats_url: str, data_dir: Path, database_url: str, allow_destinations: str = "127.0.0.1"
+) -> Fabric:
+    """``allow_destinations``: the loopback API the tests run is allowed by default."""
     settings = Settings(
         nats_url=nats_url,
         data_dir=data_dir,
         database_url=database_url,
         registry_port=0,
         billing_port=0,
-        allow_destinations="127.0.0.1",
+        allow_destinations=allow_destinations,
         admin_key=ADMIN_KEY,
         # The services share the test runner's process, whose memory grows over a whole
         # suite: past the default budget they would stop taking work.

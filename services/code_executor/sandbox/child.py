@@ -60,7 +60,10 @@ class Channel:
         self.sock.sendall(pack(header, body))
 
     def output(self, kind: str, text: str) -> None:
-        self.output_left -= len(text.encode())
+        # A character is a byte or more: a text longer than what is left is over the cap
+        # before encode() copies it (100 MB printed would be over the memory limit first).
+        long = len(text) > self.output_left
+        self.output_left -= len(text) if long else len(text.encode())
         if self.output_left < 0:
             raise OutputLimit("the function printed or logged more than it may")
         self.send({"op": "log", "level": kind, "message": text})

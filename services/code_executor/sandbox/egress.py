@@ -18,6 +18,7 @@ ERRORS = {
     "too_large": httpx.ReadError,
     "blocked": httpx.ConnectError,
     "connect": httpx.ConnectError,
+    "invalid": httpx.LocalProtocolError,  # what httpx raises for a request it cannot send
 }
 
 

@@ -10,7 +10,9 @@ read nor forge another call's frames. Stdlib and httpx only: nothing of
 Midcall's is mounted in the sandbox but this folder.
 """
 
+import asyncio
 import contextlib
+import gc
 import json
 import os
 import selectors
@@ -22,16 +24,24 @@ from collections import OrderedDict
 from types import CodeType
 from typing import Any
 
+import httpx
+
 from . import child  # imports httpx once, for every child to inherit
 from .frames import BadFrame, Buffer, pack
 
 CODE_CACHE = 64
+# The failures a call's process reports itself (``child._failure``). Its other endings
+# (timeout, cpu, cancelled, crashed) are the zygote's to tell, and a process that says
+# anything else forged its answer: the code-executor never reads what it made up.
+CHILD_FAILURES = frozenset({"exception", "memory", "output", "invalid_result"})
+MESSAGE_CHARS = 1000
+PR_SET_DUMPABLE = 4
 
 
 class Process:
     """A forked child: a spare until a call is handed to it."""
 
-    def __init__(self, pid: int, sock: socket.socket) -> None:
+    def __init__(self, pid: int, sock: socket.socket, output_bytes: int) -> None:
         self.pid = pid
         self.sock = sock
         self.call_id: int | None = None
@@ -41,6 +51,7 @@ class Process:
         self.ended = False  # its socket is closed
         self.status: int | None = None  # its wait status, once reaped
         self.killed_for: str | None = None
+        self.output_left = output_bytes  # counted here too (_spend_output)
 
 
 class Zygote:
@@ -98,7 +109,11 @@ class Zygote:
 
     def _on_run(self, job: dict[str, Any], body: bytes) -> None:
         call_id = job.pop("id")
-        process = self.spares.pop(0) if self.spares else self._fork()
+        process = self.spares.pop(0) if self.spares else self._fork_now()
+        if process is None:
+            busy = {"kind": "busy", "message": "the sandbox has no process to spare"}
+            self._send({"op": "done", "id": call_id, "error": busy})
+            return
         process.call_id = call_id
         process.deadline = time.monotonic() + job.pop("timeout_s")
         self.calls[call_id] = process
@@ -119,18 +134,36 @@ class Zygote:
 
     def _fork(self) -> Process:
         ours, theirs = socket.socketpair()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:
             self._become_child(theirs)
         theirs.close()
-        process = Process(pid, ours)
+        process = Process(pid, ours, self.limits["output_bytes"])
         self.by_pid[pid] = process
         self.selector.register(ours, selectors.EVENT_READ, lambda: self._from_child(process))
         return process
 
+    def _fork_now(self) -> Process | None:
+        """A process for a call, or None when the jail's process limit refuses one even
+        after the calls that have just answered are reaped (the call is refused, not us)."""
+        for _ in range(2):
+            try:
+                return self._fork()
+            except BlockingIOError:
+                self._reap()
+        return None
+
     def _top_up(self) -> None:
         while len(self.spares) < self.spares_wanted:
-            self.spares.append(self._fork())
+            try:
+                self.spares.append(self._fork())
+            except BlockingIOError:
+                return  # at the process limit for now: a call's end makes room
 
     def _become_child(self, sock: socket.socket) -> None:
         signal.set_wakeup_fd(-1)
@@ -167,8 +200,14 @@ class Zygote:
         op = header.get("op")
         if process.call_id is None or process.reported or op not in ("http", "log", "done"):
             return  # a spare says nothing; a call says nothing after its answer
+        if process.killed_for is not None:
+            return  # nor one being stopped
+        if not _spend_output(process, header):
+            self._kill(process, "output")
+            return
         process.reported = op == "done"
-        self._send({**header, "op": op, "id": process.call_id}, body)
+        told = _answer(header) if op == "done" else header
+        self._send({**told, "op": op, "id": process.call_id}, body)
 
     def _closed(self, process: Process) -> None:
         self.selector.unregister(process.sock)
@@ -210,7 +249,32 @@ class Zygote:
             self._send({"op": "done", "id": process.call_id, "error": _ending(process)})
 
 
+def _spend_output(process: Process, header: dict[str, Any]) -> bool:
+    """The output cap counted again, as the child counts it: the child's own count is in
+    the customer's hands (``sys.stdout.channel`` is reachable), this one is not."""
+    if header.get("op") == "log":
+        process.output_left -= len(str(header.get("message")).encode())
+    elif header.get("op") == "done" and "result" in header:
+        process.output_left -= len(json.dumps(header["result"]))
+    return process.output_left >= 0
+
+
+def _answer(done: dict[str, Any]) -> dict[str, Any]:
+    """A call's ``done`` as the code-executor may read it: a result, or a failure a call's
+    process reports, with a message of bounded length."""
+    if "result" in done:
+        return {"result": done["result"]}
+    error = done.get("error")
+    if isinstance(error, dict) and error.get("kind") in CHILD_FAILURES:
+        return {
+            "error": {"kind": error["kind"], "message": str(error.get("message"))[:MESSAGE_CHARS]}
+        }
+    return {"error": {"kind": "invalid_result", "message": "the function sent a forged answer"}}
+
+
 def _ending(process: Process) -> dict[str, str]:
+    if process.killed_for == "output":
+        return {"kind": "output", "message": "the function printed or logged more than it may"}
     if process.killed_for == "timeout":
         return {"kind": "timeout", "message": "the function did not finish in time"}
     if process.killed_for == "cancelled":
@@ -228,7 +292,40 @@ def _ending(process: Process) -> dict[str, str]:
     }
 
 
+def _guarded() -> None:
+    """What a call's process could otherwise do to the zygote, which runs as the same uid.
+
+    Not dumpable (inherited by every child): ``/proc/<pid>/mem`` is ptrace's access without
+    the system call seccomp refuses, and would let a call read the zygote's memory (every
+    job it passed on, with its secrets) and its sibling calls'. SIGINT ignored: the PID
+    namespace's init only gets signals it handles, and Python handles SIGINT, so one
+    ``os.kill(1, SIGINT)`` would stop the jail and every call in it.
+    """
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _warmed() -> None:
+    """What each call's process would otherwise pay again, paid once here: httpx's first
+    request (lazy imports, codecs, the client's set-up), and the interpreter's objects
+    frozen out of the garbage collector, whose passes in a child would touch, and so
+    copy, every page the fork shares."""
+
+    async def request() -> None:
+        transport = httpx.MockTransport(lambda _: httpx.Response(200, json={"warm": True}))
+        async with httpx.AsyncClient(transport=transport, timeout=1.0) as client:
+            (await client.post("http://warm.invalid/", params={"q": 1}, json={})).json()
+
+    asyncio.run(request())
+    gc.freeze()
+
+
 def main() -> None:
+    _guarded()
+    _warmed()
     settings = json.loads(sys.argv[1])
     sock = socket.socket(fileno=settings["fd"])
     Zygote(sock, settings["limits"], frozenset(settings["modules"]), settings["spares"]).serve()
