@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shared.contract.tools import PYTHON_MODULES
@@ -67,14 +67,6 @@ class Limits:
     cpu_s: int
     open_files: int
     output_bytes: int
-
-    def as_json(self) -> dict[str, int]:
-        return {
-            "memory_bytes": self.memory_bytes,
-            "cpu_s": self.cpu_s,
-            "open_files": self.open_files,
-            "output_bytes": self.output_bytes,
-        }
 
 
 @dataclass(frozen=True)
@@ -166,7 +158,7 @@ class Jail:
     def command(self, uid: int | None, fd: int) -> list[str]:
         """The nsjail command line of a jail whose zygote talks on ``fd``; ``uid`` None: a
         user namespace instead of a uid of its own."""
-        told = {"fd": fd, "limits": self.limits.as_json(), "modules": list(self.modules)}
+        told = {"fd": fd, "limits": asdict(self.limits), "modules": list(self.modules)}
         # A call's process answers before it exits: the next call's fork may come first,
         # so each call may hold two processes for a moment (the zygote refuses a call,
         # never dies, if a fork is refused even so).

@@ -19,6 +19,8 @@ import traceback
 from types import CodeType
 from typing import Any, NoReturn
 
+import httpx
+
 from . import egress
 from .frames import Buffer, pack
 
@@ -223,7 +225,7 @@ def _namespace(channel: Channel, modules: frozenset[str]) -> dict[str, Any]:
         "__name__": "__tool__",
         "__builtins__": guarded,
         "RunContext": RunContext,
-        "httpx": egress.httpx_module(),
+        "httpx": httpx,
         "logger": logger,
         "json": json,
         "datetime": datetime,

@@ -7,7 +7,6 @@ back. Refusals arrive as httpx's own errors, so ``except httpx.RequestError``
 in the customer's code handles them as it would a network failure.
 """
 
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -72,7 +71,3 @@ def install(channel: Any) -> None:
     for module in (httpx, httpx._client):
         vars(module)["AsyncHTTPTransport"] = EgressTransport
         vars(module)["HTTPTransport"] = BlockingTransport
-
-
-def httpx_module() -> ModuleType:
-    return httpx
