@@ -10,13 +10,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from services.code_executor.main import CodeExecutorService
+from services.demo.runtime import new_traceparent
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_dialects_end_to_end import call_tool, example, success
 from tests.test_failed_calls import kept
 from tests.test_registry_dialects_api import registry
-from tests.test_spine import error_result, pending
+from tests.test_spine import error_result, new_call, pending, place
 
 AGENT = "migrated-bot"
 HTTP_TOOL = {"name": "Ping", "request": {"url": "https://api.example.com/ping"}}
@@ -62,6 +65,30 @@ async def test_a_function_calls_the_api_through_the_egress(
     [received] = api.received
     assert received.query == [("q", "pune")]
     assert received.header("traceparent") is not None
+
+
+async def test_each_calls_request_is_traced_under_its_own_call(
+    fabric: Fabric, api: RecordingApi, spans: InMemorySpanExporter
+) -> None:
+    """Calls in one account share its jail, never their traces: each request's client span
+    is a child of its own call's run, and the API gets that span as its traceparent."""
+    api.reply("GET", "/cities", json={"name": "Pune"})
+    await fabric.register(AGENT, python_tool(LOOKUP))
+    traces = [new_traceparent()[1] for _ in range(3)]
+
+    for trace_id in traces:
+        call = new_call(tool="tool", agent_id=AGENT, arguments={"city": "pune"})
+        call["context"] = {"api": api.url}
+        await place(fabric, call, traceparent=f"00-{trace_id}-{'1' * 16}-01")
+    await fabric.drained()
+
+    finished = spans.get_finished_spans()
+    for trace_id, received in zip(traces, api.received, strict=True):
+        ours = {s.context.span_id: s for s in finished if s.context.trace_id == int(trace_id, 16)}
+        [client] = [s for s in ours.values() if s.name == "GET"]
+        assert client.parent is not None
+        assert ours[client.parent.span_id].name == "execute"
+        assert received.header("traceparent") == f"00-{trace_id}-{client.context.span_id:016x}-01"
 
 
 async def test_an_exception_is_a_tool_error_naming_its_type_and_line(fabric: Fabric) -> None:

@@ -204,7 +204,7 @@ ESCAPES = [
         id="write-a-file",
     ),
     pytest.param(
-        'open("/proc/1/mem", "rb")',  # the zygote's memory: every job it passed on
+        'open("/proc/1/mem", "rb")',  # the zygote's memory: its sibling calls are forked from it
         "",
         "PermissionError: [Errno 13] Permission denied: '/proc/1/mem'",
         id="zygote-memory",
@@ -351,7 +351,7 @@ RETURNED = len(json.dumps({"status": "success", "got": "x" * 100_000}))
             f"failed: the function returned {RETURNED} bytes, more than 65536",
             id="returned",
         ),
-        # The process's own count is the customer's to change: the zygote counts again.
+        # The process's own count is the customer's to change: the code-executor counts again.
         pytest.param(
             f"    {CHANNEL}.output_left = 1 << 40\n"
             "    for _ in range(100):\n"
@@ -637,16 +637,12 @@ async def test_what_a_call_leaves_behind_is_seen_by_no_later_call(
     await next_call_succeeds(fabric, GLOBEX)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an account's zygote reads each job (secrets, context, variables) into its own heap "
-    "before passing it on, and every later call's process is forked with a copy of that heap: "
-    "a call can read, in its own memory, what earlier calls of the account were given, "
-    "including secrets its tool does not declare",
-)
 async def test_a_secret_one_call_was_given_is_not_in_a_later_calls_memory(
     fabric: Fabric, keys: Keys, acme_secret: str
 ) -> None:
+    """A call's job goes to its own process alone, never through the zygote that later
+    calls' processes are forked from: what one call was given (secrets its tool declares,
+    context, variables) is in no later call's memory, whichever tool it runs."""
     await register_as(fabric, keys.acme, ACME, REVEAL, HUNT, OK)
     await run(fabric, "reveal", agent=ACME)
 

