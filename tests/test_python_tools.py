@@ -19,7 +19,7 @@ from tests.support.fabric import Fabric
 from tests.test_dialects_end_to_end import call_tool, example, success
 from tests.test_failed_calls import kept
 from tests.test_registry_dialects_api import registry
-from tests.test_spine import error_result, new_call, pending, place
+from tests.test_spine import error_result, events_of, new_call, pending, place
 
 AGENT = "migrated-bot"
 HTTP_TOOL = {"name": "Ping", "request": {"url": "https://api.example.com/ping"}}
@@ -89,6 +89,28 @@ async def test_each_calls_request_is_traced_under_its_own_call(
         assert client.parent is not None
         assert ours[client.parent.span_id].name == "execute"
         assert received.header("traceparent") == f"00-{trace_id}-{client.context.span_id:016x}-01"
+
+
+async def test_ending_the_conversation_stops_a_running_function(
+    fabric: Fabric, api: RecordingApi
+) -> None:
+    api.reply("GET", "/cities", json={"name": "Pune"}, delay_s=30)
+    quick = python_tool(TRIVIAL.replace("def tool", "def quick"), "quick")
+    await fabric.register(AGENT, python_tool(LOOKUP), quick)
+    call = new_call(tool="tool", agent_id=AGENT, arguments={"city": "pune"})
+    call["context"] = {"api": api.url}
+    await fabric.runtime.listen(call["conversation_id"])
+
+    await fabric.runtime.call(call)
+    await api.wait_for(1)
+    await fabric.runtime.end(call["conversation_id"])
+    await fabric.runtime.wait_for(call["conversation_id"], "result", call["call_id"])
+    after, _, last = await call_tool(fabric, "quick", {})
+
+    assert events_of(fabric, call)[-1] == error_result(
+        call, "cancelled", "The conversation ended before the action finished.", attempts=0
+    )
+    assert last == success(after, {"status": "success"})
 
 
 async def test_an_exception_is_a_tool_error_naming_its_type_and_line(fabric: Fabric) -> None:

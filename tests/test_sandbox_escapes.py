@@ -402,6 +402,47 @@ async def test_an_answer_forged_on_the_calls_socket_is_refused(
     await next_call_succeeds(fabric)
 
 
+@pytest.mark.parametrize(
+    ("ending", "message", "kind"),
+    [
+        pytest.param(
+            "    os._exit(0)",
+            "failed: the function's process exited (0) without an answer",
+            "crashed",
+            id="exit-0",
+        ),
+        pytest.param(
+            "    os._exit(3)",
+            "failed: the function's process exited (3) without an answer",
+            "crashed",
+            id="exit-3",
+        ),
+        pytest.param(
+            "    os.kill(os.getpid(), 11)",
+            "failed: the function's process died (SIGSEGV)",
+            "crashed",
+            id="segfault",
+        ),
+        pytest.param(
+            f'    {CHANNEL}.sock.sendall(b"\\xff" * 64)\n    await asyncio.sleep(60)',
+            "failed: the function sent something not a frame",
+            "invalid_result",
+            id="not-a-frame",
+        ),
+    ],
+)
+async def test_a_process_that_ends_without_an_answer_is_a_tool_error_at_once(
+    fabric: Fabric, ending: str, message: str, kind: str
+) -> None:
+    asyncio_reached = "    asyncio = os.sys.modules['asyncio']\n"
+    await fabric.register(AGENT, attempt(asyncio_reached + ending + "\n    got = None"), OK)
+
+    call, last = await run(fabric)
+
+    assert last == tool_error(call, message, kind)
+    await next_call_succeeds(fabric)
+
+
 # --- the network: only through the egress, with the destination policy --------------------
 
 

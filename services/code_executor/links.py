@@ -42,6 +42,7 @@ class Link:
         self._loop = asyncio.get_running_loop()
         self._fd = sock.fileno()
         self.open = True
+        self.malformed = False  # closed because the peer sent something that is not a frame
         self._loop.add_reader(self._fd, self._readable)
 
     def send(self, header: dict[str, Any], body: bytes = b"") -> None:
@@ -85,7 +86,9 @@ class Link:
             frames = self._buffer.feed(data) if data else None
         except BlockingIOError:
             return False
-        except (OSError, BadFrame):
+        except BadFrame:
+            self.malformed, frames = True, None
+        except OSError:
             frames = None
         if frames is None:
             self.close()

@@ -68,7 +68,6 @@ class Lent:
         self.number = number
         self.call: Call | None = None
         self.output_left = worker.output_bytes
-        self.ending: dict[str, Any] | None = None  # the zygote's word, once it has ended
         self.requests: set[asyncio.Task[None]] = set()
         self.link = Link(sock, self._received, self._closed)
 
@@ -111,14 +110,16 @@ class Lent:
     def _closed(self) -> None:
         if self.call is None:
             self.worker.spare_lost(self)
-        elif self.ending is not None:
-            self.call.answer({"error": self.ending})
-        # else its ending, from the zygote, answers the call
+        elif self.link.malformed and not self.call.done.done():
+            self.call.answer(_error("invalid_result", "the function sent something not a frame"))
+            self.worker.stop_process(self.number)
+        # else the zygote tells how it ended (``ended``), which answers the call
 
     def ended(self, ending: dict[str, Any]) -> None:
-        """The zygote reaped it: what it sent before is all there is."""
-        self.ending = ending
+        """The zygote reaped it: what it sent before is all there is, else its ending."""
         self.link.drain()
+        if self.call is not None:
+            self.call.answer({"error": ending})
 
     def finish(self) -> None:
         for task in self.requests:
