@@ -208,6 +208,7 @@ class AccountsFile:
         # What nats-server confirmed it loaded: the file as it started with it.
         self._loaded = path.read_text() if path.exists() else None
         self._changed = asyncio.Event()
+        self._stopping = False
         self._keeper: asyncio.Task[None] | None = None
         self._follower = BucketFollower(self._apply)
 
@@ -224,6 +225,11 @@ class AccountsFile:
 
     async def stop(self) -> None:
         if self._keeper is not None:
+            # Cancelling alone may not end it: a cancel can come out of nats-py as one of
+            # its errors (next_msg: a TimeoutError when it meets wait_for's timeout, a
+            # ConnectionClosedError once closed), which a reload retries as transient.
+            self._stopping = True
+            self._changed.set()
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
@@ -244,6 +250,8 @@ class AccountsFile:
         # One change at a time; a burst of them is one write and one reload.
         while True:
             await self._changed.wait()
+            if self._stopping:
+                return
             self._changed.clear()
             try:
                 await self._bring_up_to_date()
