@@ -15,6 +15,7 @@ from shared.security.api_keys import bearer
 from shared.settings import Settings
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS
+from tests.support.processes import up
 from tests.test_spine import AGENT, booking_tool, new_call
 
 API_DELAY_S = 1.0
@@ -26,15 +27,10 @@ ACK_WAIT_S = Durable("s", "s", "d").ack_wait_s
 async def processes(tmp_path: Path, nats_url: str) -> AsyncIterator[tuple[Fabric, str]]:
     """Every service in its own process, as `midcall up` runs them."""
     registry = free_port()
-    fabric = Fabric(
+    fabric = up(
         Settings(data_dir=tmp_path, nats_url=nats_url),
-        {
-            "MIDCALL_ALLOW_DESTINATIONS": "127.0.0.1",
-            "MIDCALL_REGISTRY_PORT": str(registry),
-            "MIDCALL_BILLING_PORT": str(free_port()),
-            "MIDCALL_LOG_LEVEL": "WARNING",
-            **{f"MIDCALL_SECRET_{name}": value for name, value in SECRETS.items()},
-        },
+        registry,
+        env={f"MIDCALL_SECRET_{name}": value for name, value in SECRETS.items()},
     )
     await fabric.start()
     yield fabric, f"http://127.0.0.1:{registry}"

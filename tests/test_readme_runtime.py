@@ -10,18 +10,18 @@ import nats
 import nats.errors
 import pytest
 
-from services.supervisor import Fabric
 from shared.fabric.nats_server import free_port
 from shared.security.api_keys import bearer
 from shared.settings import Settings
 from tests.support.api import RecordingApi
+from tests.support.processes import up
 from tests.test_runtime_accounts import live
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def runtime_example() -> str:
-    section = README.read_text().split("## A runtime in", 1)[1]
+def runtime_example(heading: str = "## A runtime in") -> str:
+    section = README.read_text().split(heading, 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match is not None
     return match.group(1)
@@ -50,15 +50,7 @@ async def test_the_readmes_runtime_signs_in_places_a_call_and_hears_its_result(
     registry = free_port()
     # The example reads .midcall/ in its working directory, as after `midcall up` there.
     settings = Settings(data_dir=tmp_path / ".midcall")
-    fabric = Fabric(
-        settings,
-        {
-            "MIDCALL_ALLOW_DESTINATIONS": "127.0.0.1",
-            "MIDCALL_REGISTRY_PORT": str(registry),
-            "MIDCALL_BILLING_PORT": str(free_port()),
-            "MIDCALL_LOG_LEVEL": "WARNING",
-        },
-    )
+    fabric = up(settings, registry)
     await fabric.start()
     try:
         # The embedded server lets no one in unsigned.
@@ -101,3 +93,38 @@ async def test_the_readmes_runtime_signs_in_places_a_call_and_hears_its_result(
     assert printed[1] == "result {'booked': True}"
     assert "'status': 'success'" in printed[2]
     assert len(api.received) == 1
+
+
+async def test_the_readmes_sdk_example_places_a_call_and_prints_its_result(
+    tmp_path: Path, api: RecordingApi
+) -> None:
+    api.reply("POST", "/book", json={"booked": True})
+    registry = free_port()
+    fabric = up(Settings(data_dir=tmp_path / ".midcall"), registry)
+    await fabric.start()
+    try:
+        tool = {
+            "name": "BookAppointment",
+            "parameters": {"type": "object", "properties": {"date": {}, "time": {}}},
+            "request": {"url": f"{api.url}/book", "method": "POST"},
+        }
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{registry}", headers=bearer(fabric.admin_key)
+        ) as http:
+            added = await http.post("/v1/agents/salon-bot/tools", json={"tools": [tool]})
+            assert added.status_code == 201, added.text
+        example = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            runtime_example("## The Python SDK"),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(example.communicate(), 60)
+    finally:
+        await fabric.stop()
+
+    assert example.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["{'booked': True}"]
+    assert [r.body for r in api.received] == [b'{"date":"2024-04-20","time":"10:00 AM"}']

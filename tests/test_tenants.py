@@ -27,6 +27,7 @@ from shared.fabric.nats_server import free_port
 from shared.security.api_keys import bearer
 from shared.settings import Settings
 from tests.support.api import RecordingApi
+from tests.support.processes import up
 from tests.test_billing_service import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -151,15 +152,7 @@ async def tenants(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ten
     api.reply("POST", "/slow", json={"who": "slow"}, delay_s=2.0)
     registry, billing = free_port(), free_port()
     settings = Settings(data_dir=tmp_path_factory.mktemp("tenants") / ".midcall")
-    fabric = Fabric(
-        settings,
-        {
-            "MIDCALL_ALLOW_DESTINATIONS": "127.0.0.1",
-            "MIDCALL_REGISTRY_PORT": str(registry),
-            "MIDCALL_BILLING_PORT": str(billing),
-            "MIDCALL_LOG_LEVEL": "WARNING",
-        },
-    )
+    fabric = up(settings, registry, billing)
     await fabric.start()
     admin = httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{registry}", headers=bearer(fabric.admin_key)

@@ -1,0 +1,1 @@
+"""Midcall for voice runtimes: the Python SDK (``midcall.client``)."""

@@ -1,0 +1,47 @@
+"""Midcall's client for voice runtimes: calls that never block the conversation.
+
+async with MidcallClient(url, Credentials.shared(password)) as mc:
+    call = await mc.call("salon-bot", "conv-42", "BookAppointment", {"time": "10:00"})
+    pending = await call.pending()  # say pending.speech now
+    result = await call.result()  # or CallFailed's subclass for its error code
+"""
+
+from midcall.client.calls import Call
+from midcall.client.client import MidcallClient
+from midcall.client.credentials import Credentials
+from midcall.client.errors import (
+    BlockedDestination,
+    CallFailed,
+    Cancelled,
+    ConnectionFailed,
+    HttpError,
+    Internal,
+    InvalidArguments,
+    InvalidResponse,
+    MissingContextParameter,
+    RepeatedCall,
+    Timeout,
+    ToolError,
+    UnknownAgent,
+    UnknownTool,
+)
+
+__all__ = [
+    "BlockedDestination",
+    "Call",
+    "CallFailed",
+    "Cancelled",
+    "ConnectionFailed",
+    "Credentials",
+    "HttpError",
+    "Internal",
+    "InvalidArguments",
+    "InvalidResponse",
+    "MidcallClient",
+    "MissingContextParameter",
+    "RepeatedCall",
+    "Timeout",
+    "ToolError",
+    "UnknownAgent",
+    "UnknownTool",
+]

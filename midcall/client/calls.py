@@ -1,0 +1,54 @@
+"""One call seen from the runtime: its pending, then exactly one result."""
+
+import asyncio
+from typing import Any
+
+from midcall.client.errors import failure
+from shared.contract.events import ToolCallPending, ToolCallResult
+
+
+class Call:
+    """A placed call. ``pending()`` is what to say now; ``result()`` what the tool did.
+
+    Events of the call that arrive again (a core subscriber after a service's
+    crash, a re-issued call id) are kept once: the first pending, the first result.
+    """
+
+    def __init__(self, call_id: str, conversation_id: str, tool: str) -> None:
+        self.call_id = call_id
+        self.conversation_id = conversation_id
+        self.tool = tool
+        loop = asyncio.get_running_loop()
+        self._pending: asyncio.Future[ToolCallPending] = loop.create_future()
+        self._result: asyncio.Future[ToolCallResult] = loop.create_future()
+
+    async def pending(self) -> ToolCallPending:
+        """The pending event (``speak``, ``speech``, ``muted``). A call the fabric refused
+        at once (unknown tool, invalid arguments) has none: its error is raised."""
+        waiting: set[asyncio.Future[Any]] = {self._pending, self._result}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self._pending.done():
+            return self._pending.result()
+        raise self._failure()
+
+    async def result(self) -> ToolCallResult:
+        """The success result, or its error raised as the ``CallFailed`` of its code."""
+        result = await asyncio.shield(self._result)
+        if result.status == "error":
+            raise self._failure()
+        return result
+
+    @property
+    def done(self) -> bool:
+        return self._result.done()
+
+    def _failure(self) -> Exception:
+        return failure(self._result.result())
+
+    def heard_pending(self, pending: ToolCallPending) -> None:
+        if not self._pending.done():
+            self._pending.set_result(pending)
+
+    def heard_result(self, result: ToolCallResult) -> None:
+        if not self._result.done():
+            self._result.set_result(result)

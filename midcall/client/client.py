@@ -1,0 +1,192 @@
+"""``MidcallClient``: place calls, hear their pending and their one result, end conversations.
+
+One NATS connection and one reader per process, whatever the number of
+conversations. The shared ``runtime`` user reads through one ordered
+JetStream consumer on ``MIDCALL_CONV`` (under the ``midcall`` domain),
+which nats-py restarts from the last event it delivered after a reconnect,
+so events published while the connection was down still arrive, once each.
+An account's runtime credentials read through one core subscription, as the
+contract grants them for now.
+"""
+
+import asyncio
+import json
+import secrets
+from collections import OrderedDict
+from types import TracebackType
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import DeliverPolicy
+
+from midcall.client.calls import Call
+from midcall.client.credentials import Credentials
+from shared.contract import subjects
+from shared.contract.events import ConversationEnded, ToolCall, ToolCallPending, ToolCallResult
+
+DOMAIN = "midcall"
+# Calls kept after their result, so that one re-issued with its id gets the same handle.
+KEPT_CALLS = 10_000
+EVENTS = frozenset({"pending", "result"})
+# The reader's consumer is found gone (a nats-server restart) after two missed heartbeats,
+# and made again from the last event it delivered.
+HEARTBEAT_S = 1.0
+# A re-issued call's catch-up stops when the stream has had nothing for it this long.
+CATCH_UP_IDLE_S = 2.0
+
+
+class MidcallClient:
+    """``async with MidcallClient(url, credentials) as mc:`` then ``await mc.call(...)``.
+
+    ``url``: one server, or several comma-separated (any of a cluster's nodes).
+    """
+
+    def __init__(self, url: str, credentials: Credentials) -> None:
+        self.servers = [server.strip() for server in url.split(",") if server.strip()]
+        self.credentials = credentials
+        self._nc: Client | None = None
+        self._events: Subscription | None = None
+        self._calls: OrderedDict[tuple[str, str], Call] = OrderedDict()
+        self._catching_up: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> "MidcallClient":
+        self._nc = await nats.connect(
+            servers=self.servers,
+            max_reconnect_attempts=-1,
+            **self.credentials.connect_options(),
+        )
+        if self.credentials.catches_up:
+            self._events = await self._nc.jetstream(domain=DOMAIN).subscribe(
+                subjects.ALL_CONV,
+                stream=subjects.CONV_STREAM,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
+                idle_heartbeat=HEARTBEAT_S,
+                cb=self._heard,
+            )
+        else:
+            self._events = await self._nc.subscribe(subjects.ALL_CONV, cb=self._heard)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for task in self._catching_up:
+            task.cancel()
+        await asyncio.gather(*self._catching_up, return_exceptions=True)
+        if self._nc is not None:
+            await self._nc.drain()
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("use MidcallClient in `async with`")
+        return self._nc
+
+    async def call(
+        self,
+        agent_id: str,
+        conversation_id: str,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        context: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        call_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> Call:
+        """Place a call; its handle gives its pending and its result.
+
+        ``deadline``: seconds the caller may wait (the tool's own when None).
+        ``call_id``: given when re-issuing a call after a reconnect or a restart: the
+        fabric runs it once, and the handle hears the result it already has.
+        """
+        placed = ToolCall(
+            call_id=call_id or f"call-{secrets.token_hex(8)}",
+            conversation_id=conversation_id,
+            agent_id=agent_id,
+            tool=tool,
+            arguments=arguments or {},
+            context=context or {},
+            deadline_ms=None if deadline is None else max(1, round(deadline * 1000)),
+        )
+        key = (conversation_id, placed.call_id)
+        known = self._calls.get(key)
+        if known is not None:
+            return known
+        handle = self._calls[key] = Call(placed.call_id, conversation_id, tool)
+        self._forget_old()
+        headers = {"Nats-Msg-Id": placed.call_id}
+        if traceparent:
+            headers["traceparent"] = traceparent
+        ack = await self.nc.jetstream().publish(
+            subjects.calls(conversation_id),
+            placed.model_dump_json(exclude_none=True).encode(),
+            headers=headers,
+        )
+        if ack.duplicate and self.credentials.catches_up:
+            task = asyncio.create_task(self._catch_up(conversation_id, handle))
+            self._catching_up.add(task)
+            task.add_done_callback(self._catching_up.discard)
+        return handle
+
+    async def end(self, conversation_id: str) -> None:
+        """The conversation is over: its calls still running are cancelled, billing closes it."""
+        ended = ConversationEnded(conversation_id=conversation_id)
+        await self.nc.jetstream().publish(
+            subjects.ended(conversation_id), ended.model_dump_json().encode()
+        )
+
+    async def _catch_up(self, conversation_id: str, handle: Call) -> None:
+        """The conversation's stored events, read until the re-issued call's result: those
+        published before this process connected are not on its reader's way. Events
+        published later reach the reader too; the handle keeps the first of each."""
+        js = self.nc.jetstream(domain=DOMAIN)
+        subscription = await js.subscribe(
+            subjects.conversation(conversation_id),
+            stream=subjects.CONV_STREAM,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        try:
+            while not handle.done:
+                msg = await subscription.next_msg(timeout=CATCH_UP_IDLE_S)
+                await self._heard(msg)
+                if msg.metadata.num_pending == 0:
+                    return  # all there is so far: the reader has what comes next
+        except nats.errors.TimeoutError:
+            return  # nothing stored yet: the reader hears it as it is published
+        finally:
+            await subscription.unsubscribe()
+
+    async def _heard(self, msg: Msg) -> None:
+        kind = msg.subject.rpartition(".")[2]
+        if kind not in EVENTS:
+            return
+        try:
+            event = json.loads(msg.data)
+            handle = self._calls.get((event["conversation_id"], event["call_id"]))
+        except (ValueError, KeyError, TypeError):
+            return  # not an event of the contract: nothing of ours
+        if handle is None:
+            return  # another process's call
+        if kind == "pending":
+            handle.heard_pending(ToolCallPending.model_validate(event))
+        else:
+            handle.heard_result(ToolCallResult.model_validate(event))
+
+    def _forget_old(self) -> None:
+        """Answered calls beyond the newest ``KEPT_CALLS``; a call still waiting is kept."""
+        while len(self._calls) > KEPT_CALLS:
+            key, oldest = next(iter(self._calls.items()))
+            if not oldest.done:
+                self._calls.move_to_end(key)
+                return
+            del self._calls[key]
