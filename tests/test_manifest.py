@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from services.registry import manifest
+from shared.contract import manifest
 from shared.contract.tools import Tool
 
 BOOKING_PARAMETERS = {

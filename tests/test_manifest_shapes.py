@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from services.registry import dialects, manifest
+from services.registry import dialects
+from shared.contract import manifest
 from shared.contract.tools import Tool
 from tests.dialect_support import example
 

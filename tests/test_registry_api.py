@@ -180,6 +180,28 @@ async def test_posting_a_tool_again_replaces_it(
     assert await catalog.entry("tools.salon-bot.BookAppointment") == in_catalog(changed)
 
 
+async def test_the_tool_list_is_304_while_unchanged_and_200_once_it_changes(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/v1/agents/salon-bot/tools", json=BOOK)
+    first = await client.get("/v1/agents/salon-bot/tools")
+    etag = first.headers["ETag"]
+
+    unchanged = await client.get("/v1/agents/salon-bot/tools", headers={"If-None-Match": etag})
+    among = await client.get(
+        "/v1/agents/salon-bot/tools", headers={"If-None-Match": f'"other", {etag}'}
+    )
+    await client.post("/v1/agents/salon-bot/tools", json=CANCEL)
+    changed = await client.get("/v1/agents/salon-bot/tools", headers={"If-None-Match": etag})
+
+    assert first.json() == {"agent_id": "salon-bot", "tools": [canonical(BOOK)]}
+    assert (unchanged.status_code, unchanged.content, unchanged.headers["ETag"]) == (304, b"", etag)
+    assert among.status_code == 304
+    assert changed.status_code == 200
+    assert changed.json()["tools"] == [canonical(BOOK), canonical(CANCEL)]
+    assert changed.headers["ETag"] not in (etag, "")
+
+
 async def test_get_one_tool_returns_its_canonical_form(client: httpx.AsyncClient) -> None:
     await client.post("/v1/agents/salon-bot/tools", json=BOOK)
 

@@ -25,6 +25,7 @@ from midcall.client import (
     Credentials,
     InvalidArguments,
     MidcallClient,
+    ToolsUnavailable,
     UnknownAgent,
     UnknownTool,
 )
@@ -64,14 +65,24 @@ class Running:
     api: RecordingApi
     credentials: Credentials  # the shared runtime user's
 
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.fabric.extra_env['MIDCALL_REGISTRY_PORT']}"
+
+    def admin(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.registry_url, headers=bearer(self.fabric.admin_key))
+
     async def account_credentials(self, account: str) -> Credentials:
-        registry = self.fabric.extra_env["MIDCALL_REGISTRY_PORT"]
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{registry}", headers=bearer(self.fabric.admin_key)
-        ) as admin:
+        async with self.admin() as admin:
             made = await admin.post(f"/v1/accounts/{account}/runtime-credentials")
         assert made.status_code == 201, made.text
         return Credentials.of_account(made.json())
+
+    async def account_key(self, account: str) -> str:
+        async with self.admin() as admin:
+            made = await admin.post(f"/v1/accounts/{account}/keys")
+        assert made.status_code == 201, made.text
+        return str(made.json()["key"])
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -259,3 +270,65 @@ async def test_an_accounts_credentials_reach_its_own_agents_only(running: Runnin
                 await theirs.result()
 
     assert result.result == {"order": "o-1", "total": 42}
+
+
+async def test_an_agents_tools_come_in_each_providers_shape_and_follow_the_registry(
+    running: Running,
+) -> None:
+    key = await running.account_key("acme")
+    changes: asyncio.Queue[list[str]] = asyncio.Queue()
+    async with MidcallClient(
+        running.fabric.nats_url,
+        await running.account_credentials("acme"),
+        registry_url=running.registry_url,
+        api_key=key,
+        tools_refresh_s=0.05,
+    ) as mc:
+        tools = await mc.tools("acme-bot")
+        tools.on_change(lambda changed: changes.put_nowait(changed.names))
+        first = (tools.names, tools.openai, tools.anthropic, tools.gemini)
+        async with running.admin() as admin:
+            added = await admin.post(
+                "/v1/agents/acme-bot/tools", json=lookup_tool(f"{running.api.url}/x", "Track")
+            )
+            assert added.status_code == 201, added.text
+        async with asyncio.timeout(WAIT_S):
+            changed = await changes.get()
+        with pytest.raises(ToolsUnavailable) as theirs:
+            await mc.tools(AGENT)
+        again = await mc.tools("acme-bot")
+
+    parameters = {
+        "type": "object",
+        "properties": {"order": {"type": "string"}},
+        "required": ["order"],
+    }
+    assert first == (
+        ["Lookup"],
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "Lookup",
+                    "description": "Looks an order up.",
+                    "parameters": parameters,
+                },
+            }
+        ],
+        [{"name": "Lookup", "description": "Looks an order up.", "input_schema": parameters}],
+        [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": "Lookup",
+                        "description": "Looks an order up.",
+                        "parameters": {**parameters, "type": "object"},
+                    }
+                ]
+            }
+        ],
+    )
+    assert changed == ["Lookup", "Track"]
+    assert again is tools
+    assert changes.empty()  # one change, heard once: the 304s in between are not changes
+    assert theirs.value.status == 404

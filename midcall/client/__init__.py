@@ -25,8 +25,10 @@ from midcall.client.errors import (
     UnknownAgent,
     UnknownTool,
 )
+from midcall.client.tools import AgentTools, ToolsUnavailable
 
 __all__ = [
+    "AgentTools",
     "BlockedDestination",
     "Call",
     "CallFailed",
@@ -42,6 +44,7 @@ __all__ = [
     "RepeatedCall",
     "Timeout",
     "ToolError",
+    "ToolsUnavailable",
     "UnknownAgent",
     "UnknownTool",
 ]

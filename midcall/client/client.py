@@ -16,6 +16,7 @@ from collections import OrderedDict
 from types import TracebackType
 from typing import Any
 
+import httpx
 import nats
 import nats.errors
 from nats.aio.client import Client
@@ -25,13 +26,16 @@ from nats.js.api import DeliverPolicy
 
 from midcall.client.calls import Call
 from midcall.client.credentials import Credentials
+from midcall.client.tools import AgentTools, ToolsWatch
 from shared.contract import subjects
 from shared.contract.events import ConversationEnded, ToolCall, ToolCallPending, ToolCallResult
+from shared.security.api_keys import bearer
 
 DOMAIN = "midcall"
 # Calls kept after their result, so that one re-issued with its id gets the same handle.
 KEPT_CALLS = 10_000
 EVENTS = frozenset({"pending", "result"})
+TOOLS_REFRESH_S = 5.0
 # The reader's consumer is found gone (a nats-server restart) after two missed heartbeats,
 # and made again from the last event it delivered.
 HEARTBEAT_S = 1.0
@@ -43,11 +47,27 @@ class MidcallClient:
     """``async with MidcallClient(url, credentials) as mc:`` then ``await mc.call(...)``.
 
     ``url``: one server, or several comma-separated (any of a cluster's nodes).
+    ``registry_url`` and the account's ``api_key``: where ``tools()`` reads the
+    agents' tools, asked again every ``tools_refresh_s``.
     """
 
-    def __init__(self, url: str, credentials: Credentials) -> None:
+    def __init__(
+        self,
+        url: str,
+        credentials: Credentials,
+        *,
+        registry_url: str | None = None,
+        api_key: str | None = None,
+        tools_refresh_s: float = TOOLS_REFRESH_S,
+    ) -> None:
         self.servers = [server.strip() for server in url.split(",") if server.strip()]
         self.credentials = credentials
+        self.registry_url = registry_url
+        self.api_key = api_key
+        self.tools_refresh_s = tools_refresh_s
+        self._http: httpx.AsyncClient | None = None
+        self._watches: dict[str, ToolsWatch] = {}
+        self._watching = asyncio.Lock()
         self._nc: Client | None = None
         self._events: Subscription | None = None
         self._calls: OrderedDict[tuple[str, str], Call] = OrderedDict()
@@ -70,6 +90,9 @@ class MidcallClient:
             )
         else:
             self._events = await self._nc.subscribe(subjects.ALL_CONV, cb=self._heard)
+        if self.registry_url is not None:
+            headers = bearer(self.api_key) if self.api_key else {}
+            self._http = httpx.AsyncClient(base_url=self.registry_url, headers=headers)
         return self
 
     async def __aexit__(
@@ -81,6 +104,10 @@ class MidcallClient:
         for task in self._catching_up:
             task.cancel()
         await asyncio.gather(*self._catching_up, return_exceptions=True)
+        for watch in self._watches.values():
+            await watch.stop()
+        if self._http is not None:
+            await self._http.aclose()
         if self._nc is not None:
             await self._nc.drain()
 
@@ -136,6 +163,23 @@ class MidcallClient:
             self._catching_up.add(task)
             task.add_done_callback(self._catching_up.discard)
         return handle
+
+    async def tools(self, agent_id: str) -> AgentTools:
+        """The agent's tools in each LLM provider's shape, kept current from then on.
+
+        Raises ``ToolsUnavailable`` when the registry refuses (an unknown agent, or
+        another account's, which the account's key does not see).
+        """
+        if self._http is None:
+            raise RuntimeError("tools() needs MidcallClient(..., registry_url=..., api_key=...)")
+        async with self._watching:
+            watch = self._watches.get(agent_id)
+            if watch is None or watch.tools is None:
+                watch = ToolsWatch(self._http, agent_id, self.tools_refresh_s)
+                await watch.start()
+                self._watches[agent_id] = watch
+        assert watch.tools is not None
+        return watch.tools
 
     async def end(self, conversation_id: str) -> None:
         """The conversation is over: its calls still running are cancelled, billing closes it."""

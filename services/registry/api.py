@@ -6,13 +6,15 @@ order, and each one is safe to retry: a retry re-sends the catalog write.
 """
 
 import asyncio
+import hashlib
+import json
 from typing import Annotated, Any, NoReturn
 
-from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.registry import dialects, manifest, tool_secrets
+from services.registry import dialects, tool_secrets
 from services.registry.bucket_mirror import BucketUnavailable
 from services.registry.catalog_writer import CatalogWriter
 from services.registry.dialects import rules
@@ -20,7 +22,7 @@ from services.registry.dialects.python_function import DEFAULT_MODULES
 from services.registry.sandbox_check import SandboxCheck
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.store import NotTheirs, QuotaExceeded, ToolStore
-from shared.contract import json_depth
+from shared.contract import json_depth, manifest
 from shared.contract.catalog import DEFAULT_ACCOUNT, AgentEntry
 from shared.contract.events import ID_PATTERN
 from shared.contract.json_depth import TooDeep
@@ -169,9 +171,21 @@ class _Endpoints:
         elif any(tool.kind == "python" for tool in tools):
             raise ApiError(503, "sandbox_unavailable", "Python tools cannot run here.")
 
-    async def list_tools(self, agent_id: AgentId, caller: Caller) -> dict[str, Any]:
+    async def list_tools(
+        self,
+        agent_id: AgentId,
+        caller: Caller,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """The agent's tools, with an ``ETag``: a client that keeps them current asks with
+        ``If-None-Match`` and gets a 304, without a body, while nothing changed."""
         tools = await asyncio.to_thread(self._agent_tools, agent_id, caller)
-        return _tools_body(agent_id, tools)
+        body = json.dumps(_tools_body(agent_id, tools), separators=(",", ":")).encode()
+        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        asked = {tag.strip() for tag in (if_none_match or "").split(",")}
+        if asked & {etag, "*"}:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type="application/json", headers={"ETag": etag})
 
     async def get_tool(
         self, agent_id: AgentId, name: ToolName, caller: Caller, dialect: str = dialects.MIDCALL
