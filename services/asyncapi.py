@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.contract.events import (
+    CallCancel,
     CallRun,
     ConversationEnded,
     ExecuteRequest,
@@ -67,6 +68,17 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         "The conversation ended: in-flight calls are cancelled.",
         True,
     ),
+    (
+        "cancel",
+        "midcall.conv.{conversation_id}.cancel",
+        CONVERSATION,
+        CallCancel,
+        "receive",
+        "A runtime cancels one call (added with the SDK): if still running, it is aborted, "
+        "the tool's request.on_cancel is told, and its result is cancelled, once; a call "
+        "already answered is left as it is.",
+        True,
+    ),
     # The same four, as they are in Midcall's NATS account for a runtime signed in with
     # its account's runtime credentials (it uses the subjects above; nats-server maps).
     (
@@ -106,6 +118,16 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         "receive",
         "An account's own runtime ended its conversation (published on "
         "midcall.conv.{conversation_id}.ended): that account's calls in it are cancelled.",
+        False,
+    ),
+    (
+        "accountCancel",
+        "midcall.conv.{account_id}.{conversation_id}.cancel",
+        RUNTIME_ACCOUNT | CONVERSATION,
+        CallCancel,
+        "receive",
+        "An account's own runtime cancels one of its calls (published on "
+        "midcall.conv.{conversation_id}.cancel).",
         False,
     ),
     (

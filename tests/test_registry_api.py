@@ -57,8 +57,10 @@ def in_catalog(
     document: dict[str, Any], platform: bool = True, owner: str = "default"
 ) -> dict[str, Any]:
     """The tool as dispatchers get it: with its kind, whose it is and who registered it."""
+    shown = canonical(document)
     return {
-        **canonical(document),
+        **shown,
+        "request": {**shown["request"], "on_cancel": None},
         "kind": "http",
         "python": None,
         "platform": platform,

@@ -110,6 +110,11 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         acme_tools = [lookup_tool(f"{api.url}/lookup")]
         added = await admin.post("/v1/agents/acme-bot/tools", json={"tools": acme_tools})
         assert added.status_code == 201, added.text
+        made = await admin.put("/v1/agents/acme-desk", json={"account_id": "acme"})
+        assert made.status_code == 200, made.text
+        desk = {"tools": [lookup_tool(f"{api.url}/slow", "Slow")]}
+        added = await admin.post("/v1/agents/acme-desk/tools", json=desk)
+        assert added.status_code == 201, added.text
     yield Running(fabric, api, Credentials.from_data_dir(settings.data_dir))
     await fabric.stop()
     await api.stop()
@@ -332,3 +337,28 @@ async def test_an_agents_tools_come_in_each_providers_shape_and_follow_the_regis
     assert again is tools
     assert changes.empty()  # one change, heard once: the 304s in between are not changes
     assert theirs.value.status == 404
+
+
+@pytest.mark.parametrize("signed_in_as", ["runtime", "account"])
+async def test_a_runtime_cancels_its_call(running: Running, signed_in_as: str) -> None:
+    never = asyncio.Event()
+
+    async def hangs(_: web.Request) -> web.StreamResponse:
+        await never.wait()
+        return web.json_response({})
+
+    running.api.route("POST", "/slow", hangs)
+    credentials, agent = running.credentials, AGENT
+    if signed_in_as == "account":
+        credentials, agent = await running.account_credentials("acme"), "acme-desk"
+        await live(running.fabric.nats_url, credentials.connect_options())
+    async with MidcallClient(running.fabric.nats_url, credentials) as mc:
+        call = await mc.call(agent, conversation(), "Slow", {"order": "o-1"}, deadline=30)
+        async with asyncio.timeout(WAIT_S):
+            await call.pending()
+            await call.cancel("the caller hung up")
+            with pytest.raises(Cancelled) as cancelled:
+                await call.result()
+
+    assert cancelled.value.message == "The Slow action was cancelled before it finished."
+    assert cancelled.value.details == {"reason": "the caller hung up"}

@@ -1,6 +1,7 @@
 """One call seen from the runtime: its pending, then exactly one result."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from midcall.client.errors import failure
@@ -14,10 +15,17 @@ class Call:
     crash, a re-issued call id) are kept once: the first pending, the first result.
     """
 
-    def __init__(self, call_id: str, conversation_id: str, tool: str) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        conversation_id: str,
+        tool: str,
+        cancel: Callable[[str | None], Awaitable[None]],
+    ) -> None:
         self.call_id = call_id
         self.conversation_id = conversation_id
         self.tool = tool
+        self._cancel = cancel
         loop = asyncio.get_running_loop()
         self._pending: asyncio.Future[ToolCallPending] = loop.create_future()
         self._result: asyncio.Future[ToolCallResult] = loop.create_future()
@@ -37,6 +45,13 @@ class Call:
         if result.status == "error":
             raise self._failure()
         return result
+
+    async def cancel(self, reason: str | None = None) -> None:
+        """Stop the call (the caller interrupted, hung up): if it is still running it is
+        aborted, the tool's API told, and ``result()`` raises ``Cancelled``; a call already
+        answered keeps its result."""
+        if not self.done:
+            await self._cancel(reason)
 
     @property
     def done(self) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import secrets
 from collections import OrderedDict
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -28,7 +29,13 @@ from midcall.client.calls import Call
 from midcall.client.credentials import Credentials
 from midcall.client.tools import AgentTools, ToolsWatch
 from shared.contract import subjects
-from shared.contract.events import ConversationEnded, ToolCall, ToolCallPending, ToolCallResult
+from shared.contract.events import (
+    CallCancel,
+    ConversationEnded,
+    ToolCall,
+    ToolCallPending,
+    ToolCallResult,
+)
 from shared.security.api_keys import bearer
 
 DOMAIN = "midcall"
@@ -148,7 +155,8 @@ class MidcallClient:
         known = self._calls.get(key)
         if known is not None:
             return known
-        handle = self._calls[key] = Call(placed.call_id, conversation_id, tool)
+        cancel = partial(self._cancel, conversation_id, placed.call_id)
+        handle = self._calls[key] = Call(placed.call_id, conversation_id, tool, cancel)
         self._forget_old()
         headers = {"Nats-Msg-Id": placed.call_id}
         if traceparent:
@@ -186,6 +194,12 @@ class MidcallClient:
         ended = ConversationEnded(conversation_id=conversation_id)
         await self.nc.jetstream().publish(
             subjects.ended(conversation_id), ended.model_dump_json().encode()
+        )
+
+    async def _cancel(self, conversation_id: str, call_id: str, reason: str | None) -> None:
+        asked = CallCancel(call_id=call_id, reason=reason)
+        await self.nc.jetstream().publish(
+            subjects.cancel(conversation_id), asked.model_dump_json(exclude_none=True).encode()
         )
 
     async def _catch_up(self, conversation_id: str, handle: Call) -> None:

@@ -71,6 +71,8 @@ class BillingHandlers:
     async def close_conversation(self, message: Msg) -> None:
         """Mark a conversation's summary as ended: the account's whose runtime ended it, or
         for the shared runtime user that conversation id's in every account."""
+        if message.subject.rpartition(".")[2] == "cancel":
+            return  # a call's cancel, on the same stream: the executors' to act on
         with tracer().start_as_current_span("close_conversation") as span:
             ended = await self._dead_letters.read(ConversationEnded, message)
             if ended is None:

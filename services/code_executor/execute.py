@@ -29,7 +29,7 @@ from shared.contract.events import (
     utcnow,
 )
 from shared.fabric.conversations import ConversationVariables
-from shared.fabric.executors import cancelled
+from shared.fabric.executors import Stop, cancelled
 from shared.observability.metrics import FUNCTION_ENDINGS
 from shared.security.secret_scope import SecretScope, require_all
 
@@ -69,12 +69,16 @@ class CodeRunner:
         ending = done.get("error", {}).get("kind", "result")
         FUNCTION_ENDINGS.labels(work.tool.name, ending).inc()
         if ending == "cancelled":
-            return cancelled(work)
+            return cancelled(work, Stop())
         outcome = _outcome(work, done)
         outcome.duration_ms = _ms(started)
         outcome.attempts = 1
         outcome.attempt_log = [_attempt(outcome, started)]
         return outcome
+
+    async def stopped(self, work: ExecuteRequest) -> None:
+        """A function has no ``on_cancel``: stopping its process (its run was cancelled) is
+        all there is to do."""
 
     async def _run(self, work: ExecuteRequest) -> dict[str, Any]:
         spec = work.tool.python

@@ -6,6 +6,7 @@ always within the call's deadline); everything else is final.
 """
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from services.http_executor.signing import signature_headers
 from services.http_executor.tool_hosts import check_allowed_host, check_chosen_host
 from shared.calls.client import NotConnected, Sender, TransportError
 from shared.calls.redaction import Redaction
-from shared.calls.render import RenderedRequest, render_request
+from shared.calls.render import RenderedRequest, render_cancel, render_request
 from shared.calls.results import error_info, timed_out
 from shared.contract.errors import CallRejected, ErrorCode
 from shared.contract.events import (
@@ -37,6 +38,7 @@ from shared.observability.tracing import tracer
 from shared.security.destinations import DestinationPolicy, blocked, blocked_cause
 from shared.security.secret_scope import SecretScope
 
+logger = logging.getLogger("midcall.http_executor")
 # Failures the tool's retry policy may name (the rest are final).
 TRANSIENT_CODES = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT})
 # What counts against a host's circuit: it did not answer, or its gateway said it is down.
@@ -179,6 +181,41 @@ class Executor:
             if refused is not None:
                 raise blocked(refused.host, refused.address, request.secret_host) from exc
             raise _unreachable(work, sent=not isinstance(exc, NotConnected)) from exc
+
+    async def stopped(self, work: ExecuteRequest) -> None:
+        """The call was stopped while it ran (a cancel, its conversation's end): the tool's
+        ``on_cancel``, if it has one, is sent once, within the tool's own timeout (the call
+        is over: its deadline no longer bounds it). What the API answers changes nothing."""
+        if work.tool.http().on_cancel is None:
+            return
+        try:
+            secrets = await self.secrets.for_work(work)
+        except CallRejected as exc:
+            logger.warning(
+                "call %s cancelled: its API could not be told (%s)", work.call.call_id, exc
+            )
+            return
+        with Redaction(tuple(secrets.values())).hiding():
+            await self._tell_cancelled(work, secrets)
+
+    async def _tell_cancelled(self, work: ExecuteRequest, secrets: dict[str, str]) -> None:
+        try:
+            request = render_cancel(work, secrets)
+            check_allowed_host(work, request)
+            self.policy.check_literal(request.url, request.secret_host)
+            headers = {**request.headers, **self._signature(work, request)}
+            propagate.inject(headers)
+            with tracer().start_as_current_span(f"HTTP {request.method}", kind=SpanKind.CLIENT):
+                response = await self.sender.send(
+                    replace(request, headers=headers), work.tool.http().timeout_s
+                )
+            logger.info(
+                "call %s cancelled: its API answered %d", work.call.call_id, response.status
+            )
+        except (CallRejected, TransportError, TimeoutError) as exc:
+            logger.warning(
+                "call %s cancelled: its API could not be told (%s)", work.call.call_id, exc
+            )
 
     @staticmethod
     def _signature(work: ExecuteRequest, request: RenderedRequest) -> dict[str, str]:

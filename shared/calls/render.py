@@ -75,14 +75,35 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
         headers=_headers(work, scope, has_body=body is not None),
         params=_query(work, scope),
         body=body,
-        signing_secrets=tuple(
-            as_text(render_string(secret, scope)) for secret in spec.signing.secrets
-        )
-        if spec.signing
-        else (),
+        signing_secrets=_signing_secrets(work, scope),
         hidden=Redaction(tuple(secrets[name] for name in sorted(secret_names(work)))),
         secret_host=_secret_host(spec.url),
     )
+
+
+def render_cancel(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedRequest:
+    """The tool's ``on_cancel``: its URL and method, the request's headers (its
+    Idempotency-Key, the call id, among them), no body."""
+    cancel = work.tool.http().on_cancel
+    if cancel is None:
+        raise TypeError(f"{work.tool.name} declares no on_cancel")
+    require_all(work, secrets)
+    scope = scope_for(work, secrets)
+    return RenderedRequest(
+        method=cancel.method,
+        url=_parsable(render_url(cancel.url, scope), cancel.url),
+        headers=_headers(work, scope, has_body=False),
+        signing_secrets=_signing_secrets(work, scope),
+        hidden=Redaction(tuple(secrets[name] for name in sorted(secret_names(work)))),
+        secret_host=_secret_host(cancel.url),
+    )
+
+
+def _signing_secrets(work: ExecuteRequest, scope: dict[str, Any]) -> tuple[str, ...]:
+    signing = work.tool.http().signing
+    if signing is None:
+        return ()
+    return tuple(as_text(render_string(secret, scope)) for secret in signing.secrets)
 
 
 def _parsable(url: str, template: str) -> str:

@@ -102,6 +102,15 @@ class ConversationEnded(Event):
     at: datetime = Field(default_factory=utcnow)
 
 
+class CallCancel(Event):
+    """A runtime cancels one call (the caller interrupted, changed their mind): a call still
+    running is aborted and answered ``cancelled``, once; one already answered is left as is."""
+
+    call_id: str = Field(min_length=1, max_length=256, pattern=NO_CONTROL_CHARACTERS)
+    reason: str | None = Field(default=None, max_length=500)
+    at: datetime = Field(default_factory=utcnow)
+
+
 class UsageRecord(Event):
     call_id: str
     conversation_id: str

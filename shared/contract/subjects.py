@@ -36,12 +36,14 @@ RUNTIME_CREDENTIALS_BUCKET = "midcall_runtime_credentials"
 ALL_CALLS = f"{PREFIX}.calls.>"
 ALL_CONV = f"{PREFIX}.conv.>"
 ALL_ENDED = f"{PREFIX}.conv.*.ended"
+ALL_CANCELS = f"{PREFIX}.conv.*.cancel"
 ALL_PENDING = f"{PREFIX}.conv.*.pending"
 ALL_RESULTS = f"{PREFIX}.conv.*.result"
 # The same, from and to the runtimes of one account (runtime credentials).
 SHARED_CALLS = f"{PREFIX}.calls.*"
 ACCOUNT_CALLS = f"{PREFIX}.calls.*.*"
 ACCOUNT_ENDED = f"{PREFIX}.conv.*.*.ended"
+ACCOUNT_CANCELS = f"{PREFIX}.conv.*.*.cancel"
 ACCOUNT_PENDING = f"{PREFIX}.conv.*.*.pending"
 ACCOUNT_RESULTS = f"{PREFIX}.conv.*.*.result"
 ALL_USAGE = f"{PREFIX}.usage.>"
@@ -72,6 +74,11 @@ def ended(conversation_id: str, runtime_account: str | None = None) -> str:
     return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.ended"
 
 
+def cancel(conversation_id: str, runtime_account: str | None = None) -> str:
+    """A runtime cancels one call of the conversation (added with the SDK)."""
+    return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.cancel"
+
+
 def _scoped(conversation_id: str, runtime_account: str | None) -> str:
     return conversation_id if runtime_account is None else f"{runtime_account}.{conversation_id}"
 
@@ -83,7 +90,8 @@ def call_origin(subject: str) -> tuple[str | None, str | None]:
 
 
 def ended_origin(subject: str) -> tuple[str | None, str | None]:
-    """``call_origin`` for a conversation's end (``midcall.conv.[<account>.]<conv>.ended``)."""
+    """``call_origin`` for what a runtime says of a conversation: its end or a call's cancel
+    (``midcall.conv.[<account>.]<conv>.ended`` or ``.cancel``)."""
     return _origin(subject.split(".")[:-1])
 
 

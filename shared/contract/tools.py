@@ -127,9 +127,35 @@ class Signing(Strict):
         return self
 
 
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+class OnCancel(Strict):
+    """Where the tool's API hears that a call was cancelled while it may be working on it
+    (added with the SDK): templated like the request, sent with the request's headers and
+    its Idempotency-Key (the call id), without a body."""
+
+    url: str
+    method: Method = "POST"
+
+    _method = field_validator("method", mode="before")(_upper)
+    _url = field_validator("url")(_http_url)
+
+
 class RequestSpec(Strict):
     url: str
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    method: Method = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, Any] | None = None
     body: Any = None
@@ -142,19 +168,10 @@ class RequestSpec(Strict):
     # The only hosts this tool may call. Required where the LLM picks the host
     # ({{input.*}} in the URL's host) and the request carries secrets or a signature.
     allowed_hosts: list[str] | None = Field(default=None, min_length=1, max_length=MAX_HOSTS)
+    on_cancel: OnCancel | None = None
 
-    @field_validator("method", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return value
+    _method = field_validator("method", mode="before")(_upper)
+    _url = field_validator("url")(_http_url)
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -178,6 +195,7 @@ class RequestSpec(Strict):
             "query": self.query,
             "body": self.body,
             "signing": self.signing.secrets if self.signing else [],
+            "on_cancel": self.on_cancel.url if self.on_cancel else None,
         }
 
     def secret_names(self) -> set[str]:
@@ -215,16 +233,19 @@ class RequestSpec(Strict):
         if not _declaring(info):
             return self
         # An argument in the host lets a prompt send the tool's secrets (or a request
-        # signed as ours) anywhere: only to hosts the tool names, then.
-        if self.host_from_input() and self.sends_secrets() and self.allowed_hosts is None:
-            raise ValueError(
-                "url: the host comes from the call's arguments ({{input.*}}), so the LLM "
-                "picks where the request goes; a tool that sends secrets or signs its "
-                "requests must list the hosts it may call in request.allowed_hosts"
-            )
-        fixed = None if _templates_in_host(self.url) else urlsplit(self.url).hostname
-        if fixed is not None and not self.allows_host(fixed):
-            raise ValueError(f"allowed_hosts: the url's host '{fixed}' is not among them")
+        # signed as ours) anywhere: only to hosts the tool names, then. The cancel goes
+        # with the same headers, so the same holds for its URL.
+        urls = {"url": self.url} | ({"on_cancel.url": self.on_cancel.url} if self.on_cancel else {})
+        for field, url in urls.items():
+            if _host_from_input(url) and self.sends_secrets() and self.allowed_hosts is None:
+                raise ValueError(
+                    f"{field}: the host comes from the call's arguments ({{{{input.*}}}}), so "
+                    "the LLM picks where the request goes; a tool that sends secrets or signs "
+                    "its requests must list the hosts it may call in request.allowed_hosts"
+                )
+            fixed = None if _templates_in_host(url) else urlsplit(url).hostname
+            if fixed is not None and not self.allows_host(fixed):
+                raise ValueError(f"allowed_hosts: the {field}'s host '{fixed}' is not among them")
         return self
 
 
@@ -385,6 +406,9 @@ class Tool(Strict):
         for field in ("request", "python"):
             if dumped[field] is None:
                 del dumped[field]
+        # Nor one without a cancel endpoint, which tools could not declare before.
+        if dumped.get("request", {}).get("on_cancel", False) is None:
+            del dumped["request"]["on_cancel"]
         if self.kind == "http":
             del dumped["kind"]
         return dumped

@@ -1,15 +1,20 @@
-"""An executor's subscribers: work items in, outcomes out; conversation ends cancel.
+"""An executor's subscribers: work items in, outcomes out; ends and cancels stop calls.
 
 The same for every kind of tool: the http-executor and the code-executor
 differ only in how they run a work item (their ``Runner``). Marks make a
 redelivered work item that already ran report nothing twice; an outcome too
 large for NATS is reported as such; an end cancels the calls its runtimes
-placed.
+placed, a cancel one of them. Every replica hears every end and cancel
+(core NATS): the one running the call stops it; a cancel heard before the
+call's work item is remembered for a while, so the call is then answered
+``cancelled`` without running.
 """
 
 import asyncio
 import logging
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
 from typing import Protocol
 
 from faststream.nats import NatsBroker, NatsMessage
@@ -20,7 +25,13 @@ from nats.errors import MaxPayloadError
 from shared.calls.results import error_info, internal_failure
 from shared.contract import subjects
 from shared.contract.errors import ErrorCode
-from shared.contract.events import ConversationEnded, ErrorInfo, ExecuteRequest, ExecutionOutcome
+from shared.contract.events import (
+    CallCancel,
+    ConversationEnded,
+    ErrorInfo,
+    ExecuteRequest,
+    ExecutionOutcome,
+)
 from shared.contract.tools import DECLARED_BEFORE
 from shared.fabric.call_marks import CallMarks, Mark
 from shared.fabric.consumer import WorkConsumer, redelivered
@@ -32,6 +43,17 @@ from shared.settings import Settings
 
 log = logging.getLogger("midcall.executors")
 Origin = tuple[str | None, str | None]
+# How long a cancel is remembered for a call not seen yet: longer than any call's deadline.
+CANCEL_MEMORY_S = 120.0
+CANCELS_KEPT = 100_000
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a running call is stopped: its conversation ended, or it was cancelled."""
+
+    reason: str | None = None
+    ended: bool = False
 
 
 def durable(work: str, name: str) -> Durable:
@@ -47,6 +69,10 @@ def durable(work: str, name: str) -> Durable:
 class Runner(Protocol):
     async def run(self, work: ExecuteRequest) -> ExecutionOutcome: ...
 
+    async def stopped(self, work: ExecuteRequest) -> None:
+        """A run was stopped on purpose (a cancel, the conversation's end), not lost with
+        the executor: whatever the tool asks done then (an HTTP tool's ``on_cancel``)."""
+
 
 class ExecutorApp:
     def __init__(
@@ -58,8 +84,13 @@ class ExecutorApp:
         self.marks = marks
         self.dead_letters = DeadLetters(publisher, stage)
         # By (runtime_account, conversation_id): an end cancels the calls placed by the
-        # runtimes that ended it (an account's own, or the shared runtime user's).
-        self.inflight: dict[Origin, set[asyncio.Task[ExecutionOutcome]]] = defaultdict(set)
+        # runtimes that ended it (an account's own, or the shared runtime user's); each
+        # task's call id, for a cancel of one call.
+        self.inflight: dict[Origin, dict[asyncio.Task[ExecutionOutcome], str]] = defaultdict(dict)
+        self.stops: dict[asyncio.Task[ExecutionOutcome], Stop] = {}
+        self.telling: set[asyncio.Task[None]] = set()
+        # Cancels heard for calls not running here (yet), by (origin, call id).
+        self.cancels: OrderedDict[tuple[Origin, str], tuple[float, Stop]] = OrderedDict()
 
     async def handle(self, message: Msg) -> None:
         work = await self.dead_letters.read(ExecuteRequest, message, DECLARED_BEFORE)
@@ -106,16 +137,27 @@ class ExecutorApp:
 
     async def _run_cancellable(self, work: ExecuteRequest) -> ExecutionOutcome:
         conversation = (work.runtime_account, work.call.conversation_id)
+        # No await between this look and the task's registration: a cancel handled
+        # meanwhile finds one or the other.
+        earlier = self.cancels.get((conversation, work.call.call_id))
+        if earlier is not None:
+            return cancelled(work, earlier[1])
         task = asyncio.create_task(self.executor.run(work))
-        self.inflight[conversation].add(task)
+        self.inflight[conversation][task] = work.call.call_id
         try:
             return await task
         except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # we are being stopped ourselves, not the call
-            return cancelled(work)
+            stop = self.stops.get(task)
+            if stop is None or not task.cancelled():
+                raise  # we are being stopped ourselves, not the call: it is delivered again
+            # Told after the result is published, not before: the cancel waits for no API.
+            telling = asyncio.create_task(self.executor.stopped(work))
+            self.telling.add(telling)
+            telling.add_done_callback(self.telling.discard)
+            return cancelled(work, stop)
         finally:
-            self.inflight[conversation].discard(task)
+            self.stops.pop(task, None)
+            self.inflight[conversation].pop(task, None)
             if not self.inflight[conversation]:
                 del self.inflight[conversation]
 
@@ -125,30 +167,66 @@ class ExecutorApp:
         except Undecodable:
             return  # billing dead-letters it; nothing of ours to cancel
         # Which conversation is the subject's to say: nats-server put the account there.
-        for task in self.inflight.get(subjects.ended_origin(message.raw_message.subject), set()):
-            task.cancel()
+        for task in self.inflight.get(subjects.ended_origin(message.raw_message.subject), {}):
+            self._stop(task, Stop(ended=True))
+
+    async def on_cancel(self, message: NatsMessage) -> None:
+        try:
+            asked = decode(CallCancel, message.body)
+        except Undecodable:
+            return  # not a cancel: nothing to stop
+        origin = subjects.ended_origin(message.raw_message.subject)
+        stop = Stop(reason=asked.reason)
+        self._remember(origin, asked.call_id, stop)
+        for task, call_id in list(self.inflight.get(origin, {}).items()):
+            if call_id == asked.call_id:
+                self._stop(task, stop)
+
+    def _stop(self, task: asyncio.Task[ExecutionOutcome], stop: Stop) -> None:
+        self.stops.setdefault(task, stop)
+        task.cancel()
+
+    def _remember(self, origin: Origin, call_id: str, stop: Stop) -> None:
+        now = time.monotonic()
+        self.cancels[(origin, call_id)] = (now, stop)
+        self.cancels.move_to_end((origin, call_id))
+        while self.cancels:
+            heard, _ = next(iter(self.cancels.values()))
+            if now - heard < CANCEL_MEMORY_S and len(self.cancels) <= CANCELS_KEPT:
+                break
+            self.cancels.popitem(last=False)
 
 
 def register(broker: NatsBroker, app: ExecutorApp) -> None:
-    # A core subscription on purpose: every executor replica must hear every end.
-    for ends in (subjects.ALL_ENDED, subjects.ACCOUNT_ENDED):
+    # Core subscriptions on purpose: every executor replica must hear every end and cancel.
+    heard = [
+        (subject, "ConversationEnded", app.on_ended, "Cancels the conversation's in-flight calls")
+        for subject in (subjects.ALL_ENDED, subjects.ACCOUNT_ENDED)
+    ] + [
+        (subject, "CallCancel", app.on_cancel, "Cancels one call, running or still to come")
+        for subject in (subjects.ALL_CANCELS, subjects.ACCOUNT_CANCELS)
+    ]
+    for subject, event, handler, description in heard:
         broker.subscriber(
-            ends,
+            subject,
             decoder=raw_body,
-            title=f"ConversationEnded:{ends}",
+            title=f"{event}:{subject}",
             # The runtime published it through JetStream: its reply subject awaits the
             # stream's ack, and is the runtime's own inbox, which no service may answer on.
             no_reply=True,
-            description="Cancels the conversation's in-flight calls",
-        )(app.on_ended)
+            description=description,
+        )(handler)
 
 
-def cancelled(work: ExecuteRequest) -> ExecutionOutcome:
+def cancelled(work: ExecuteRequest, stop: Stop) -> ExecutionOutcome:
+    if stop.ended:
+        message, details = "The conversation ended before the action finished.", None
+    else:
+        message = f"The {work.tool.name} action was cancelled before it finished."
+        details = {"reason": stop.reason}
     return ExecutionOutcome(
         request=work,
-        failure=ErrorInfo(
-            code=ErrorCode.CANCELLED, message="The conversation ended before the action finished."
-        ),
+        failure=ErrorInfo(code=ErrorCode.CANCELLED, message=message, details=details),
     )
 
 

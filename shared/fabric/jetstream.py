@@ -24,7 +24,13 @@ CONV_CONSUMER_LIMITS = StreamConsumerLimits(inactive_threshold=60.0)
 # What the fabric tells the shared runtime user's runtimes, and each account's own.
 CONV_SUBJECTS = (subjects.ALL_PENDING, subjects.ALL_RESULTS)
 ACCOUNT_CONV_SUBJECTS = (subjects.ACCOUNT_PENDING, subjects.ACCOUNT_RESULTS)
-ENDED_SUBJECTS = (subjects.ALL_ENDED, subjects.ACCOUNT_ENDED)
+# What runtimes say of a conversation: it ended, or one of its calls is cancelled.
+ENDED_SUBJECTS = (
+    subjects.ALL_ENDED,
+    subjects.ACCOUNT_ENDED,
+    subjects.ALL_CANCELS,
+    subjects.ACCOUNT_CANCELS,
+)
 
 STREAMS = (
     # Calls are kept a week for audit and replay; 2 minutes of Nats-Msg-Id de-duplication.
@@ -59,7 +65,8 @@ STREAMS = (
         max_age=DAY,
         duplicate_window=120.0,
     ),
-    # What runtimes say of a conversation: it ended (billing and executors listen).
+    # What runtimes say of a conversation: it ended (billing and executors listen), or a
+    # call is cancelled (executors listen).
     StreamConfig(
         name=subjects.ENDED_STREAM,
         subjects=list(ENDED_SUBJECTS),

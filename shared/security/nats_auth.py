@@ -333,7 +333,8 @@ def _runtime() -> Permissions:
     for the fabric's.
     """
     publish = [share.local for share in runtime_shares() if share.kind == "service"]
-    # Core NATS: pending and result (imported), ended (from runtimes, in their account).
+    # Core NATS: pending and result (imported), ended and cancel (from runtimes, in their
+    # account).
     return Permissions(publish=tuple(publish), subscribe=(subjects.ALL_CONV,))
 
 
@@ -361,6 +362,7 @@ def runtime_shares() -> tuple[Share, ...]:
         # ToolCalls, through JetStream; one token: an account's own subjects have two.
         Share("service", subjects.SHARED_CALLS),
         Share("service", subjects.ALL_ENDED),  # the conversation is over
+        Share("service", subjects.ALL_CANCELS),  # a call of it is cancelled
         Share("stream", subjects.ALL_PENDING),
         Share("stream", subjects.ALL_RESULTS),
         # Not ``midcall.conv.>``: ends come from runtimes, who hear them in their own
@@ -431,8 +433,16 @@ def _executor(stage: str) -> Permissions:
         # CallMarks.has / mark: was the call executed before its ack was lost.
         + _kv_read(subjects.CALL_CLAIMS_BUCKET)
         + _kv_write(subjects.CALL_CLAIMS_BUCKET)
-        # Core NATS, every replica: a conversation's end cancels its calls in flight.
-        + Permissions(subscribe=(subjects.ALL_ENDED, subjects.ACCOUNT_ENDED))
+        # Core NATS, every replica: a conversation's end cancels its calls in flight, a
+        # cancel one of them.
+        + Permissions(
+            subscribe=(
+                subjects.ALL_ENDED,
+                subjects.ACCOUNT_ENDED,
+                subjects.ALL_CANCELS,
+                subjects.ACCOUNT_CANCELS,
+            )
+        )
         # The accounts' secrets, sealed; opened here only (secret_scope).
         + _kv_read(subjects.SECRETS_BUCKET)
     )
@@ -652,6 +662,7 @@ def render_accounts(users: Iterable[NatsUser], include: str | None = None) -> st
 ACCOUNT_SHARES = (
     Share("service", subjects.ACCOUNT_CALLS),
     Share("service", subjects.ACCOUNT_ENDED),
+    Share("service", subjects.ACCOUNT_CANCELS),
     Share("stream", subjects.ACCOUNT_PENDING),
     Share("stream", subjects.ACCOUNT_RESULTS),
 )

@@ -11,7 +11,7 @@ public ones (``shared.contract.subjects``):
   ``midcall.calls.<account>.<conv>`` (a service import: the JetStream PubAck
   comes back), so the dispatcher knows whose runtime placed the call and
   finds that account's agents only;
-- likewise ``midcall.conv.<conv>.ended``;
+- likewise ``midcall.conv.<conv>.ended`` and ``.cancel``;
 - ``midcall.conv.<account>.<conv>.pending`` and ``.result`` come back as
   ``midcall.conv.<conv>.pending`` and ``.result`` (stream imports), to this
   account's runtimes only.
@@ -114,6 +114,7 @@ def shares(account_id: str) -> tuple[Share, ...]:
     return (
         Share("service", subjects.calls("*", account_id), subjects.calls("*")),
         Share("service", subjects.ended("*", account_id), subjects.ended("*")),
+        Share("service", subjects.cancel("*", account_id), subjects.cancel("*")),
         Share("stream", subjects.pending("*", account_id), subjects.pending("*")),
         Share("stream", subjects.result("*", account_id), subjects.result("*")),
     )
@@ -123,7 +124,7 @@ def permissions(credential_id: str) -> Permissions:
     """The public contract, in the account's own NATS account: calls and ends out;
     its conversations and its own inbox in."""
     return Permissions(
-        publish=(subjects.calls("*"), subjects.ended("*")),
+        publish=(subjects.calls("*"), subjects.ended("*"), subjects.cancel("*")),
         subscribe=(subjects.ALL_CONV, f"{inbox_prefix(credential_id)}.>"),
     )
 
