@@ -81,6 +81,24 @@ class Target:
 
 
 @dataclass(frozen=True)
+class SdkCost:
+    """A runtime's CPU per call in its own process: raw nats-py against the SDK
+    (``bench.sdk_cost``), medians of the rounds run in turn."""
+
+    calls: int  # per round and variant
+    in_flight: int
+    rounds: int
+    raw_ms: float
+    sdk_ms: float
+    lost: int  # calls with no result, both variants
+    target: Target  # the issue's bound on sdk_ms - raw_ms
+
+    @property
+    def overhead_ms(self) -> float:
+        return self.sdk_ms - self.raw_ms
+
+
+@dataclass(frozen=True)
 class ColdStarts:
     """Accounts' first calls of a python tool (see ``bench.cold_starts``)."""
 
@@ -150,6 +168,7 @@ class Midcall:
     processes: list[Process]
     losses: Losses = field(default_factory=Losses)
     python: PythonTools | None = None
+    sdk: SdkCost | None = None
 
     def services_total(self) -> Process:
         """The service processes summed: what the fabric costs, without nats-server."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from bench import load
+from bench import load, sdk_phase
 from bench.fabric import BenchFabric, redeliveries, usage_seq, wait_billed, wait_timers_fired
 from bench.figures import Burst, Loop, Losses, Midcall, Process
 from bench.plan import ACCOUNT, DELAYED_TOOL, FAST_TIMEOUT_S, FAST_TOOL, Plan, arguments
@@ -94,6 +94,7 @@ class Driver:
             if in_flight == self.plan.measured_in_flight:
                 cpu = before.ms_per_call(CpuSnapshot.take(self.pids), self.plan.loop_calls)
         python = await PythonPhases(self).measure()
+        sdk = await sdk_phase.measure(self)
         burst = await self._burst()
         billed = await self.fabric.billed_calls(self.accounts)
         self.losses.not_billed = max(0, self.runtime.accepted - billed)
@@ -108,6 +109,7 @@ class Driver:
             processes=self._processes(cpu),
             losses=self.losses,
             python=python,
+            sdk=sdk,
         )
 
     async def metered(self, phase: Phase) -> Metered:

@@ -44,6 +44,7 @@ class Plan:
     warmup: int = 20
     in_flight: tuple[int, ...] = (64, 256)
     python_in_flight: int = 64  # the trivial function's closed loop
+    sdk_calls: int = 1000  # per variant and round of the SDK's cost (bench.sdk_phase)
     conversations: int = 64  # calls are spread over these, as real traffic would be
     result_timeout_s: float = 60.0  # a call with no result by then is lost
     replicas: int = 1
@@ -74,6 +75,7 @@ QUICK = Plan(
     delay_s=1.0,
     at_once_timeout_s=60.0,
     cold_starts=10,
+    sdk_calls=200,
 )
 
 

@@ -121,6 +121,21 @@ def _process_rows(report: Report) -> list[Row]:
     return rows
 
 
+def _sdk_rows(report: Report) -> list[Row]:
+    sdk = report.midcall.sdk
+    if sdk is None:
+        return []
+    target = sdk.target
+    kept = f"<={target.limit:g} {'met' if target.met else 'MISSED'}"
+    return [
+        (f"a runtime in its own process, {sdk.calls} calls x {sdk.rounds}", "raw", "SDK", "target"),
+        (f"  ({sdk.in_flight} in flight, median of the rounds)", "", "", ""),
+        ("  CPU ms/call", _n(sdk.raw_ms, 3), _n(sdk.sdk_ms, 3), ""),
+        ("  SDK over raw (ms/call)", "", _n(sdk.overhead_ms, 3), kept),
+        ("  calls without a result", "", str(sdk.lost), ""),
+    ]
+
+
 def _versus(label: str, http: float | None, python: float | None) -> Row:
     return (f"  {label}", _n(http), _n(python), "")
 
@@ -242,7 +257,15 @@ def _title(report: Report) -> list[str]:
 
 def render(report: Report) -> str:
     rows: list[Row] = [("figure", "baseline", "midcall", "midcall/base")]
-    sections = (_latency_rows, _loop_rows, _burst_rows, _process_rows, _python_rows, _loss_rows)
+    sections = (
+        _latency_rows,
+        _loop_rows,
+        _burst_rows,
+        _process_rows,
+        _python_rows,
+        _sdk_rows,
+        _loss_rows,
+    )
     for section in sections:
         rows += section(report)
     lines = _title(report)

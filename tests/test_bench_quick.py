@@ -139,3 +139,18 @@ def test_python_tools_are_measured_beside_the_http_tool(
     assert all(isinstance(t["met"], bool) for t in python["targets"].values())
     assert "python tools (a jail per account" in table
     assert "python over http p50 (ms)" in table
+
+
+def test_the_sdks_cost_is_measured_against_a_raw_runtime(
+    quick_run: tuple[int, str, dict[str, Any]],
+) -> None:
+    _, table, figures = quick_run
+    sdk, plan = figures["midcall"]["sdk"], figures["plan"]
+
+    assert (sdk["calls"], sdk["in_flight"], sdk["rounds"]) == (plan["sdk_calls"], 16, 3)
+    assert sdk["raw_ms"] > 0
+    assert sdk["sdk_ms"] > 0
+    assert sdk["lost"] == 0
+    assert sdk["target"]["figure"] == "SDK over raw, CPU ms/call"
+    assert sdk["target"]["value"] == sdk["sdk_ms"] - sdk["raw_ms"]
+    assert "SDK over raw (ms/call)" in table
