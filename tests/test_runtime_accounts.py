@@ -56,7 +56,8 @@ def test_an_accounts_runtimes_import_its_own_subjects_mapped_to_the_public_ones(
             '      user: "runtime-c1"',
             '      password: "$2b$11$c1"',
             "      permissions: {",
-            '        publish: { allow: ["midcall.calls.*", "midcall.conv.*.ended"] }',
+            '        publish: { allow: ["midcall.calls.*", "midcall.conv.*.ended", '
+            '"midcall.conv.*.cancel"] }',
             '        subscribe: { allow: ["midcall.conv.>", "_INBOX_runtime-c1.>"] }',
             "      }",
             "    }",
@@ -64,7 +65,8 @@ def test_an_accounts_runtimes_import_its_own_subjects_mapped_to_the_public_ones(
             '      user: "runtime-c2"',
             '      password: "$2b$11$c2"',
             "      permissions: {",
-            '        publish: { allow: ["midcall.calls.*", "midcall.conv.*.ended"] }',
+            '        publish: { allow: ["midcall.calls.*", "midcall.conv.*.ended", '
+            '"midcall.conv.*.cancel"] }',
             '        subscribe: { allow: ["midcall.conv.>", "_INBOX_runtime-c2.>"] }',
             "      }",
             "    }",
@@ -74,6 +76,8 @@ def test_an_accounts_runtimes_import_its_own_subjects_mapped_to_the_public_ones(
             'to: "midcall.calls.*" }',
             '    { service: { account: MIDCALL, subject: "midcall.conv.acme.*.ended" }, '
             'to: "midcall.conv.*.ended" }',
+            '    { service: { account: MIDCALL, subject: "midcall.conv.acme.*.cancel" }, '
+            'to: "midcall.conv.*.cancel" }',
             '    { stream: { account: MIDCALL, subject: "midcall.conv.acme.*.pending" }, '
             'to: "midcall.conv.*.pending" }',
             '    { stream: { account: MIDCALL, subject: "midcall.conv.acme.*.result" }, '
