@@ -1,0 +1,1 @@
+"""Midcall in the voice frameworks runtimes are built on."""
