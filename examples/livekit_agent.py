@@ -9,63 +9,23 @@ LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET and the models below.
 """
 
 import asyncio
-import pathlib
 import secrets
 import sys
 
-import httpx
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, RunContext, cli, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from midcall.adapters.livekit import MidcallTools
-from midcall.client import Credentials, MidcallClient
+from salon_demo import INSTRUCTIONS, client, register  # beside this file
 
-DATA_DIR = pathlib.Path(".midcall")
-REGISTRY = "http://127.0.0.1:8700"
 AGENT = "livekit-demo"
-INSTRUCTIONS = "You book haircuts. Use your tools; say what they tell you."
-OPENING_HOURS = '''
-async def opening_hours(ctx: RunContext, day: str) -> dict:
-    """
-    Tells when the salon is open on a day.
-
-    Args:
-        ctx: RunContext object
-        day: The day of the week, in English
-    """
-    closed = day.lower() in ("sunday", "monday")
-    return {"status": "success", "day": day, "hours": None if closed else "9:00 to 18:00"}
-'''
-
-
-def client() -> MidcallClient:
-    """The shared runtime user, and the admin key to read the agent's tools."""
-    port = (DATA_DIR / "nats.port").read_text().strip()
-    return MidcallClient(
-        f"nats://127.0.0.1:{port}",
-        Credentials.from_data_dir(DATA_DIR),
-        registry_url=REGISTRY,
-        api_key=(DATA_DIR / "admin.key").read_text().strip(),
-    )
-
-
-async def register(mc: MidcallClient) -> None:
-    tool = {
-        "kind": "python",
-        "python": {"code": OPENING_HOURS},
-        "speech": {"on_send": "Let me check the opening hours."},
-    }
-    headers = {"Authorization": f"Bearer {mc.api_key}"}
-    async with httpx.AsyncClient(base_url=REGISTRY, headers=headers) as registry:
-        added = await registry.post(f"/v1/agents/{AGENT}/tools", json={"tools": [tool]})
-    added.raise_for_status()
 
 
 async def demo() -> None:
     """What an LLM asking for `opening_hours(day="Tuesday")` sets off, without the LLM."""
     async with client() as mc:
-        await register(mc)
+        await register(mc, AGENT)
         midcall = MidcallTools(mc, AGENT, f"conv-{secrets.token_hex(4)}")
         tools = await midcall.function_tools()
         async with AgentSession() as session:

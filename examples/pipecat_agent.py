@@ -12,11 +12,9 @@ and DEEPGRAM_API_KEY, OPENAI_API_KEY and CARTESIA_API_KEY.
 
 import asyncio
 import os
-import pathlib
 import secrets
 import sys
 
-import httpx
 from loguru import logger
 from pipecat.frames.frames import (
     EndFrame,
@@ -33,47 +31,9 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
 
 from midcall.adapters.pipecat import MidcallFunctions
-from midcall.client import Credentials, MidcallClient
+from salon_demo import INSTRUCTIONS, client, register  # beside this file
 
-DATA_DIR = pathlib.Path(".midcall")
-REGISTRY = "http://127.0.0.1:8700"
 AGENT = "pipecat-demo"
-INSTRUCTIONS = "You book haircuts. Use your tools; say what they tell you."
-OPENING_HOURS = '''
-async def opening_hours(ctx: RunContext, day: str) -> dict:
-    """
-    Tells when the salon is open on a day.
-
-    Args:
-        ctx: RunContext object
-        day: The day of the week, in English
-    """
-    closed = day.lower() in ("sunday", "monday")
-    return {"status": "success", "day": day, "hours": None if closed else "9:00 to 18:00"}
-'''
-
-
-def client() -> MidcallClient:
-    """The shared runtime user, and the admin key to read the agent's tools."""
-    port = (DATA_DIR / "nats.port").read_text().strip()
-    return MidcallClient(
-        f"nats://127.0.0.1:{port}",
-        Credentials.from_data_dir(DATA_DIR),
-        registry_url=REGISTRY,
-        api_key=(DATA_DIR / "admin.key").read_text().strip(),
-    )
-
-
-async def register(mc: MidcallClient) -> None:
-    tool = {
-        "kind": "python",
-        "python": {"code": OPENING_HOURS},
-        "speech": {"on_send": "Let me check the opening hours."},
-    }
-    headers = {"Authorization": f"Bearer {mc.api_key}"}
-    async with httpx.AsyncClient(base_url=REGISTRY, headers=headers) as registry:
-        added = await registry.post(f"/v1/agents/{AGENT}/tools", json={"tools": [tool]})
-    added.raise_for_status()
 
 
 class Printed(FrameProcessor):
@@ -99,7 +59,7 @@ async def demo() -> None:
     logger.remove()  # Pipecat logs every frame's way at DEBUG
     logger.add(sys.stderr, level="WARNING")
     async with client() as mc:
-        await register(mc)
+        await register(mc, AGENT)
         midcall = MidcallFunctions(mc, AGENT, f"conv-{secrets.token_hex(4)}")
         context = LLMContext([{"role": "system", "content": INSTRUCTIONS}])
         context.set_tools(await midcall.tools_schema())

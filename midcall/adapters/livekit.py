@@ -17,6 +17,7 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession, RunContext, llm
 
+from midcall.adapters.conversation import ConversationCalls, cancelled_with, filler
 from midcall.client import AgentTools, CallFailed, MidcallClient
 from shared.contract.events import ToolCallResult
 from shared.contract.manifest import llm_parameters
@@ -43,12 +44,8 @@ def for_the_llm(result: ToolCallResult) -> str:
     return json.dumps(result.result, ensure_ascii=False)
 
 
-class MidcallTools:
-    """One conversation's Midcall tools for a LiveKit ``Agent``.
-
-    ``context``: the call's context (caller, session), which binds the tools' context
-    parameters. The ``MidcallClient`` needs ``registry_url`` and ``api_key``.
-    """
+class MidcallTools(ConversationCalls):
+    """One conversation's Midcall tools for a LiveKit ``Agent`` (see ``ConversationCalls``)."""
 
     def __init__(
         self,
@@ -58,12 +55,8 @@ class MidcallTools:
         *,
         context: dict[str, Any] | None = None,
     ) -> None:
-        self.mc = mc
-        self.agent_id = agent_id
-        self.conversation_id = conversation_id
-        self.context = context
+        super().__init__(mc, agent_id, conversation_id, context=context)
         self._names: set[str] = set()
-        self._ended = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def function_tools(self) -> list[MidcallTool]:
@@ -79,13 +72,6 @@ class MidcallTools:
     def end_with(self, session: AgentSession[Any]) -> None:
         """When ``session`` closes, the conversation ends in Midcall (``aclose``)."""
         session.on("close", lambda _: self._spawn(self.aclose()))
-
-    async def aclose(self) -> None:
-        """End the conversation, once: its calls still running are cancelled, billing
-        closes it."""
-        if not self._ended:
-            self._ended = True
-            await self.mc.end(self.conversation_id)
 
     def _built(self, tools: AgentTools) -> list[MidcallTool]:
         self._names = set(tools.names)
@@ -103,25 +89,15 @@ class MidcallTools:
         )
 
     async def _run(self, tool: str, arguments: dict[str, Any], context: RunContext[Any]) -> str:
-        # LiveKit's function call id is the call's: a call LiveKit retries runs once.
-        call = await self.mc.call(
-            self.agent_id,
-            self.conversation_id,
-            tool,
-            arguments,
-            context=self.context,
-            call_id=context.function_call.call_id,
-        )
+        call = await self.place(tool, arguments, context.function_call.call_id)
         try:
-            pending = await call.pending()
-            if pending.speak and pending.speech and not pending.muted:
-                context.session.say(pending.speech)
-            return for_the_llm(await call.result())
+            async with cancelled_with(call, CANCELLED_BY_LIVEKIT):
+                words = filler(await call.pending())
+                if words is not None:
+                    context.session.say(words)
+                return for_the_llm(await call.result())
         except CallFailed as failed:
             raise llm.ToolError(failed.message) from failed
-        except asyncio.CancelledError:
-            await asyncio.shield(call.cancel(CANCELLED_BY_LIVEKIT))
-            raise
 
     async def _update(self, agent: Agent, changed: AgentTools) -> None:
         others = [tool for tool in agent.tools if tool.id not in self._names]

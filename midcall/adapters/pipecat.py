@@ -10,7 +10,6 @@ the call is pending; the tool's ``agent_message`` is spoken verbatim, otherwise
 the LLM runs on the result; a failed call hands the LLM the message to say.
 """
 
-import asyncio
 from typing import Any
 
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
@@ -25,6 +24,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
+from midcall.adapters.conversation import ConversationCalls, cancelled_with, filler
 from midcall.client import CallFailed, MidcallClient
 from shared.contract.events import ToolCallResult
 from shared.contract.manifest import llm_parameters
@@ -60,13 +60,12 @@ def spoken(result: ToolCallResult) -> str | None:
     return result.agent_message if result.speak else None
 
 
-class MidcallFunctions:
+class MidcallFunctions(ConversationCalls):
     """One conversation's Midcall tools for a Pipecat LLM service.
 
-    ``context``: the call's context (caller, session), which binds the tools' context
-    parameters. ``cancel_on_interruption``: Pipecat's; when False the calls are async
-    (the LLM talks on while they run). ``timeout_secs``: each call's deadline (the
-    tool's own when None). The ``MidcallClient`` needs ``registry_url`` and ``api_key``.
+    ``cancel_on_interruption``: Pipecat's; when False the calls are async (the LLM
+    talks on while they run). ``timeout_secs``: each call's deadline (the tool's own
+    when None). The rest as ``ConversationCalls``.
     """
 
     def __init__(
@@ -79,13 +78,9 @@ class MidcallFunctions:
         cancel_on_interruption: bool = True,
         timeout_secs: float | None = None,
     ) -> None:
-        self.mc = mc
-        self.agent_id = agent_id
-        self.conversation_id = conversation_id
-        self.context = context
+        super().__init__(mc, agent_id, conversation_id, context=context)
         self.cancel_on_interruption = cancel_on_interruption
         self.timeout_secs = timeout_secs
-        self._ended = False
 
     async def tools_schema(self) -> ToolsSchema:
         """The agent's tools, as the registry has them now, for the ``LLMContext``."""
@@ -105,40 +100,22 @@ class MidcallFunctions:
         """When the pipeline ends or is cancelled, the conversation ends in Midcall."""
         worker.add_event_handler("on_pipeline_finished", self._finished)
 
-    async def aclose(self) -> None:
-        """End the conversation, once: its calls still running are cancelled, billing
-        closes it."""
-        if not self._ended:
-            self._ended = True
-            await self.mc.end(self.conversation_id)
-
     async def handle(self, params: FunctionCallParams) -> None:
         """Run one function call of the LLM as a Midcall call."""
-        # Pipecat's tool call id is the call's: a call run again runs once in Midcall.
-        call = await self.mc.call(
-            self.agent_id,
-            self.conversation_id,
-            params.function_name,
-            dict(params.arguments),
-            context=self.context,
-            deadline=self.timeout_secs,
-            call_id=params.tool_call_id,
+        call = await self.place(
+            params.function_name, dict(params.arguments), params.tool_call_id, self.timeout_secs
         )
         try:
-            pending = await call.pending()
-            # A filler without words is the LLM's to phrase, which it does alongside its
-            # tool call; a muted call stays silent until its result.
-            if pending.speak and pending.speech and not pending.muted:
-                await params.llm.push_frame(TTSSpeakFrame(pending.speech))
-            result = await call.result()
+            async with cancelled_with(call, CANCELLED_BY_PIPECAT):
+                words = filler(await call.pending())
+                if words is not None:
+                    await params.llm.push_frame(TTSSpeakFrame(words))
+                result = await call.result()
         except CallFailed as failed:
             await params.result_callback(
                 {"error": failed.message}, properties=FunctionCallResultProperties(run_llm=True)
             )
             return
-        except asyncio.CancelledError:
-            await asyncio.shield(call.cancel(CANCELLED_BY_PIPECAT))
-            raise
         await self._answer(params, result)
 
     async def _answer(self, params: FunctionCallParams, result: ToolCallResult) -> None:

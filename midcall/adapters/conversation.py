@@ -1,0 +1,72 @@
+"""What every framework adapter does with Midcall: one conversation's calls.
+
+A framework's tool call becomes a Midcall call with the framework's own call
+id (a call the framework runs again runs once in Midcall), its filler is
+what the pending says, and a framework that cancels the tool cancels the
+call; the conversation ends once, when the framework's session does.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from midcall.client import Call, MidcallClient
+from shared.contract.events import ToolCallPending
+
+
+class ConversationCalls:
+    """``context``: the call's context (caller, session), which binds the tools' context
+    parameters. The ``MidcallClient`` needs ``registry_url`` and ``api_key`` for the
+    agent's tools."""
+
+    def __init__(
+        self,
+        mc: MidcallClient,
+        agent_id: str,
+        conversation_id: str,
+        *,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        self.mc = mc
+        self.agent_id = agent_id
+        self.conversation_id = conversation_id
+        self.context = context
+        self._ended = False
+
+    async def place(
+        self, tool: str, arguments: dict[str, Any], call_id: str, deadline: float | None = None
+    ) -> Call:
+        return await self.mc.call(
+            self.agent_id,
+            self.conversation_id,
+            tool,
+            arguments,
+            context=self.context,
+            deadline=deadline,
+            call_id=call_id,
+        )
+
+    async def aclose(self) -> None:
+        """End the conversation, once: its calls still running are cancelled, billing
+        closes it."""
+        if not self._ended:
+            self._ended = True
+            await self.mc.end(self.conversation_id)
+
+
+def filler(pending: ToolCallPending) -> str | None:
+    """What to say while the call runs: nothing for a muted call, and nothing where the
+    tool leaves the words to the LLM (it phrases them alongside its tool call)."""
+    return pending.speech if pending.speak and pending.speech and not pending.muted else None
+
+
+@contextlib.asynccontextmanager
+async def cancelled_with(call: Call, reason: str) -> AsyncIterator[None]:
+    """The framework cancelled its tool: the call is cancelled in Midcall too, even as
+    the cancellation goes on."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        await asyncio.shield(call.cancel(reason))
+        raise
