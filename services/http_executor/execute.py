@@ -84,9 +84,7 @@ class Executor:
         self, work: ExecuteRequest, secrets: dict[str, str], log: list[HttpAttempt]
     ) -> HttpResponse | CallRejected:
         try:
-            request = render_request(work, secrets)
-            check_allowed_host(work, request)
-            self.policy.check_literal(request.url, request.secret_host)
+            request = self._checked(work, render_request(work, secrets))
         except CallRejected as failure:
             return failure
         answer = await self._send_with_retries(work, request, log)
@@ -124,7 +122,7 @@ class Executor:
     ) -> tuple[HttpResponse | CallRejected, Attempt]:
         started = time.monotonic()
         try:
-            response = await self._send(work, request)
+            response = await self._send(work, request, _remaining(work.deadline_at))
         except CallRejected as failure:
             # A refused or unresolvable connection never reached the API.
             sent = failure.code is not ErrorCode.CONNECTION_ERROR or failure.details != NOT_SENT
@@ -139,7 +137,15 @@ class Executor:
         )
         return response, attempt
 
-    async def _send(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
+    def _checked(self, work: ExecuteRequest, request: RenderedRequest) -> RenderedRequest:
+        """``request``, if its destination is one the tool and the policy allow."""
+        check_allowed_host(work, request)
+        self.policy.check_literal(request.url, request.secret_host)
+        return request
+
+    async def _send(
+        self, work: ExecuteRequest, request: RenderedRequest, budget_s: float
+    ) -> HttpResponse:
         with tracer().start_as_current_span(
             f"HTTP {request.method}",
             kind=SpanKind.CLIENT,
@@ -157,7 +163,7 @@ class Executor:
                 }
             )
             try:
-                response = await self._exchange(work, request)
+                response = await self._exchange(work, request, budget_s)
             except Exception as exc:
                 request.hidden.record(span, exc)
                 raise
@@ -166,12 +172,13 @@ class Executor:
                 span.set_status(Status(StatusCode.ERROR))
             return response
 
-    async def _exchange(self, work: ExecuteRequest, request: RenderedRequest) -> HttpResponse:
-        budget = _remaining(work.deadline_at)
+    async def _exchange(
+        self, work: ExecuteRequest, request: RenderedRequest, budget_s: float
+    ) -> HttpResponse:
         headers = {**request.headers, **self._signature(work, request)}
         propagate.inject(headers)  # the API sees the same trace
         try:
-            return await self.sender.send(replace(request, headers=headers), budget)
+            return await self.sender.send(replace(request, headers=headers), budget_s)
         except TimeoutError as exc:
             raise timed_out(work) from exc
         except TransportError as exc:
@@ -199,23 +206,16 @@ class Executor:
             await self._tell_cancelled(work, secrets)
 
     async def _tell_cancelled(self, work: ExecuteRequest, secrets: dict[str, str]) -> None:
+        # Sent as an attempt is (span, signature, trace, errors), within the tool's timeout.
         try:
-            request = render_cancel(work, secrets)
-            check_allowed_host(work, request)
-            self.policy.check_literal(request.url, request.secret_host)
-            headers = {**request.headers, **self._signature(work, request)}
-            propagate.inject(headers)
-            with tracer().start_as_current_span(f"HTTP {request.method}", kind=SpanKind.CLIENT):
-                response = await self.sender.send(
-                    replace(request, headers=headers), work.tool.http().timeout_s
-                )
-            logger.info(
-                "call %s cancelled: its API answered %d", work.call.call_id, response.status
-            )
-        except (CallRejected, TransportError, TimeoutError) as exc:
+            request = self._checked(work, render_cancel(work, secrets))
+            response = await self._send(work, request, work.tool.http().timeout_s)
+        except CallRejected as exc:
             logger.warning(
                 "call %s cancelled: its API could not be told (%s)", work.call.call_id, exc
             )
+            return
+        logger.info("call %s cancelled: its API answered %d", work.call.call_id, response.status)
 
     @staticmethod
     def _signature(work: ExecuteRequest, request: RenderedRequest) -> dict[str, str]:

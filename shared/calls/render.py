@@ -76,7 +76,7 @@ def render_request(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedReq
         params=_query(work, scope),
         body=body,
         signing_secrets=_signing_secrets(work, scope),
-        hidden=Redaction(tuple(secrets[name] for name in sorted(secret_names(work)))),
+        hidden=_hidden(work, secrets),
         secret_host=_secret_host(spec.url),
     )
 
@@ -94,9 +94,14 @@ def render_cancel(work: ExecuteRequest, secrets: dict[str, str]) -> RenderedRequ
         url=_parsable(render_url(cancel.url, scope), cancel.url),
         headers=_headers(work, scope, has_body=False),
         signing_secrets=_signing_secrets(work, scope),
-        hidden=Redaction(tuple(secrets[name] for name in sorted(secret_names(work)))),
+        hidden=_hidden(work, secrets),
         secret_host=_secret_host(cancel.url),
     )
+
+
+def _hidden(work: ExecuteRequest, secrets: dict[str, str]) -> Redaction:
+    """Every secret value the tool's requests are rendered with."""
+    return Redaction(tuple(secrets[name] for name in sorted(secret_names(work))))
 
 
 def _signing_secrets(work: ExecuteRequest, scope: dict[str, Any]) -> tuple[str, ...]:
