@@ -4,6 +4,7 @@ import asyncio
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -25,6 +26,30 @@ def runtime_example(heading: str = "## A runtime in") -> str:
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match is not None
     return match.group(1)
+
+
+def booking(api_url: str) -> dict[str, Any]:
+    """The examples' tool: their arguments as the JSON body of a POST to the test API."""
+    return {
+        "name": "BookAppointment",
+        "parameters": {"type": "object", "properties": {"date": {}, "time": {}}},
+        "request": {"url": f"{api_url}/book", "method": "POST"},
+    }
+
+
+async def run_example(code: str, cwd: Path) -> list[str]:
+    """The lines an example printed, run in ``cwd`` (where ``.midcall`` is) as a user would."""
+    example = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(example.communicate(), 60)
+    assert example.returncode == 0, err.decode()
+    return out.decode().splitlines()
 
 
 def with_credentials(example: str, credentials: dict[str, str]) -> str:
@@ -56,11 +81,7 @@ async def test_the_readmes_runtime_signs_in_places_a_call_and_hears_its_result(
         # The embedded server lets no one in unsigned.
         with pytest.raises(nats.errors.Error, match="Authorization Violation"):
             await nats.connect(fabric.nats_url, allow_reconnect=False)
-        tool = {
-            "name": "BookAppointment",
-            "parameters": {"type": "object", "properties": {"date": {}, "time": {}}},
-            "request": {"url": f"{api.url}/book", "method": "POST"},
-        }
+        tool = booking(api.url)
         code = runtime_example()
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{registry}", headers=bearer(fabric.admin_key)
@@ -75,20 +96,10 @@ async def test_the_readmes_runtime_signs_in_places_a_call_and_hears_its_result(
                 code = with_credentials(code, made)
                 signed = {k: made[k] for k in ("user", "password", "inbox_prefix")}
                 await live(fabric.nats_url, signed)
-        example = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            code,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(example.communicate(), 60)
+        printed = await run_example(code, tmp_path)
     finally:
         await fabric.stop()
 
-    assert example.returncode == 0, err.decode()
-    printed = out.decode().splitlines()
     assert printed[0] == "pending None"
     assert printed[1] == "result {'booked': True}"
     assert "'status': 'success'" in printed[2]
@@ -103,28 +114,15 @@ async def test_the_readmes_sdk_example_places_a_call_and_prints_its_result(
     fabric = up(Settings(data_dir=tmp_path / ".midcall"), registry)
     await fabric.start()
     try:
-        tool = {
-            "name": "BookAppointment",
-            "parameters": {"type": "object", "properties": {"date": {}, "time": {}}},
-            "request": {"url": f"{api.url}/book", "method": "POST"},
-        }
+        tool = booking(api.url)
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{registry}", headers=bearer(fabric.admin_key)
         ) as http:
             added = await http.post("/v1/agents/salon-bot/tools", json={"tools": [tool]})
             assert added.status_code == 201, added.text
-        example = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            runtime_example("## The Python SDK"),
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(example.communicate(), 60)
+        printed = await run_example(runtime_example("## The Python SDK"), tmp_path)
     finally:
         await fabric.stop()
 
-    assert example.returncode == 0, err.decode()
-    assert out.decode().splitlines() == ["{'booked': True}"]
+    assert printed == ["{'booked': True}"]
     assert [r.body for r in api.received] == [b'{"date":"2024-04-20","time":"10:00 AM"}']
