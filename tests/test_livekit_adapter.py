@@ -33,7 +33,7 @@ from shared.security.api_keys import bearer
 from shared.settings import Settings
 from tests.support.api import RecordingApi
 from tests.support.processes import up
-from tests.test_sdk_client import conversation, lookup_tool
+from tests.test_sdk_client import conversation, lookup_tool, orders_api
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 AGENT = "livekit-bot"
@@ -71,12 +71,7 @@ class Running:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
-    api = RecordingApi()
-    await api.start()
-    api.reply("POST", "/lookup", json={"order": "o-1", "total": 42})
-    api.reply("POST", "/track", json={"agent_message": "Order o-1 left the warehouse today."})
-    api.reply("POST", "/broken", status=500, json={"error": "down"})
-    api.reply("POST", "/slow", json={}, delay_s=60)  # outlasts every test: it is cancelled
+    api = await orders_api()
     settings = Settings(data_dir=tmp_path_factory.mktemp("livekit") / ".midcall")
     fabric = up(settings, free_port())
     await fabric.start()

@@ -59,6 +59,18 @@ def lookup_tool(url: str, name: str = "Lookup") -> dict[str, Any]:
     }
 
 
+async def orders_api() -> RecordingApi:
+    """The orders API the adapters' tools call: a lookup, a tool's message for the agent,
+    a failure, and a call that outlasts every test (it is cancelled)."""
+    api = RecordingApi()
+    await api.start()
+    api.reply("POST", "/lookup", json={"order": "o-1", "total": 42})
+    api.reply("POST", "/track", json={"agent_message": "Order o-1 left the warehouse today."})
+    api.reply("POST", "/broken", status=500, json={"error": "down"})
+    api.reply("POST", "/slow", json={}, delay_s=60)
+    return api
+
+
 @dataclass
 class Running:
     fabric: Fabric
