@@ -18,6 +18,7 @@ from shared.contract.events import (
     ReplayRequest,
     ToolCall,
     ToolCallPending,
+    ToolCallProgress,
     ToolCallResult,
     UsageRecord,
 )
@@ -60,6 +61,16 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         True,
     ),
     (
+        "progress",
+        "midcall.conv.{conversation_id}.progress",
+        CONVERSATION,
+        ToolCallProgress,
+        "send",
+        "A long-running call's progress, as its API reported it through its callback token "
+        "(added with the SDK); any number per call, all before its result.",
+        True,
+    ),
+    (
         "ended",
         "midcall.conv.{conversation_id}.ended",
         CONVERSATION,
@@ -79,7 +90,7 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         "already answered is left as it is.",
         True,
     ),
-    # The same four, as they are in Midcall's NATS account for a runtime signed in with
+    # The same, as they are in Midcall's NATS account for a runtime signed in with
     # its account's runtime credentials (it uses the subjects above; nats-server maps).
     (
         "accountToolCalls",
@@ -108,6 +119,16 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         "send",
         "The result of a call of an account's own runtime; it hears it on "
         "midcall.conv.{conversation_id}.result.",
+        False,
+    ),
+    (
+        "accountProgress",
+        "midcall.conv.{account_id}.{conversation_id}.progress",
+        RUNTIME_ACCOUNT | CONVERSATION,
+        ToolCallProgress,
+        "send",
+        "Progress of a call of an account's own runtime; it hears it on "
+        "midcall.conv.{conversation_id}.progress.",
         False,
     ),
     (

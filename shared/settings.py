@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.contract.tools import PYTHON_MODULES
+from shared.contract.tools import MAX_CALLBACK_TIMEOUT_S, PYTHON_MODULES
 
 SECRET_PREFIX = "MIDCALL_SECRET_"
 
@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     # Where dispatcher, executor and injector serve /metrics (registry and billing
     # serve it on their REST port); unset: not served.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # The longest a tool may have a call wait for its API's completion after a 202
+    # (a tool's request.callback_timeout_s beyond it is cut to it).
+    max_callback_timeout_s: float = Field(default=120.0, gt=0, le=MAX_CALLBACK_TIMEOUT_S)
+    # The registry's address as tools' APIs reach it (Midcall-Callback-Url);
+    # unset: http://<host>:<registry_port>.
+    public_url: str | None = None
     max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
     # 0: as many as the process's file-descriptor limit allows.
     max_connections: int = Field(default=0, ge=0)
@@ -92,6 +98,11 @@ class Settings(BaseSettings):
 
     def memory_budget_bytes(self) -> int:
         return self.memory_budget_mb * 1024 * 1024
+
+    def callback_url(self) -> str:
+        """Where a tool's API reports a call's progress and completion (Midcall-Callback-Url)."""
+        base = self.public_url or f"http://{self.host}:{self.registry_port}"
+        return f"{base.rstrip('/')}/v1/calls"
 
     def nats_servers(self) -> str:
         if not self.nats_url:

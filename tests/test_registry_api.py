@@ -60,7 +60,7 @@ def in_catalog(
     shown = canonical(document)
     return {
         **shown,
-        "request": {**shown["request"], "on_cancel": None},
+        "request": {**shown["request"], "on_cancel": None, "callback_timeout_s": None},
         "kind": "http",
         "python": None,
         "platform": platform,

@@ -82,6 +82,8 @@ def test_an_accounts_runtimes_import_its_own_subjects_mapped_to_the_public_ones(
             'to: "midcall.conv.*.pending" }',
             '    { stream: { account: MIDCALL, subject: "midcall.conv.acme.*.result" }, '
             'to: "midcall.conv.*.result" }',
+            '    { stream: { account: MIDCALL, subject: "midcall.conv.acme.*.progress" }, '
+            'to: "midcall.conv.*.progress" }',
             "  ]",
             "}",
             "",

@@ -80,7 +80,7 @@ class BillingHandlers:
             # Whose conversation, and which, is the subject's to say: nats-server put the
             # account there, and executors cancel that conversation's calls. The body is
             # the runtime's word: whatever it names is not used.
-            account_id, conversation_id = subjects.ended_origin(message.subject)
+            account_id, conversation_id = subjects.conversation_origin(message.subject)
             if conversation_id is None:
                 await self._dead_letters.put(message, "not a conversation's end subject")
                 return

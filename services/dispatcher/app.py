@@ -23,7 +23,7 @@ from shared.contract.events import (
     ToolCallResult,
     utcnow,
 )
-from shared.contract.tools import DECLARED_BEFORE, Tool
+from shared.contract.tools import DECLARED_BEFORE, MAX_CALLBACK_TIMEOUT_S, Tool
 from shared.fabric.call_marks import CallMarks, run_key
 from shared.fabric.consumer import redelivered
 from shared.fabric.deadline_timers import DEADLINE_GRACE_S, DeadlineTimers
@@ -62,8 +62,11 @@ class Dispatcher:
         timers: DeadlineTimers,
         max_work_bytes: int,
         loops: LoopBreaker | None = None,
+        max_callback_s: float = MAX_CALLBACK_TIMEOUT_S,
     ) -> None:
+        """``max_callback_s``: the longest a call may wait for its API's completion."""
         self.publisher = publisher
+        self.max_callback_s = max_callback_s
         self.timers = timers
         self.loops = loops or LoopBreaker()
         self.directory = directory
@@ -163,7 +166,7 @@ class Dispatcher:
             await self._reject(call, conversation, rejected, entry.tool, attempt)
             return
         accepted = utcnow()
-        deadline_at = deadline(call, entry.tool, accepted)
+        deadline_at = deadline(call, entry.tool, accepted, self.max_callback_s)
         work = ExecuteRequest(
             call=call,
             tool=entry.tool,

@@ -37,7 +37,12 @@ class DispatcherService:
         await self.directory.follow(js)
         claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
         dispatcher = Dispatcher(
-            Publisher(js), self.directory, claims, DeadlineTimers(client), client.max_payload // 2
+            Publisher(js),
+            self.directory,
+            claims,
+            DeadlineTimers(client),
+            client.max_payload // 2,
+            max_callback_s=self.settings.max_callback_timeout_s,
         )
         await self.broker.start()
         self.consumers = [

@@ -18,6 +18,7 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.http_executor.breaker import Breakers
+from services.http_executor.completions import Completions
 from services.http_executor.retries import Attempt, retry_after_s, retry_delay, status_reason
 from services.http_executor.signing import signature_headers
 from services.http_executor.tool_hosts import check_allowed_host, check_chosen_host
@@ -35,6 +36,7 @@ from shared.contract.events import (
 )
 from shared.observability.metrics import RETRIES
 from shared.observability.tracing import tracer
+from shared.security.callback_tokens import CallbackHeaders, grant_for
 from shared.security.destinations import DestinationPolicy, blocked, blocked_cause
 from shared.security.secret_scope import SecretScope
 
@@ -54,12 +56,18 @@ class Executor:
         policy: DestinationPolicy,
         secrets: SecretScope | Mapping[str, str],
         breakers: Breakers | None = None,
+        callbacks: CallbackHeaders | None = None,
+        completions: Completions | None = None,
     ) -> None:
-        """``secrets``: a scope, or the platform's secrets alone (no account secrets)."""
+        """``secrets``: a scope, or the platform's secrets alone (no account secrets).
+        ``callbacks``: the token and URL every request carries; ``completions``: where a
+        call whose API answered 202 waits (both None: no callbacks, as in unit tests)."""
         self.sender = sender
         self.policy = policy
         self.secrets = secrets if isinstance(secrets, SecretScope) else SecretScope(secrets)
         self.breakers = breakers or Breakers()
+        self.callbacks = callbacks
+        self.completions = completions
 
     async def run(self, work: ExecuteRequest) -> ExecutionOutcome:
         started = time.perf_counter()
@@ -83,6 +91,12 @@ class Executor:
     async def _render_and_send(
         self, work: ExecuteRequest, secrets: dict[str, str], log: list[HttpAttempt]
     ) -> HttpResponse | CallRejected:
+        completions = self.completions if work.tool.http().callback_timeout_s else None
+        key = grant_for(work).completion_key if completions is not None else ""
+        if completions is not None:
+            earlier = await self._accepted_before(work, completions, key)
+            if earlier is not None:
+                return earlier
         try:
             request = self._checked(work, render_request(work, secrets))
         except CallRejected as failure:
@@ -90,7 +104,24 @@ class Executor:
         answer = await self._send_with_retries(work, request, log)
         if len(log) > 1:
             RETRIES.labels(work.tool.name).inc(len(log) - 1)
-        return answer
+        if completions is None or not _accepted(answer):
+            return answer
+        # 202: the API reports through its callback token; the deadline still bounds the call.
+        await completions.accept(work)
+        return await _completion(work, completions, key)
+
+    @staticmethod
+    async def _accepted_before(
+        work: ExecuteRequest, completions: Completions, key: str
+    ) -> HttpResponse | CallRejected | None:
+        """A call run again whose API had accepted it (its executor stopped while it
+        waited): its completion, stored or still to come, without sending it again."""
+        stored = await completions.stored(key)
+        if stored is not None:
+            return stored
+        if await completions.was_accepted(key):
+            return await _completion(work, completions, key)
+        return None
 
     async def _send_with_retries(
         self, work: ExecuteRequest, request: RenderedRequest, log: list[HttpAttempt]
@@ -176,6 +207,8 @@ class Executor:
         self, work: ExecuteRequest, request: RenderedRequest, budget_s: float
     ) -> HttpResponse:
         headers = {**request.headers, **self._signature(work, request)}
+        if self.callbacks is not None:
+            headers |= self.callbacks.for_work(work)
         propagate.inject(headers)  # the API sees the same trace
         try:
             return await self.sender.send(replace(request, headers=headers), budget_s)
@@ -242,6 +275,17 @@ def _outcome(
     else:
         outcome.response = answer
     return outcome
+
+
+async def _completion(
+    work: ExecuteRequest, completions: Completions, key: str
+) -> HttpResponse | CallRejected:
+    completed = await completions.wait(key, work.deadline_at)
+    return timed_out(work) if completed is None else completed
+
+
+def _accepted(answer: HttpResponse | CallRejected) -> bool:
+    return isinstance(answer, HttpResponse) and answer.status == 202
 
 
 def _ms_since(started: float) -> float:

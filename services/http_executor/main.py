@@ -1,5 +1,8 @@
 """Composition root of the HTTP executor."""
 
+import asyncio
+
+from services.http_executor.completions import Completions
 from services.http_executor.execute import Executor
 from shared.calls.client import Sender, sender_for
 from shared.contract import subjects
@@ -9,6 +12,8 @@ from shared.fabric.consumer import WorkConsumer
 from shared.fabric.executors import ExecutorApp, durable, register, work_consumer
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
+from shared.security.callback_tokens import CallbackHeaders, signing_key
+from shared.security.secret_box import settings_master_key
 from shared.security.secret_scope import open_scope
 from shared.settings import Settings, secrets_from_env
 
@@ -27,10 +32,12 @@ class HttpExecutorService:
         self.broker = build_broker(settings, "http-executor", self._reconnected)
         self.sender: Sender | None = None
         self.consumer: WorkConsumer | None = None
+        self.completions = Completions()
 
     def _reconnected(self) -> None:
         if self.consumer is not None:
             self.consumer.repull()
+        self.completions.reconnected()
 
     async def start(self) -> None:
         metrics.serve(self.settings.metrics_port, self.settings.host)
@@ -38,15 +45,21 @@ class HttpExecutorService:
         self.sender, policy = sender_for(self.settings, client.max_payload)
         marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
         secrets = await open_scope(js, self.settings, self.secrets)
-        app = ExecutorApp(Publisher(js), Executor(self.sender, policy, secrets), marks)
+        await self.completions.start(js, marks)
+        master = await asyncio.to_thread(settings_master_key, self.settings)
+        callbacks = CallbackHeaders(signing_key(master), self.settings.callback_url())
+        executor = Executor(self.sender, policy, secrets, None, callbacks, self.completions)
+        app = ExecutorApp(Publisher(js), executor, marks)
         register(self.broker, app)
         await self.broker.start()
         self.consumer = work_consumer(client, DURABLE, app, self.settings, PULL_BATCH)
         await self.consumer.start()
 
     async def stop(self) -> None:
+        self.completions.release()
         if self.consumer is not None:
             await self.consumer.stop()
+        await self.completions.stop()
         await self.broker.stop()
         if self.sender is not None:
             await self.sender.close()

@@ -6,6 +6,7 @@ from sqlalchemy import Engine
 
 from services.registry import (
     accounts_api,
+    callbacks_api,
     conversations,
     failed_api,
     failure_intake,
@@ -27,12 +28,14 @@ from shared.contract import subjects
 from shared.contract.catalog import AgentEntry
 from shared.contract.tools import Tool
 from shared.fabric.broker import build_broker, connect
+from shared.fabric.call_marks import CallMarks
 from shared.fabric.consumer import BatchConsumer
 from shared.fabric.conversations import ConversationVariables
 from shared.fabric.messaging import Publisher
 from shared.process.http_server import HttpServer
 from shared.process.storage import build_engine
 from shared.security.api_keys import KeyRing, admin_key
+from shared.security.callback_tokens import signing_key
 from shared.security.secret_box import SecretBox, settings_master_key
 from shared.settings import Settings
 
@@ -67,7 +70,8 @@ class RegistryService:
         keys = await BucketMirror.open(js, subjects.API_KEYS_BUCKET)
         await accounts_api.sync_keys(accounts, keys)
         keyring = KeyRing(admin_key(self._settings), await js.key_value(subjects.API_KEYS_BUCKET))
-        box = SecretBox(await asyncio.to_thread(settings_master_key, self._settings))
+        master = await asyncio.to_thread(settings_master_key, self._settings)
+        box = SecretBox(master)
         secrets = await SecretKeeper.open(js, SecretStore(self._engine), box)
         await secrets.sync()
         sandbox = SandboxCheck(client)
@@ -82,6 +86,13 @@ class RegistryService:
         app.include_router(conversations.build_router(ConversationVariables(kv)))
         replayer = Replayer(failures, store, Publisher(js))
         app.include_router(failed_api.build_router(failures, replayer))
+        callbacks = callbacks_api.Callbacks(
+            signing_key(master),
+            await js.key_value(subjects.CALLBACKS_BUCKET),
+            CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET)),
+            Publisher(js),
+        )
+        app.include_router(callbacks_api.build_router(callbacks, self._settings.max_response_bytes))
         self._consumers = failure_intake.consumers(client, failures)
         for consumer in self._consumers:
             await consumer.start()

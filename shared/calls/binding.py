@@ -13,7 +13,7 @@ from jsonschema.exceptions import ValidationError
 
 from shared.contract.errors import CallRejected, ErrorCode
 from shared.contract.events import ToolCall, ToolCallPending
-from shared.contract.tools import ContextParameter, Tool
+from shared.contract.tools import MAX_CALLBACK_TIMEOUT_S, ContextParameter, Tool
 
 MAX_REPORTED_ERRORS = 5
 
@@ -77,9 +77,19 @@ def declared_arguments(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in arguments.items() if name in declared}
 
 
-def deadline(call: ToolCall, tool: Tool, accepted_at: datetime) -> datetime:
-    """When the call must be answered: its own deadline, else its tool's timeout."""
+def deadline(
+    call: ToolCall,
+    tool: Tool,
+    accepted_at: datetime,
+    max_callback_s: float = MAX_CALLBACK_TIMEOUT_S,
+) -> datetime:
+    """When the call must be answered: its own deadline, else its tool's timeout; later for
+    a tool whose API may answer 202 and complete through its callback (``max_callback_s``:
+    the deployment's cap on that)."""
     seconds = (call.deadline_ms / 1000) if call.deadline_ms else tool.timeout_s
+    waits = tool.request.callback_timeout_s if tool.request is not None else None
+    if waits is not None:
+        seconds = max(seconds, min(waits, max_callback_s))
     return accepted_at + timedelta(seconds=seconds)
 
 

@@ -37,6 +37,10 @@ class Conversation:
         return subjects.result(self.conversation_id, self.runtime_account)
 
     @property
+    def progress_subject(self) -> str:
+        return subjects.progress(self.conversation_id, self.runtime_account)
+
+    @property
     def stream(self) -> str:
         """Where its events are stored (``shared.fabric.jetstream``)."""
         shared = self.runtime_account is None

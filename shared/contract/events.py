@@ -111,6 +111,19 @@ class CallCancel(Event):
     at: datetime = Field(default_factory=utcnow)
 
 
+class ToolCallProgress(Event):
+    """fabric -> runtime on ``midcall.conv.<conversation_id>.progress`` (added with the SDK):
+    what a long-running call's API reported through its callback while the call goes on."""
+
+    call_id: str
+    conversation_id: str
+    message: str = Field(max_length=1000)
+    # Whether the runtime should say ``message`` to the caller now.
+    speak: bool = False
+    percent: float | None = Field(default=None, ge=0, le=100)
+    at: datetime = Field(default_factory=utcnow)
+
+
 class UsageRecord(Event):
     call_id: str
     conversation_id: str

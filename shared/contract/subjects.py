@@ -32,6 +32,8 @@ CONVERSATIONS_BUCKET = "midcall_conversations"
 API_KEYS_BUCKET = "midcall_api_keys"
 SECRETS_BUCKET = "midcall_secrets"
 RUNTIME_CREDENTIALS_BUCKET = "midcall_runtime_credentials"
+# The completions of calls whose API answered 202 (shared.security.callback_tokens).
+CALLBACKS_BUCKET = "midcall_callbacks"
 
 ALL_CALLS = f"{PREFIX}.calls.>"
 ALL_CONV = f"{PREFIX}.conv.>"
@@ -39,6 +41,7 @@ ALL_ENDED = f"{PREFIX}.conv.*.ended"
 ALL_CANCELS = f"{PREFIX}.conv.*.cancel"
 ALL_PENDING = f"{PREFIX}.conv.*.pending"
 ALL_RESULTS = f"{PREFIX}.conv.*.result"
+ALL_PROGRESS = f"{PREFIX}.conv.*.progress"
 # The same, from and to the runtimes of one account (runtime credentials).
 SHARED_CALLS = f"{PREFIX}.calls.*"
 ACCOUNT_CALLS = f"{PREFIX}.calls.*.*"
@@ -46,6 +49,7 @@ ACCOUNT_ENDED = f"{PREFIX}.conv.*.*.ended"
 ACCOUNT_CANCELS = f"{PREFIX}.conv.*.*.cancel"
 ACCOUNT_PENDING = f"{PREFIX}.conv.*.*.pending"
 ACCOUNT_RESULTS = f"{PREFIX}.conv.*.*.result"
+ACCOUNT_PROGRESS = f"{PREFIX}.conv.*.*.progress"
 ALL_USAGE = f"{PREFIX}.usage.>"
 ALL_EXEC = f"{PREFIX}.exec.>"
 ALL_CODE = f"{PREFIX}.code.>"
@@ -70,6 +74,11 @@ def result(conversation_id: str, runtime_account: str | None = None) -> str:
     return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.result"
 
 
+def progress(conversation_id: str, runtime_account: str | None = None) -> str:
+    """A long-running call's progress, as its API reports it (added with the SDK)."""
+    return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.progress"
+
+
 def ended(conversation_id: str, runtime_account: str | None = None) -> str:
     return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.ended"
 
@@ -89,7 +98,7 @@ def call_origin(subject: str) -> tuple[str | None, str | None]:
     return _origin(subject.split("."))
 
 
-def ended_origin(subject: str) -> tuple[str | None, str | None]:
+def conversation_origin(subject: str) -> tuple[str | None, str | None]:
     """``call_origin`` for what a runtime says of a conversation: its end or a call's cancel
     (``midcall.conv.[<account>.]<conv>.ended`` or ``.cancel``)."""
     return _origin(subject.split(".")[:-1])

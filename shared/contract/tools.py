@@ -64,6 +64,9 @@ def _declaring(info: ValidationInfo) -> bool:
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
 MAX_TIMEOUT_S = 60.0
+# How long a call whose API answered 202 may wait for its completion, at most: the
+# deadline timers' reach (shared.fabric.deadline_timers.MAX_AHEAD_S) bounds it.
+MAX_CALLBACK_TIMEOUT_S = 240.0
 MAX_HOSTS = 32
 # A URL's host as urlsplit and yarl give it: a DNS name (or IPv4 address), lowercase.
 DNS_NAME = re.compile(r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*\.?")
@@ -169,6 +172,10 @@ class RequestSpec(Strict):
     # ({{input.*}} in the URL's host) and the request carries secrets or a signature.
     allowed_hosts: list[str] | None = Field(default=None, min_length=1, max_length=MAX_HOSTS)
     on_cancel: OnCancel | None = None
+    # Set: a 202 Accepted is not the answer; the API reports through its callback token,
+    # and the call waits this long from its acceptance (capped by the deployment's
+    # MIDCALL_MAX_CALLBACK_TIMEOUT_S) for the completion.
+    callback_timeout_s: float | None = Field(default=None, gt=0, le=MAX_CALLBACK_TIMEOUT_S)
 
     _method = field_validator("method", mode="before")(_upper)
     _url = field_validator("url")(_http_url)
@@ -406,9 +413,10 @@ class Tool(Strict):
         for field in ("request", "python"):
             if dumped[field] is None:
                 del dumped[field]
-        # Nor one without a cancel endpoint, which tools could not declare before.
-        if dumped.get("request", {}).get("on_cancel", False) is None:
-            del dumped["request"]["on_cancel"]
+        # Nor the extensions added with the SDK, where a tool does not declare them.
+        for extension in ("on_cancel", "callback_timeout_s"):
+            if dumped.get("request", {}).get(extension, False) is None:
+                del dumped["request"][extension]
         if self.kind == "http":
             del dumped["kind"]
         return dumped

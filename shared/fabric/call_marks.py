@@ -9,6 +9,10 @@
 - **executed** (executor): written once the outcome's publish is confirmed.
   A redelivered work item whose call is executed is not sent to the API
   again.
+- **accepted** (http-executor): the API answered 202 and completes the call
+  through its callback (shared.security.callback_tokens). A redelivered
+  work item whose call is accepted waits for that completion; its request
+  is not sent again.
 - **answered** (injector): written once the result's publish is confirmed.
   A redelivered outcome whose call is answered publishes nothing again, so
   core subscribers hear one result. Past a call's deadline two answers may
@@ -34,6 +38,7 @@ from shared.fabric.outages import PATIENCE_S, patiently
 
 class Mark(StrEnum):
     EXECUTED = "executed"
+    ACCEPTED = "accepted"
     ANSWERED = "answered"
 
 

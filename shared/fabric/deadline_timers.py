@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.client import Client
 
 from shared.contract import subjects
+from shared.contract.tools import MAX_CALLBACK_TIMEOUT_S
 from shared.fabric.messaging import Publisher
 
 # Headers of ADR-51 (nats-py 2.16 also names them in nats.js.api.Header).
@@ -47,9 +48,10 @@ CALL_KEY_HEADER = "Midcall-Call-Key"
 # answers first while it lives, and the timer only stands in for a dead one.
 DEADLINE_GRACE_S = 0.5
 
-# Deadlines are at most 60 s away; twice that absorbs clock skew between replicas
-# and the server. Further ahead is refused rather than dropped unfired by max_age.
-MAX_AHEAD_S = 120.0
+# Deadlines are at most 60 s away, or MAX_CALLBACK_TIMEOUT_S for a tool completing through
+# its callback; 30 s more absorbs clock skew between replicas and the server. Further
+# ahead is refused rather than dropped unfired by the stream's max_age (300 s).
+MAX_AHEAD_S = MAX_CALLBACK_TIMEOUT_S + 30.0
 
 
 def at_header(at: datetime) -> str:

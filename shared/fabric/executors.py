@@ -167,7 +167,9 @@ class ExecutorApp:
         except Undecodable:
             return  # billing dead-letters it; nothing of ours to cancel
         # Which conversation is the subject's to say: nats-server put the account there.
-        for task in self.inflight.get(subjects.ended_origin(message.raw_message.subject), {}):
+        for task in self.inflight.get(
+            subjects.conversation_origin(message.raw_message.subject), {}
+        ):
             self._stop(task, Stop(ended=True))
 
     async def on_cancel(self, message: NatsMessage) -> None:
@@ -175,7 +177,7 @@ class ExecutorApp:
             asked = decode(CallCancel, message.body)
         except Undecodable:
             return  # not a cancel: nothing to stop
-        origin = subjects.ended_origin(message.raw_message.subject)
+        origin = subjects.conversation_origin(message.raw_message.subject)
         stop = Stop(reason=asked.reason)
         self._remember(origin, asked.call_id, stop)
         for task, call_id in list(self.inflight.get(origin, {}).items()):

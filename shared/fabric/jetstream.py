@@ -22,8 +22,12 @@ DAY = 24 * 3600.0
 MAX_CONV_CONSUMERS = 10_000
 CONV_CONSUMER_LIMITS = StreamConsumerLimits(inactive_threshold=60.0)
 # What the fabric tells the shared runtime user's runtimes, and each account's own.
-CONV_SUBJECTS = (subjects.ALL_PENDING, subjects.ALL_RESULTS)
-ACCOUNT_CONV_SUBJECTS = (subjects.ACCOUNT_PENDING, subjects.ACCOUNT_RESULTS)
+CONV_SUBJECTS = (subjects.ALL_PENDING, subjects.ALL_RESULTS, subjects.ALL_PROGRESS)
+ACCOUNT_CONV_SUBJECTS = (
+    subjects.ACCOUNT_PENDING,
+    subjects.ACCOUNT_RESULTS,
+    subjects.ACCOUNT_PROGRESS,
+)
 # What runtimes say of a conversation: it ended, or one of its calls is cancelled.
 ENDED_SUBJECTS = (
     subjects.ALL_ENDED,
@@ -145,6 +149,12 @@ BUCKETS = (
     # running nats-server renders them as accounts' runtime users
     # (shared.security.runtime_accounts).
     KeyValueConfig(bucket=subjects.RUNTIME_CREDENTIALS_BUCKET, history=1, storage=StorageType.FILE),
+    # The completion of each call whose API answered 202, created once by the registry
+    # (shared.security.callback_tokens) and watched by http-executors; kept beyond any
+    # call's deadline, so a redelivered call finds its completion instead of calling again.
+    KeyValueConfig(
+        bucket=subjects.CALLBACKS_BUCKET, history=1, ttl=3600.0, storage=StorageType.FILE
+    ),
 )
 
 
@@ -156,6 +166,9 @@ async def ensure(js: JetStreamContext) -> None:
     stream (other settings) is never overwritten.
     """
     await _upgrade_conv(js)
+    # Progress of calls completing through their callback (added with the SDK).
+    await _add_subjects(js, subjects.CONV_STREAM, CONV_SUBJECTS)
+    await _add_subjects(js, subjects.ACCOUNT_CONV_STREAM, ACCOUNT_CONV_SUBJECTS)
     # Made before runtime credentials: each account's own runtimes' ends too.
     await _add_subjects(js, subjects.ENDED_STREAM, ENDED_SUBJECTS)
     await _add_subjects(js, subjects.WORK_STREAM, subjects.WORK_SUBJECTS)  # python tools' work

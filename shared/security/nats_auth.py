@@ -365,6 +365,7 @@ def runtime_shares() -> tuple[Share, ...]:
         Share("service", subjects.ALL_CANCELS),  # a call of it is cancelled
         Share("stream", subjects.ALL_PENDING),
         Share("stream", subjects.ALL_RESULTS),
+        Share("stream", subjects.ALL_PROGRESS),
         # Not ``midcall.conv.>``: ends come from runtimes, who hear them in their own
         # account; importing them back would deliver each twice.
     ]
@@ -449,7 +450,8 @@ def _executor(stage: str) -> Permissions:
 
 
 def _http_executor() -> Permissions:
-    return _executor("exec")
+    # The completions of calls whose API answered 202: watched and read, never written.
+    return _executor("exec") + _kv_watch(subjects.CALLBACKS_BUCKET)
 
 
 def _code_executor() -> Permissions:
@@ -505,6 +507,13 @@ def _registry() -> Permissions:
         # Runtime credentials' digests, mirrored from SQL (BucketMirror).
         + _kv_read(subjects.RUNTIME_CREDENTIALS_BUCKET)
         + _kv_write(subjects.RUNTIME_CREDENTIALS_BUCKET)
+        # A long-running call's API reports through the registry (callbacks_api): its
+        # progress to the runtimes, its completion created once for the executor; a call
+        # already answered (its marks) takes neither.
+        + _publishes(subjects.ALL_PROGRESS, subjects.ACCOUNT_PROGRESS)
+        + _kv_read(subjects.CALLBACKS_BUCKET)
+        + _kv_write(subjects.CALLBACKS_BUCKET)
+        + _kv_read(subjects.CALL_CLAIMS_BUCKET)
     )
 
 
@@ -665,6 +674,7 @@ ACCOUNT_SHARES = (
     Share("service", subjects.ACCOUNT_CANCELS),
     Share("stream", subjects.ACCOUNT_PENDING),
     Share("stream", subjects.ACCOUNT_RESULTS),
+    Share("stream", subjects.ACCOUNT_PROGRESS),
 )
 
 

@@ -117,6 +117,7 @@ def shares(account_id: str) -> tuple[Share, ...]:
         Share("service", subjects.cancel("*", account_id), subjects.cancel("*")),
         Share("stream", subjects.pending("*", account_id), subjects.pending("*")),
         Share("stream", subjects.result("*", account_id), subjects.result("*")),
+        Share("stream", subjects.progress("*", account_id), subjects.progress("*")),
     )
 
 

@@ -110,7 +110,11 @@ async def start_fabric(
         # suite: past the default budget they would stop taking work.
         memory_budget_mb=64 * 1024,
     )
-    registry, billing = RegistryService(settings), BillingService(settings)
+    registry = RegistryService(settings)
+    await registry.start()
+    # Where tools' APIs report back (Midcall-Callback-Url): the port the registry got.
+    settings = settings.model_copy(update={"public_url": f"http://127.0.0.1:{registry.port}"})
+    billing = BillingService(settings)
     services: list[Runnable] = [
         registry,
         DispatcherService(settings),
@@ -119,7 +123,7 @@ async def start_fabric(
         ResultInjectorService(settings),
         billing,
     ]
-    for service in services:
+    for service in services[1:]:
         await service.start()
     return Fabric(
         settings=settings,
