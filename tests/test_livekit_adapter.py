@@ -2,38 +2,42 @@
 
 Given an agent's tools in the registry, each becomes a raw function tool whose
 schema is what the LLM may fill; when LiveKit executes one, its filler is said
-through the session, the LLM reads the result, a failed call raises
-``ToolError`` with the message to speak, and a cancelled tool cancels its call.
+through the session, each progress reaches the LLM through ``RunContext.update``
+(silent, and said through the session where it asks to be), the LLM reads the
+result, a failed call raises ``ToolError`` with the message to speak, and a
+cancelled tool cancels its call.
 The agent's tools follow the registry, and the session's close ends the
 conversation. Tools run through ``llm.execute_function_call`` with a real
 ``AgentSession`` (text only) in their ``RunContext``.
 """
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from livekit.agents import Agent, AgentSession, RunContext, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, SpeechCreatedEvent
 from livekit.agents.voice.speech_handle import SpeechHandle
+from livekit.agents.voice.tool_executor import UPDATE_TEMPLATE
 
 from midcall.adapters.livekit import CANCELLED_BY_LIVEKIT, MidcallTools
-from midcall.client import Cancelled, Credentials, MidcallClient
-from services.supervisor import Fabric
+from midcall.client import Cancelled
 from shared.contract import subjects
 from shared.contract.events import ConversationEnded
-from shared.fabric.nats_server import free_port
-from shared.security.api_keys import bearer
-from shared.settings import Settings
-from tests.support.api import RecordingApi
-from tests.support.processes import up
-from tests.test_sdk_client import conversation, lookup_tool, orders_api
+from tests.support.running import (
+    BOOKED,
+    Running,
+    agent_tools,
+    conversation,
+    fabric_up,
+    lookup_tool,
+    reports,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 AGENT = "livekit-bot"
@@ -42,53 +46,11 @@ WAIT_S = 15.0
 ORDER = {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]}
 
 
-@dataclass
-class Running:
-    fabric: Fabric
-    api: RecordingApi
-    credentials: Credentials
-
-    @property
-    def registry_url(self) -> str:
-        return f"http://127.0.0.1:{self.fabric.extra_env['MIDCALL_REGISTRY_PORT']}"
-
-    def client(self) -> MidcallClient:
-        return MidcallClient(
-            self.fabric.nats_url,
-            self.credentials,
-            registry_url=self.registry_url,
-            api_key=self.fabric.admin_key,
-            tools_refresh_s=0.05,
-        )
-
-    async def add_tools(self, agent: str, *tools: dict[str, Any]) -> None:
-        async with httpx.AsyncClient(
-            base_url=self.registry_url, headers=bearer(self.fabric.admin_key)
-        ) as admin:
-            added = await admin.post(f"/v1/agents/{agent}/tools", json={"tools": list(tools)})
-        assert added.status_code == 201, added.text
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
-    api = await orders_api()
-    settings = Settings(data_dir=tmp_path_factory.mktemp("livekit") / ".midcall")
-    fabric = up(settings, free_port())
-    await fabric.start()
-    running = Running(fabric, api, Credentials.from_data_dir(settings.data_dir))
-    await running.add_tools(
-        AGENT,
-        {
-            **lookup_tool(f"{api.url}/lookup"),
-            "context_parameters": [{"name": "From", "description": "The caller's number."}],
-        },
-        {**lookup_tool(f"{api.url}/track", "Track"), "speech": {"on_send": False}},
-        lookup_tool(f"{api.url}/broken", "Broken"),
-        lookup_tool(f"{api.url}/slow", "Slow"),
-    )
-    yield running
-    await fabric.stop()
-    await api.stop()
+    async with fabric_up(tmp_path_factory, "livekit") as running:
+        await running.add_tools(AGENT, *agent_tools(running.api.url))
+        yield running
 
 
 class Spoken:
@@ -188,6 +150,38 @@ async def test_the_llm_reads_the_tools_message_for_the_agent_and_nothing_is_said
 
     assert out.fnc_call_out.output == "Order o-1 left the warehouse today."
     assert spoken.asked == 0
+
+
+async def test_a_calls_progress_reaches_the_llm_through_update_and_is_said_where_it_asks(
+    running: Running,
+) -> None:
+    agent, release = await running.held_agent()
+    conv, call_id = conversation(), f"call_{secrets.token_hex(6)}"
+    async with running.client() as mc:
+        tools = await MidcallTools(mc, agent, conv).function_tools()
+        async with session_of(Agent(instructions="Help.", tools=list(tools))) as session:
+            spoken = Spoken(session)
+            before = len(running.api.received)
+            booking = asyncio.create_task(
+                execute(tools, session, "Book", '{"order": "o-1"}', call_id)
+            )
+            await running.api.wait_for(before + 1)
+            await running.publish_progress(*reports(call_id, conv))
+            release.set()
+            out = await booking
+            async with asyncio.timeout(WAIT_S):
+                lines = [await spoken.lines.get(), await spoken.lines.get()]
+
+    def updated(message: str) -> str:
+        return UPDATE_TEMPLATE.format(function_name="Book", call_id=call_id, message=message)
+
+    assert lines == ["Let me look that up.", "Found a slot at ten."]
+    assert spoken.asked == 2
+    assert [(c.call_id, o.output, o.reply_required) for c, o in out.fnc_call_updates] == [
+        (call_id, updated("Searching the diary."), False),
+        (f"{call_id}_update_1", updated("Found a slot at ten."), False),
+    ]
+    assert json.loads(out.fnc_call_out.output) == BOOKED
 
 
 @pytest.mark.parametrize(

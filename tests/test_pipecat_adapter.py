@@ -5,7 +5,9 @@ may fill; when the LLM service runs a function call (``run_function_calls``, as
 after an LLM's answer, in a running pipeline), the filler is pushed as a
 ``TTSSpeakFrame``, the result reaches ``result_callback`` with whether the LLM
 runs on it, a tool's message for the agent is spoken verbatim, and a failed
-call hands the LLM the message to say. An interruption or the pipeline's
+call hands the LLM the message to say. Each progress of an async call is an
+intermediate result the LLM takes in without answering, and one that asks to be
+said is pushed as a ``TTSSpeakFrame``. An interruption or the pipeline's
 teardown cancels the Midcall call, and the pipeline's end ends the conversation.
 """
 
@@ -16,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from pipecat.frames.frames import (
@@ -26,6 +27,7 @@ from pipecat.frames.frames import (
     FunctionCallCancelFrame,
     FunctionCallFromLLM,
     FunctionCallResultFrame,
+    FunctionCallResultProperties,
     InterruptionFrame,
     TTSSpeakFrame,
 )
@@ -37,16 +39,18 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
 
 from midcall.adapters.pipecat import CANCELLED_BY_PIPECAT, MidcallFunctions
-from midcall.client import Cancelled, Credentials, MidcallClient
-from services.supervisor import Fabric
+from midcall.client import Cancelled
 from shared.contract import subjects
 from shared.contract.events import ConversationEnded
-from shared.fabric.nats_server import free_port
-from shared.security.api_keys import bearer
-from shared.settings import Settings
-from tests.support.api import RecordingApi
-from tests.support.processes import up
-from tests.test_sdk_client import conversation, lookup_tool, orders_api
+from tests.support.running import (
+    BOOKED,
+    Running,
+    agent_tools,
+    conversation,
+    fabric_up,
+    lookup_tool,
+    reports,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 AGENT = "pipecat-bot"
@@ -56,50 +60,16 @@ FILLER = "Let me look that up."
 SAID = (TTSSpeakFrame, FunctionCallResultFrame, FunctionCallCancelFrame)
 
 
-@dataclass
-class Running:
-    fabric: Fabric
-    api: RecordingApi
-    credentials: Credentials
-
-    def client(self) -> MidcallClient:
-        registry = f"http://127.0.0.1:{self.fabric.extra_env['MIDCALL_REGISTRY_PORT']}"
-        return MidcallClient(
-            self.fabric.nats_url,
-            self.credentials,
-            registry_url=registry,
-            api_key=self.fabric.admin_key,
-        )
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
-    api = await orders_api()
-    registry = free_port()
-    settings = Settings(data_dir=tmp_path_factory.mktemp("pipecat") / ".midcall")
-    fabric = up(settings, registry)
-    await fabric.start()
-    tools = [
-        {
-            **lookup_tool(f"{api.url}/lookup"),
-            "context_parameters": [{"name": "From", "description": "The caller's number."}],
-        },
-        {**lookup_tool(f"{api.url}/track", "Track"), "speech": {"on_send": False}},
-        {
-            **lookup_tool(f"{api.url}/lookup", "Quiet"),
+    async with fabric_up(tmp_path_factory, "pipecat") as running:
+        url = running.api.url
+        quiet = {
+            **lookup_tool(f"{url}/lookup", "Quiet"),
             "speech": {"on_send": FILLER, "on_receive": False},
-        },
-        lookup_tool(f"{api.url}/broken", "Broken"),
-        lookup_tool(f"{api.url}/slow", "Slow"),
-    ]
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{registry}", headers=bearer(fabric.admin_key)
-    ) as admin:
-        added = await admin.post(f"/v1/agents/{AGENT}/tools", json={"tools": tools})
-    assert added.status_code == 201, added.text
-    yield Running(fabric, api, Credentials.from_data_dir(settings.data_dir))
-    await fabric.stop()
-    await api.stop()
+        }
+        await running.add_tools(AGENT, *agent_tools(url), quiet)
+        yield running
 
 
 class Heard(FrameProcessor):
@@ -158,11 +128,14 @@ async def bot_of(midcall: MidcallFunctions, end: Frame | None = None) -> AsyncIt
 
 
 def said(frame: Frame) -> tuple[Any, ...]:
-    """A frame as the test compares it: its text, or its result and ``run_llm``."""
+    """A frame as the test compares it: its text, its result and ``run_llm``, or an
+    intermediate result and all its properties."""
     if isinstance(frame, TTSSpeakFrame):
         return ("speak", frame.text)
     if isinstance(frame, FunctionCallResultFrame):
         assert frame.properties is not None
+        if not frame.properties.is_final:
+            return ("update", frame.tool_call_id, frame.result, frame.properties)
         return ("result", frame.tool_call_id, frame.result, frame.properties.run_llm)
     assert isinstance(frame, FunctionCallCancelFrame)
     return ("cancelled", frame.tool_call_id)
@@ -329,3 +302,48 @@ async def test_the_calls_deadline_is_timeout_secs_and_the_llm_says_midcalls_time
     )
     # Pipecat's own timeout, a little later, did not cut the call short.
     assert heard == [("speak", FILLER), ("result", call_id, {"error": message}, True)]
+
+
+UPDATE = FunctionCallResultProperties(is_final=False, run_llm=False)
+
+
+@pytest.mark.parametrize(
+    ("cancel_on_interruption", "expected"),
+    [
+        pytest.param(
+            False,
+            [
+                ("update", {"message": "Searching the diary.", "percent": 20.0}, UPDATE),
+                ("speak", "Found a slot at ten."),
+                ("update", {"message": "Found a slot at ten."}, UPDATE),
+                ("result", BOOKED, True),
+            ],
+            id="async-call-intermediate-results",
+        ),
+        pytest.param(
+            True,
+            [("speak", "Found a slot at ten."), ("result", BOOKED, True)],
+            id="sync-call-says-only",
+        ),
+    ],
+)
+async def test_a_calls_progress_is_an_intermediate_result_and_said_where_it_asks(
+    running: Running, cancel_on_interruption: bool, expected: list[tuple[Any, ...]]
+) -> None:
+    agent, release = await running.held_agent()
+    conv = conversation()
+    async with running.client() as mc:
+        midcall = MidcallFunctions(mc, agent, conv, cancel_on_interruption=cancel_on_interruption)
+        async with bot_of(midcall) as bot:
+            before = len(running.api.received)
+            call_id = await bot.llm_calls("Book", {"order": "o-1"})
+            filler = said(await bot.heard.next_frame())
+            await running.api.wait_for(before + 1)
+            await running.publish_progress(*reports(call_id, conv))
+            release.set()
+            heard = [said(await bot.heard.next_frame()) for _ in expected]
+
+    assert filler == ("speak", FILLER)
+    assert heard == [
+        (kind, call_id, *rest) if kind != "speak" else (kind, *rest) for kind, *rest in expected
+    ]

@@ -1,19 +1,18 @@
 """The Python SDK against the fabric as ``midcall up`` runs it: real users, accounts and streams.
 
-A runtime using ``MidcallClient`` hears the pending and exactly one result of
-each call it places, gets each error code as its own exception with the
-message to say, re-issues a call by its id without running it twice, keeps
-its calls through a nats-server restart, and with an account's runtime
-credentials reaches that account's agents only.
+A runtime using ``MidcallClient`` hears the pending, the progress in order and
+exactly one result of each call it places, gets each error code as its own
+exception with the message to say, re-issues a call by its id without running
+it twice (and a call id of another conversation is another call), keeps its
+calls through a nats-server restart, and with an account's runtime credentials
+reaches that account's agents only.
 """
 
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -22,7 +21,6 @@ from midcall.client import (
     Call,
     CallFailed,
     Cancelled,
-    Credentials,
     InvalidArguments,
     MidcallClient,
     ToolsUnavailable,
@@ -30,14 +28,9 @@ from midcall.client import (
     UnknownTool,
 )
 from midcall.client.errors import BY_CODE
-from services.supervisor import Fabric
 from shared.contract.errors import ErrorCode
-from shared.contract.events import ToolCallPending
-from shared.fabric.nats_server import free_port
-from shared.security.api_keys import bearer
-from shared.settings import Settings
-from tests.support.api import RecordingApi
-from tests.support.processes import up
+from shared.contract.events import ToolCallPending, ToolCallProgress
+from tests.support.running import BOOKED, Running, conversation, fabric_up, lookup_tool
 from tests.test_runtime_accounts import live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -45,95 +38,20 @@ AGENT = "salon-bot"
 WAIT_S = 15.0
 
 
-def lookup_tool(url: str, name: str = "Lookup") -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": "Looks an order up.",
-        "parameters": {
-            "type": "object",
-            "properties": {"order": {"type": "string"}},
-            "required": ["order"],
-        },
-        "request": {"url": url, "method": "POST"},
-        "speech": {"on_send": "Let me look that up."},
-    }
-
-
-async def orders_api() -> RecordingApi:
-    """The orders API the adapters' tools call: a lookup, a tool's message for the agent,
-    a failure, and a call that outlasts every test (it is cancelled)."""
-    api = RecordingApi()
-    await api.start()
-    api.reply("POST", "/lookup", json={"order": "o-1", "total": 42})
-    api.reply("POST", "/track", json={"agent_message": "Order o-1 left the warehouse today."})
-    api.reply("POST", "/broken", status=500, json={"error": "down"})
-    api.reply("POST", "/slow", json={}, delay_s=60)
-    return api
-
-
-@dataclass
-class Running:
-    fabric: Fabric
-    api: RecordingApi
-    credentials: Credentials  # the shared runtime user's
-
-    @property
-    def registry_url(self) -> str:
-        return f"http://127.0.0.1:{self.fabric.extra_env['MIDCALL_REGISTRY_PORT']}"
-
-    def admin(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.registry_url, headers=bearer(self.fabric.admin_key))
-
-    async def account_credentials(self, account: str) -> Credentials:
-        async with self.admin() as admin:
-            made = await admin.post(f"/v1/accounts/{account}/runtime-credentials")
-        assert made.status_code == 201, made.text
-        return Credentials.of_account(made.json())
-
-    async def account_key(self, account: str) -> str:
-        async with self.admin() as admin:
-            made = await admin.post(f"/v1/accounts/{account}/keys")
-        assert made.status_code == 201, made.text
-        return str(made.json()["key"])
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
-    api = RecordingApi()
-    await api.start()
-    api.reply("POST", "/lookup", json={"order": "o-1", "total": 42})
-    registry = free_port()
-    settings = Settings(data_dir=tmp_path_factory.mktemp("sdk") / ".midcall")
-    fabric = up(settings, registry)
-    await fabric.start()
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{registry}", headers=bearer(fabric.admin_key)
-    ) as admin:
-        tools = [
-            lookup_tool(f"{api.url}/lookup"),
-            lookup_tool(f"{api.url}/slow", "Slow"),
-            lookup_tool(f"{api.url}/counted", "Counted"),
-        ]
-        added = await admin.post(f"/v1/agents/{AGENT}/tools", json={"tools": tools})
-        assert added.status_code == 201, added.text
-        assert (await admin.post("/v1/accounts", json={"account_id": "acme"})).status_code == 201
-        made = await admin.put("/v1/agents/acme-bot", json={"account_id": "acme"})
-        assert made.status_code == 200, made.text
-        acme_tools = [lookup_tool(f"{api.url}/lookup")]
-        added = await admin.post("/v1/agents/acme-bot/tools", json={"tools": acme_tools})
-        assert added.status_code == 201, added.text
-        made = await admin.put("/v1/agents/acme-desk", json={"account_id": "acme"})
-        assert made.status_code == 200, made.text
-        desk = {"tools": [lookup_tool(f"{api.url}/slow", "Slow")]}
-        added = await admin.post("/v1/agents/acme-desk/tools", json=desk)
-        assert added.status_code == 201, added.text
-    yield Running(fabric, api, Credentials.from_data_dir(settings.data_dir))
-    await fabric.stop()
-    await api.stop()
-
-
-def conversation() -> str:
-    return f"conv-{secrets.token_hex(4)}"
+    async with fabric_up(tmp_path_factory, "sdk") as running:
+        url = running.api.url
+        await running.add_tools(
+            AGENT,
+            lookup_tool(f"{url}/lookup"),
+            lookup_tool(f"{url}/slow", "Slow"),
+            lookup_tool(f"{url}/counted", "Counted"),
+        )
+        await running.add_account("acme")
+        await running.add_tools("acme-bot", lookup_tool(f"{url}/lookup"), account="acme")
+        await running.add_tools("acme-desk", lookup_tool(f"{url}/slow", "Slow"), account="acme")
+        yield running
 
 
 async def test_a_call_hears_its_pending_then_exactly_one_result(running: Running) -> None:
@@ -158,6 +76,59 @@ async def test_a_call_hears_its_pending_then_exactly_one_result(running: Running
         {"order": "o-1", "total": 42},
     )
     assert (result.http_status, result.attempts) == (200, 1)
+
+
+def progress(
+    call: Call, message: str, *, speak: bool = False, percent: float | None = None
+) -> ToolCallProgress:
+    return ToolCallProgress(
+        call_id=call.call_id,
+        conversation_id=call.conversation_id,
+        message=message,
+        speak=speak,
+        percent=percent,
+    )
+
+
+@pytest.mark.parametrize("signed_in_as", ["runtime", "account"])
+async def test_a_calls_progress_comes_in_order_once_each_until_its_result(
+    running: Running, signed_in_as: str
+) -> None:
+    credentials, account = running.credentials, None
+    if signed_in_as == "account":
+        credentials, account = await running.account_credentials("acme"), "acme"
+        await live(running.fabric.nats_url, credentials.connect_options())
+    agent, release = await running.held_agent(account or "")
+    conv = conversation()
+    async with MidcallClient(running.fabric.nats_url, credentials) as mc:
+        call = await mc.call(agent, conv, "Book", {"order": "o-1"})
+        other = await mc.call(agent, conv, "Book", {"order": "o-2"})
+        searching = progress(call, "Searching the diary.", percent=20)
+        found = progress(call, "Found a slot at ten.", speak=True, percent=80)
+        booking = progress(call, "Booking it now.")
+        theirs = progress(other, "Still searching.")
+        async with asyncio.timeout(WAIT_S):
+            await call.pending()
+            # The first update again, as a redelivery would bring it: heard once.
+            await running.publish_progress(
+                searching, theirs, searching, found, runtime_account=account
+            )
+            first = call.progress()
+            heard_first = [await anext(first), await anext(first)]
+            # A loop started after those were heard reads them from the start.
+            second = call.progress()
+            await running.publish_progress(booking, runtime_account=account)
+            release.set()
+            heard_first += [update async for update in first]
+            ended_at_result = call.done
+            heard_second = [update async for update in second]
+            heard_theirs = [update async for update in other.progress()]
+            result = await call.result()
+
+    assert heard_first == heard_second == [searching, found, booking]
+    assert ended_at_result
+    assert heard_theirs == [theirs]
+    assert (result.status, result.result) == ("success", BOOKED)
 
 
 @pytest.mark.parametrize(
@@ -228,6 +199,24 @@ async def test_a_reissued_call_id_runs_once_and_a_new_process_hears_its_result(
     assert again is call
     assert heard == result
     assert len([r for r in running.api.received if r.path == "/counted"]) == before + 1
+
+
+async def test_the_same_call_id_in_two_conversations_is_two_calls(running: Running) -> None:
+    before = len([r for r in running.api.received if r.path == "/lookup"])
+    call_id = f"call-{secrets.token_hex(4)}"
+
+    async with MidcallClient(running.fabric.nats_url, running.credentials) as mc:
+        calls = [
+            await mc.call(AGENT, conversation(), "Lookup", {"order": "o-1"}, call_id=call_id)
+            for _ in range(2)
+        ]
+        async with asyncio.timeout(WAIT_S):
+            results = [await call.result() for call in calls]
+
+    assert [(r.conversation_id, r.call_id, r.status, r.result) for r in results] == [
+        (call.conversation_id, call_id, "success", {"order": "o-1", "total": 42}) for call in calls
+    ]
+    assert len([r for r in running.api.received if r.path == "/lookup"]) == before + 2
 
 
 async def test_a_call_in_flight_through_a_nats_server_restart_gets_one_result(

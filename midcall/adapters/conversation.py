@@ -2,17 +2,22 @@
 
 A framework's tool call becomes a Midcall call with the framework's own call
 id (a call the framework runs again runs once in Midcall), its filler is
-what the pending says, and a framework that cancels the tool cancels the
-call; the conversation ends once, when the framework's session does.
+what the pending says, each progress its API reports reaches the framework
+(and is said where the API asks), and a framework that cancels the tool
+cancels the call; the conversation ends once, when the framework's session does.
 """
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from midcall.client import Call, MidcallClient
-from shared.contract.events import ToolCallPending
+from shared.contract.events import ToolCallPending, ToolCallProgress, ToolCallResult
+
+# How a framework says words verbatim, and how it hands a progress to its LLM.
+Say = Callable[[str], Awaitable[None]]
+Report = Callable[[ToolCallProgress], Awaitable[None]]
 
 
 class ConversationCalls:
@@ -59,6 +64,21 @@ def filler(pending: ToolCallPending) -> str | None:
     """What to say while the call runs: nothing for a muted call, and nothing where the
     tool leaves the words to the LLM (it phrases them alongside its tool call)."""
     return pending.speech if pending.speak and pending.speech and not pending.muted else None
+
+
+async def answered(call: Call, say: Say, report: Report) -> ToolCallResult:
+    """The call's result (its ``CallFailed`` raised). Meanwhile its filler is said once it
+    is pending, and each progress is reported as it comes, said first where its API asks
+    for that, unless the call is muted (the agent stays silent until the result)."""
+    pending = await call.pending()
+    words = filler(pending)
+    if words is not None:
+        await say(words)
+    async for update in call.progress():
+        if update.speak and not pending.muted:
+            await say(update.message)
+        await report(update)
+    return await call.result()
 
 
 @contextlib.asynccontextmanager

@@ -6,8 +6,10 @@
     tools.end_with(session)  # the session's close ends the conversation in Midcall
 
 Each tool says its filler through ``session.say`` as soon as the call is
-pending, returns the result (or the tool's message for the agent) to the LLM,
-and raises ``ToolError`` with the speakable message when the call fails.
+pending, hands each progress its API reports to the LLM through ``RunContext.update``
+(said through ``session.say`` where it asks to be), returns the result (or the
+tool's message for the agent) to the LLM, and raises ``ToolError`` with the
+speakable message when the call fails.
 """
 
 import asyncio
@@ -17,9 +19,9 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession, RunContext, llm
 
-from midcall.adapters.conversation import ConversationCalls, cancelled_with, filler
+from midcall.adapters.conversation import ConversationCalls, answered, cancelled_with
 from midcall.client import AgentTools, CallFailed, MidcallClient
-from shared.contract.events import ToolCallResult
+from shared.contract.events import ToolCallProgress, ToolCallResult
 from shared.contract.manifest import llm_parameters
 from shared.contract.tools import Tool
 
@@ -90,12 +92,21 @@ class MidcallTools(ConversationCalls):
 
     async def _run(self, tool: str, arguments: dict[str, Any], context: RunContext[Any]) -> str:
         call = await self.place(tool, arguments, context.function_call.call_id)
+
+        async def say(words: str) -> None:
+            context.session.say(words)
+
+        async def report(update: ToolCallProgress) -> None:
+            # LiveKit 1.8's progress update: the first hands the LLM the message as the
+            # tool's output for now and lets it talk on (the result then comes as a reply
+            # of its own), later ones are added to its context. Silent: the LLM does not
+            # answer it, as a progress not to be said now stays unsaid and one to be said
+            # was said verbatim; the LLM has it when the caller asks.
+            await context.update(update.message, silent=True)
+
         try:
             async with cancelled_with(call, CANCELLED_BY_LIVEKIT):
-                words = filler(await call.pending())
-                if words is not None:
-                    context.session.say(words)
-                return for_the_llm(await call.result())
+                return for_the_llm(await answered(call, say, report))
         except CallFailed as failed:
             raise llm.ToolError(failed.message) from failed
 

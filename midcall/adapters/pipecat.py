@@ -6,10 +6,14 @@
     midcall.end_with(worker)  # the pipeline's end ends the conversation in Midcall
 
 When the LLM calls a tool, its filler is pushed as a ``TTSSpeakFrame`` as soon as
-the call is pending; the tool's ``agent_message`` is spoken verbatim, otherwise
-the LLM runs on the result; a failed call hands the LLM the message to say.
+the call is pending; each progress its API reports is an intermediate result for
+the LLM (async calls only, ``cancel_on_interruption=False``: Pipecat takes them
+from no others), its message pushed as a ``TTSSpeakFrame`` where it asks to be
+said; the tool's ``agent_message`` is spoken verbatim, otherwise the LLM runs on
+the result; a failed call hands the LLM the message to say.
 """
 
+from functools import partial
 from typing import Any
 
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
@@ -24,9 +28,9 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
-from midcall.adapters.conversation import ConversationCalls, cancelled_with, filler
+from midcall.adapters.conversation import ConversationCalls, answered, cancelled_with
 from midcall.client import CallFailed, MidcallClient
-from shared.contract.events import ToolCallResult
+from shared.contract.events import ToolCallProgress, ToolCallResult
 from shared.contract.manifest import llm_parameters
 from shared.contract.tools import Tool
 
@@ -53,6 +57,11 @@ def for_the_llm(result: ToolCallResult) -> Any:
     """The tool's result, or its message for the agent when it has none: Pipecat neither
     runs the LLM on an empty result nor puts one in the context."""
     return result.result if result.result is not None else result.agent_message
+
+
+def progress_for_the_llm(update: ToolCallProgress) -> dict[str, Any]:
+    """What the LLM learns of a progress: its message, and how far along when the API says."""
+    return update.model_dump(include={"message", "percent"}, exclude_none=True)
 
 
 def spoken(result: ToolCallResult) -> str | None:
@@ -107,10 +116,8 @@ class MidcallFunctions(ConversationCalls):
         )
         try:
             async with cancelled_with(call, CANCELLED_BY_PIPECAT):
-                words = filler(await call.pending())
-                if words is not None:
-                    await params.llm.push_frame(TTSSpeakFrame(words))
-                result = await call.result()
+                say, report = partial(self._say, params), partial(self._progressed, params)
+                result = await answered(call, say, report)
         except CallFailed as failed:
             await params.result_callback(
                 {"error": failed.message}, properties=FunctionCallResultProperties(run_llm=True)
@@ -118,10 +125,24 @@ class MidcallFunctions(ConversationCalls):
             return
         await self._answer(params, result)
 
+    async def _say(self, params: FunctionCallParams, words: str) -> None:
+        await params.llm.push_frame(TTSSpeakFrame(words))
+
+    async def _progressed(self, params: FunctionCallParams, update: ToolCallProgress) -> None:
+        # Pipecat 1.14's intermediate result: ``is_final=False``, taken for async calls only
+        # (it drops one of a sync call with a warning; that call's LLM awaits the result).
+        # The LLM does not run on it: a progress not to be said now stays unsaid, and one
+        # to be said was said verbatim; the LLM has it when the caller asks.
+        if not self.cancel_on_interruption:
+            await params.result_callback(
+                progress_for_the_llm(update),
+                properties=FunctionCallResultProperties(is_final=False, run_llm=False),
+            )
+
     async def _answer(self, params: FunctionCallParams, result: ToolCallResult) -> None:
         words = spoken(result)
         if words is not None:
-            await params.llm.push_frame(TTSSpeakFrame(words))
+            await self._say(params, words)
         # The LLM phrases the result unless its words were just said or it is silent.
         run_llm = result.speak and words is None
         await params.result_callback(

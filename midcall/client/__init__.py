@@ -3,6 +3,8 @@
 async with MidcallClient(url, Credentials.shared(password)) as mc:
     call = await mc.call("salon-bot", "conv-42", "BookAppointment", {"time": "10:00"})
     pending = await call.pending()  # say pending.speech now
+    async for update in call.progress():  # a long call's API reporting, until its result
+        ...  # say update.message if update.speak
     result = await call.result()  # or CallFailed's subclass for its error code
 """
 

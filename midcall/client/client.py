@@ -1,4 +1,4 @@
-"""``MidcallClient``: place calls, hear their pending and their one result, end conversations.
+"""``MidcallClient``: place calls, hear their pending, progress and one result, end conversations.
 
 One NATS connection and one reader per process, whatever the number of
 conversations. The shared ``runtime`` user reads through one ordered
@@ -34,6 +34,7 @@ from shared.contract.events import (
     ConversationEnded,
     ToolCall,
     ToolCallPending,
+    ToolCallProgress,
     ToolCallResult,
 )
 from shared.security.api_keys import bearer
@@ -41,7 +42,7 @@ from shared.security.api_keys import bearer
 DOMAIN = "midcall"
 # Calls kept after their result, so that one re-issued with its id gets the same handle.
 KEPT_CALLS = 10_000
-EVENTS = frozenset({"pending", "result"})
+EVENTS = frozenset({"pending", "progress", "result"})
 TOOLS_REFRESH_S = 5.0
 # The reader's consumer is found gone (a nats-server restart) after two missed heartbeats,
 # and made again from the last event it delivered.
@@ -136,11 +137,12 @@ class MidcallClient:
         call_id: str | None = None,
         traceparent: str | None = None,
     ) -> Call:
-        """Place a call; its handle gives its pending and its result.
+        """Place a call; its handle gives its pending, its progress and its result.
 
         ``deadline``: seconds the caller may wait (the tool's own when None).
         ``call_id``: given when re-issuing a call after a reconnect or a restart: the
-        fabric runs it once, and the handle hears the result it already has.
+        fabric runs it once, and the handle hears the result it already has. Unique
+        within its conversation: another conversation's call of the same id is its own.
         """
         placed = ToolCall(
             call_id=call_id or f"call-{secrets.token_hex(8)}",
@@ -158,7 +160,9 @@ class MidcallClient:
         cancel = partial(self._cancel, conversation_id, placed.call_id)
         handle = self._calls[key] = Call(placed.call_id, conversation_id, tool, cancel)
         self._forget_old()
-        headers = {"Nats-Msg-Id": placed.call_id}
+        # JetStream de-duplicates a whole stream's calls, and a call id is unique within its
+        # conversation only: the same id in two conversations is two calls.
+        headers = {"Nats-Msg-Id": f"{conversation_id}/{placed.call_id}"}
         if traceparent:
             headers["traceparent"] = traceparent
         ack = await self.nc.jetstream().publish(
@@ -237,8 +241,10 @@ class MidcallClient:
             return  # another process's call
         if kind == "pending":
             handle.heard_pending(ToolCallPending.model_validate(event))
-        else:
+        elif kind == "result":
             handle.heard_result(ToolCallResult.model_validate(event))
+        else:
+            handle.heard_progress(ToolCallProgress.model_validate(event))
 
     def _forget_old(self) -> None:
         """Answered calls beyond the newest ``KEPT_CALLS``; a call still waiting is kept."""
