@@ -205,3 +205,21 @@ async def test_a_tools_on_cancel_is_shown_as_declared(fabric: Fabric, api: Recor
         "url": f"{api.url}/cancel/{{{{call.id}}}}",
         "method": "POST",
     }
+
+
+async def test_a_cancel_heard_longer_ago_than_it_is_kept_no_longer_applies(
+    fabric: Fabric, api: RecordingApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.fabric.executors.CANCEL_MEMORY_S", 0.2)
+    api.reply("POST", "/book", json={"success": True})
+    await fabric.register(AGENT, cancellable(api))
+    call = new_call(tool="CheckIn")
+    await fabric.runtime.listen(call["conversation_id"])
+
+    await cancel(fabric, call, "changed their mind")
+    await fabric.nc.flush()
+    await asyncio.sleep(0.3)  # the time it is kept passes, with no other cancel meanwhile
+    result = await place(fabric, call)
+
+    assert result["status"] == "success"
+    assert [r.path for r in api.received] == ["/book"]

@@ -140,7 +140,8 @@ class ExecutorApp:
         # No await between this look and the task's registration: a cancel handled
         # meanwhile finds one or the other.
         earlier = self.cancels.get((conversation, work.call.call_id))
-        if earlier is not None:
+        # Old ones are dropped as new ones come: with no cancel since, one may linger.
+        if earlier is not None and time.monotonic() - earlier[0] < CANCEL_MEMORY_S:
             return cancelled(work, earlier[1])
         task = asyncio.create_task(self.executor.run(work))
         self.inflight[conversation][task] = work.call.call_id
