@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -129,6 +130,53 @@ async def test_a_calls_progress_comes_in_order_once_each_until_its_result(
     assert ended_at_result
     assert heard_theirs == [theirs]
     assert (result.status, result.result) == ("success", BOOKED)
+
+
+@pytest.mark.parametrize("signed_in_as", ["runtime", "account"])
+async def test_a_long_running_tool_reports_through_the_registry_to_its_runtime(
+    running: Running, signed_in_as: str
+) -> None:
+    """The whole path, signed in as each service's own NATS user: the API answers 202,
+    reports through the callback URL and token its request carried, and completes."""
+    credentials, account = running.credentials, None
+    if signed_in_as == "account":
+        credentials, account = await running.account_credentials("acme"), "acme"
+        await live(running.fabric.nats_url, credentials.connect_options())
+    path = f"/search-{secrets.token_hex(4)}"
+    running.api.reply("POST", path, status=202, json={"queued": True})
+    agent = f"search-{secrets.token_hex(4)}"
+    search = lookup_tool(f"{running.api.url}{path}", "Search")
+    search["request"] |= {"callback_timeout_s": 30}
+    await running.add_tools(agent, search, account=account or "")
+
+    async with MidcallClient(running.fabric.nats_url, credentials) as mc:
+        call = await mc.call(agent, conversation(), "Search", {"order": "o-1"})
+        async with asyncio.timeout(WAIT_S):
+            await call.pending()
+            received = await running.api.wait_for(len(running.api.received) + 1)
+            sent = next(r for r in reversed(received) if r.path == path)
+            url, token = sent.header("Midcall-Callback-Url"), sent.header("Midcall-Callback-Token")
+            assert url == f"{running.registry_url}/v1/calls/{call.call_id}"
+            headers = {"Midcall-Callback-Token": token or ""}
+            async with httpx.AsyncClient(headers=headers) as api:
+                said = await api.post(
+                    f"{url}/progress", json={"message": "Found two.", "speak": True}
+                )
+                updates = call.progress()
+                heard = await anext(updates)
+                done = await api.post(f"{url}/complete", json={"order": "o-1", "found": 2})
+                again = await api.post(f"{url}/complete", json={"order": "o-1", "found": 3})
+            result = await call.result()
+            rest = [update async for update in updates]
+
+    assert (said.status_code, done.status_code, again.status_code) == (202, 200, 409)
+    assert heard == progress(call, "Found two.", speak=True).model_copy(update={"at": heard.at})
+    assert rest == []
+    assert (result.status, result.result, result.http_status) == (
+        "success",
+        {"order": "o-1", "found": 2},
+        200,
+    )
 
 
 @pytest.mark.parametrize(

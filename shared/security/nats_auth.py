@@ -451,7 +451,11 @@ def _executor(stage: str) -> Permissions:
 
 def _http_executor() -> Permissions:
     # The completions of calls whose API answered 202: watched and read, never written.
-    return _executor("exec") + _kv_watch(subjects.CALLBACKS_BUCKET)
+    return (
+        _executor("exec")
+        + _kv_watch(subjects.CALLBACKS_BUCKET)
+        + _kv_read(subjects.CALLBACKS_BUCKET)
+    )
 
 
 def _code_executor() -> Permissions:
