@@ -16,6 +16,8 @@ from shared.contract.events import (
     ExecuteRequest,
     ExecutionOutcome,
     ReplayRequest,
+    StoredEvents,
+    StoredEventsRequest,
     ToolCall,
     ToolCallPending,
     ToolCallProgress,
@@ -32,7 +34,8 @@ RUNTIME_ACCOUNT = {
 }
 
 # (channel, address, parameters, model, Midcall's action, summary, public)
-CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]] = [
+# An address of None: the request's reply subject (the operation replying names it).
+CHANNELS: list[tuple[str, str | None, dict[str, Any], type[BaseModel], str, str, bool]] = [
     (
         "toolCalls",
         "midcall.calls.{conversation_id}",
@@ -88,6 +91,28 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         "A runtime cancels one call (added with the SDK): if still running, it is aborted, "
         "the tool's request.on_cancel is told, and its result is cancelled, once; a call "
         "already answered is left as it is.",
+        True,
+    ),
+    (
+        "stored",
+        "midcall.conv.{conversation_id}.stored",
+        CONVERSATION,
+        StoredEventsRequest,
+        "receive",
+        "Request/reply, for a runtime signed in with its account's runtime credentials (added "
+        "with the SDK): one call's events as stored (pending, progress, result), which its "
+        "core subscription missed while it reconnected. The reply is StoredEvents.",
+        True,
+    ),
+    (
+        "storedReply",
+        None,
+        {},
+        StoredEvents,
+        "send",
+        "The reply to a stored-events request, on the request's reply subject: the call's "
+        "events in the order stored (none: empty), or an error saying why the request "
+        "could not be read.",
         True,
     ),
     # The same, as they are in Midcall's NATS account for a runtime signed in with
@@ -149,6 +174,16 @@ CHANNELS: list[tuple[str, str, dict[str, Any], type[BaseModel], str, str, bool]]
         "receive",
         "An account's own runtime cancels one of its calls (published on "
         "midcall.conv.{conversation_id}.cancel).",
+        False,
+    ),
+    (
+        "accountStored",
+        "midcall.conv.{account_id}.{conversation_id}.stored",
+        RUNTIME_ACCOUNT | CONVERSATION,
+        StoredEventsRequest,
+        "receive",
+        "An account's own runtime asks for a call's stored events (published on "
+        "midcall.conv.{conversation_id}.stored); read from that account's subjects only.",
         False,
     ),
     (
@@ -248,9 +283,13 @@ def document() -> dict[str, Any]:
             "messages": {message: {"$ref": f"#/components/messages/{message}"}},
             "tags": [{"name": "public" if public else "internal"}],
         }
-        doc["operations"][f"{action}{name[0].upper()}{name[1:]}"] = {
+        operation = {
             "action": action,
             "channel": {"$ref": f"#/channels/{name}"},
             "messages": [{"$ref": f"#/channels/{name}/messages/{message}"}],
         }
+        if f"{name}Reply" in {entry[0] for entry in CHANNELS}:
+            operation["reply"] = {"channel": {"$ref": f"#/channels/{name}Reply"}}
+        if address is not None:
+            doc["operations"][f"{action}{name[0].upper()}{name[1:]}"] = operation
     return doc

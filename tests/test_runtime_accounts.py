@@ -57,7 +57,7 @@ def test_an_accounts_runtimes_import_its_own_subjects_mapped_to_the_public_ones(
             '      password: "$2b$11$c1"',
             "      permissions: {",
             '        publish: { allow: ["midcall.calls.*", "midcall.conv.*.ended", '
-            '"midcall.conv.*.cancel"] }',
+            '"midcall.conv.*.cancel", "midcall.conv.*.stored"] }',
             '        subscribe: { allow: ["midcall.conv.>", "_INBOX_runtime-c1.>"] }',
             "      }",
             "    }",
@@ -66,7 +66,7 @@ def test_an_accounts_runtimes_import_its_own_subjects_mapped_to_the_public_ones(
             '      password: "$2b$11$c2"',
             "      permissions: {",
             '        publish: { allow: ["midcall.calls.*", "midcall.conv.*.ended", '
-            '"midcall.conv.*.cancel"] }',
+            '"midcall.conv.*.cancel", "midcall.conv.*.stored"] }',
             '        subscribe: { allow: ["midcall.conv.>", "_INBOX_runtime-c2.>"] }',
             "      }",
             "    }",
@@ -84,6 +84,8 @@ def test_an_accounts_runtimes_import_its_own_subjects_mapped_to_the_public_ones(
             'to: "midcall.conv.*.result" }',
             '    { stream: { account: MIDCALL, subject: "midcall.conv.acme.*.progress" }, '
             'to: "midcall.conv.*.progress" }',
+            '    { service: { account: MIDCALL, subject: "midcall.conv.acme.*.stored" }, '
+            'to: "midcall.conv.*.stored" }',
             "  ]",
             "}",
             "",

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import nats
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -22,6 +23,7 @@ from midcall.client import (
     Call,
     CallFailed,
     Cancelled,
+    Credentials,
     InvalidArguments,
     MidcallClient,
     ToolsUnavailable,
@@ -29,8 +31,15 @@ from midcall.client import (
     UnknownTool,
 )
 from midcall.client.errors import BY_CODE
+from shared.contract import subjects
 from shared.contract.errors import ErrorCode
-from shared.contract.events import ToolCallPending, ToolCallProgress
+from shared.contract.events import (
+    StoredEvents,
+    StoredEventsRequest,
+    ToolCallPending,
+    ToolCallProgress,
+    ToolCallResult,
+)
 from tests.support.running import BOOKED, Running, conversation, fabric_up, lookup_tool
 from tests.test_runtime_accounts import live
 
@@ -225,28 +234,79 @@ async def test_every_error_code_has_an_exception_of_its_own() -> None:
     assert len(set(BY_CODE.values())) == len(ErrorCode)
 
 
+async def signed_in(running: Running, signed_in_as: str) -> Credentials:
+    """The shared runtime user's credentials, or account acme's own (live in nats-server)."""
+    if signed_in_as == "runtime":
+        return running.credentials
+    credentials = await running.account_credentials("acme")
+    await live(running.fabric.nats_url, credentials.connect_options())
+    return credentials
+
+
+@pytest.mark.parametrize(
+    ("signed_in_as", "agent", "tool", "path"),
+    [("runtime", AGENT, "Counted", "/counted"), ("account", "acme-bot", "Lookup", "/lookup")],
+)
 async def test_a_reissued_call_id_runs_once_and_a_new_process_hears_its_result(
-    running: Running,
+    running: Running, signed_in_as: str, agent: str, tool: str, path: str
 ) -> None:
-    before = len([r for r in running.api.received if r.path == "/counted"])
+    credentials = await signed_in(running, signed_in_as)
+    before = len([r for r in running.api.received if r.path == path])
     running.api.reply("POST", "/counted", json={"counted": True})
     conv, call_id = conversation(), f"call-{secrets.token_hex(4)}"
 
-    async with MidcallClient(running.fabric.nats_url, running.credentials) as first:
-        call = await first.call(AGENT, conv, "Counted", {"order": "o-1"}, call_id=call_id)
-        again = await first.call(AGENT, conv, "Counted", {"order": "o-1"}, call_id=call_id)
+    async with MidcallClient(running.fabric.nats_url, credentials) as first:
+        call = await first.call(agent, conv, tool, {"order": "o-1"}, call_id=call_id)
+        again = await first.call(agent, conv, tool, {"order": "o-1"}, call_id=call_id)
         async with asyncio.timeout(WAIT_S):
             result = await call.result()
     # A process that restarted re-issues the call it had placed: the fabric does not run
-    # it again, and the result it already gave reaches the new process.
-    async with MidcallClient(running.fabric.nats_url, running.credentials) as restarted:
-        reissued = await restarted.call(AGENT, conv, "Counted", {"order": "o-1"}, call_id=call_id)
+    # it again, and the result it already gave reaches the new process (read from the
+    # stream by the shared user, asked for with an account's credentials).
+    async with MidcallClient(running.fabric.nats_url, credentials) as restarted:
+        reissued = await restarted.call(agent, conv, tool, {"order": "o-1"}, call_id=call_id)
         async with asyncio.timeout(WAIT_S):
             heard = await reissued.result()
 
     assert again is call
     assert heard == result
-    assert len([r for r in running.api.received if r.path == "/counted"]) == before + 1
+    assert len([r for r in running.api.received if r.path == path]) == before + 1
+
+
+async def test_an_account_asks_for_its_own_calls_stored_events_only(running: Running) -> None:
+    acme = await signed_in(running, "account")
+    await running.add_account("globex")
+    globex = await running.account_credentials("globex")
+    await live(running.fabric.nats_url, globex.connect_options())
+    conv = conversation()
+    async with MidcallClient(running.fabric.nats_url, acme) as mc:
+        call = await mc.call("acme-bot", conv, "Lookup", {"order": "o-1"})
+        async with asyncio.timeout(WAIT_S):
+            result = await call.result()
+
+    async def ask(credentials: Credentials, body: bytes) -> StoredEvents:
+        nc = await nats.connect(running.fabric.nats_url, **credentials.connect_options())
+        try:
+            reply = await nc.request(subjects.stored(conv), body, timeout=WAIT_S)
+        finally:
+            await nc.close()
+        return StoredEvents.model_validate_json(reply.data)
+
+    asked = StoredEventsRequest(call_id=call.call_id).model_dump_json().encode()
+    own, others, unreadable = await asyncio.gather(
+        ask(acme, asked), ask(globex, asked), ask(acme, b'{"call": 1}')
+    )
+
+    assert [(e.kind, e.event["call_id"]) for e in own.events] == [
+        ("pending", call.call_id),
+        ("result", call.call_id),
+    ]
+    assert ToolCallResult.model_validate(own.events[1].event) == result
+    # The same conversation id in globex's account is globex's conversation: nothing there.
+    assert others == StoredEvents()
+    assert unreadable.events == []
+    assert unreadable.error is not None
+    assert "call_id" in unreadable.error
 
 
 async def test_the_same_call_id_in_two_conversations_is_two_calls(running: Running) -> None:
@@ -267,9 +327,11 @@ async def test_the_same_call_id_in_two_conversations_is_two_calls(running: Runni
     assert len([r for r in running.api.received if r.path == "/lookup"]) == before + 2
 
 
+@pytest.mark.parametrize(("signed_in_as", "agent"), [("runtime", AGENT), ("account", "acme-desk")])
 async def test_a_call_in_flight_through_a_nats_server_restart_gets_one_result(
-    running: Running,
+    running: Running, signed_in_as: str, agent: str
 ) -> None:
+    credentials = await signed_in(running, signed_in_as)
     arrived, release = asyncio.Event(), asyncio.Event()
 
     async def slow(_: web.Request) -> web.StreamResponse:
@@ -278,8 +340,8 @@ async def test_a_call_in_flight_through_a_nats_server_restart_gets_one_result(
         return web.json_response({"order": "o-1", "slow": True})
 
     running.api.route("POST", "/slow", slow)
-    async with MidcallClient(running.fabric.nats_url, running.credentials) as mc:
-        call = await mc.call(AGENT, conversation(), "Slow", {"order": "o-1"}, deadline=30)
+    async with MidcallClient(running.fabric.nats_url, credentials) as mc:
+        call = await mc.call(agent, conversation(), "Slow", {"order": "o-1"}, deadline=30)
         async with asyncio.timeout(WAIT_S):
             await call.pending()
             await arrived.wait()

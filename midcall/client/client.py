@@ -6,7 +6,10 @@ JetStream consumer on ``MIDCALL_CONV`` (under the ``midcall`` domain),
 which nats-py restarts from the last event it delivered after a reconnect,
 so events published while the connection was down still arrive, once each.
 An account's runtime credentials read through one core subscription, as the
-contract grants them for now.
+contract grants them for now; after a reconnect, and for a call re-issued by
+its id, the client asks for each waiting call's stored events
+(``midcall.conv.<conversation>.stored``), so what was published meanwhile
+still arrives, once each.
 """
 
 import asyncio
@@ -32,6 +35,8 @@ from shared.contract import subjects
 from shared.contract.events import (
     CallCancel,
     ConversationEnded,
+    StoredEvents,
+    StoredEventsRequest,
     ToolCall,
     ToolCallPending,
     ToolCallProgress,
@@ -49,6 +54,9 @@ TOOLS_REFRESH_S = 5.0
 HEARTBEAT_S = 1.0
 # A re-issued call's catch-up stops when the stream has had nothing for it this long.
 CATCH_UP_IDLE_S = 2.0
+# Asking for a call's stored events (account credentials): each try's wait, and tries.
+STORED_WAIT_S = 2.0
+STORED_TRIES = 3
 
 
 class MidcallClient:
@@ -85,6 +93,7 @@ class MidcallClient:
         self._nc = await nats.connect(
             servers=self.servers,
             max_reconnect_attempts=-1,
+            reconnected_cb=self._reconnected,
             **self.credentials.connect_options(),
         )
         if self.credentials.catches_up:
@@ -170,10 +179,8 @@ class MidcallClient:
             placed.model_dump_json(exclude_none=True).encode(),
             headers=headers,
         )
-        if ack.duplicate and self.credentials.catches_up:
-            task = asyncio.create_task(self._catch_up(conversation_id, handle))
-            self._catching_up.add(task)
-            task.add_done_callback(self._catching_up.discard)
+        if ack.duplicate:
+            self._start_catching_up(handle)
         return handle
 
     async def tools(self, agent_id: str) -> AgentTools:
@@ -206,6 +213,39 @@ class MidcallClient:
             subjects.cancel(conversation_id), asked.model_dump_json(exclude_none=True).encode()
         )
 
+    def _start_catching_up(self, handle: Call) -> None:
+        if self.credentials.catches_up:
+            work = self._catch_up(handle.conversation_id, handle)
+        else:
+            work = self._ask_stored(handle)
+        task = asyncio.create_task(work)
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
+
+    async def _reconnected(self) -> None:
+        # The ordered consumer resumes by itself; a core subscription missed what came
+        # while the connection was down.
+        if not self.credentials.catches_up:
+            for handle in list(self._calls.values()):
+                if not handle.done:
+                    self._start_catching_up(handle)
+
+    async def _ask_stored(self, handle: Call) -> None:
+        """The call's events as stored, asked for (account credentials): what the core
+        subscription missed. The handle keeps the first of each."""
+        asked = StoredEventsRequest(call_id=handle.call_id).model_dump_json().encode()
+        for _ in range(STORED_TRIES):
+            try:
+                reply = await self.nc.request(
+                    subjects.stored(handle.conversation_id), asked, timeout=STORED_WAIT_S
+                )
+            except nats.errors.Error:
+                continue  # no reply (the registry restarting, a reconnect): asked again
+            answer = StoredEvents.model_validate_json(reply.data)
+            for stored in answer.events:
+                self._route(stored.kind, stored.event)
+            return
+
     async def _catch_up(self, conversation_id: str, handle: Call) -> None:
         """The conversation's stored events, read until the re-issued call's result: those
         published before this process connected are not on its reader's way. Events
@@ -234,8 +274,15 @@ class MidcallClient:
             return
         try:
             event = json.loads(msg.data)
+        except ValueError:
+            return  # not an event of the contract: nothing of ours
+        self._route(kind, event)
+
+    def _route(self, kind: str, event: Any) -> None:
+        """An event of ``kind`` (pending, progress, result) to its call's handle, if ours."""
+        try:
             handle = self._calls.get((event["conversation_id"], event["call_id"]))
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             return  # not an event of the contract: nothing of ours
         if handle is None:
             return  # another process's call

@@ -24,6 +24,7 @@ from services.registry.sandbox_check import SandboxCheck
 from services.registry.secret_keeper import SecretKeeper
 from services.registry.secret_store import SecretStore
 from services.registry.store import ToolStore
+from services.registry.stored_events import StoredEventsService
 from shared.contract import subjects
 from shared.contract.catalog import AgentEntry
 from shared.contract.tools import Tool
@@ -93,6 +94,7 @@ class RegistryService:
             Publisher(js),
         )
         app.include_router(callbacks_api.build_router(callbacks, self._settings.max_response_bytes))
+        await StoredEventsService(client).start()
         self._consumers = failure_intake.consumers(client, failures)
         for consumer in self._consumers:
             await consumer.start()

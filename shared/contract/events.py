@@ -124,6 +124,26 @@ class ToolCallProgress(Event):
     at: datetime = Field(default_factory=utcnow)
 
 
+class StoredEventsRequest(Event):
+    """runtime -> fabric on ``midcall.conv.<conversation_id>.stored`` (request/reply, added
+    with the SDK): the events of one call of the conversation, as stored."""
+
+    call_id: str = Field(min_length=1, max_length=256, pattern=NO_CONTROL_CHARACTERS)
+
+
+class StoredEvent(Event):
+    kind: Literal["pending", "progress", "result"]
+    event: dict[str, Any]
+
+
+class StoredEvents(Event):
+    """The reply: the call's events in the order they were stored (none yet: empty)."""
+
+    events: list[StoredEvent] = Field(default_factory=list)
+    # Set instead when the request could not be read: why.
+    error: str | None = None
+
+
 class UsageRecord(Event):
     call_id: str
     conversation_id: str

@@ -50,6 +50,7 @@ ACCOUNT_CANCELS = f"{PREFIX}.conv.*.*.cancel"
 ACCOUNT_PENDING = f"{PREFIX}.conv.*.*.pending"
 ACCOUNT_RESULTS = f"{PREFIX}.conv.*.*.result"
 ACCOUNT_PROGRESS = f"{PREFIX}.conv.*.*.progress"
+ACCOUNT_STORED = f"{PREFIX}.conv.*.*.stored"
 ALL_USAGE = f"{PREFIX}.usage.>"
 ALL_EXEC = f"{PREFIX}.exec.>"
 ALL_CODE = f"{PREFIX}.code.>"
@@ -77,6 +78,12 @@ def result(conversation_id: str, runtime_account: str | None = None) -> str:
 def progress(conversation_id: str, runtime_account: str | None = None) -> str:
     """A long-running call's progress, as its API reports it (added with the SDK)."""
     return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.progress"
+
+
+def stored(conversation_id: str, runtime_account: str | None = None) -> str:
+    """Request/reply: a runtime with its account's credentials asks for a call's stored
+    events, which its core subscription missed while it reconnected (added with the SDK)."""
+    return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.stored"
 
 
 def ended(conversation_id: str, runtime_account: str | None = None) -> str:
@@ -112,9 +119,9 @@ def _origin(tokens: list[str]) -> tuple[str | None, str | None]:
     return None, scoped[0] if len(scoped) == 1 else None
 
 
-def conversation(conversation_id: str) -> str:
+def conversation(conversation_id: str, runtime_account: str | None = None) -> str:
     """Everything the fabric says about one conversation (what a runtime listens on)."""
-    return f"{PREFIX}.conv.{conversation_id}.>"
+    return f"{PREFIX}.conv.{_scoped(conversation_id, runtime_account)}.>"
 
 
 def usage(account_id: str) -> str:

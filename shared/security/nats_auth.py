@@ -518,6 +518,11 @@ def _registry() -> Permissions:
         + _kv_read(subjects.CALLBACKS_BUCKET)
         + _kv_write(subjects.CALLBACKS_BUCKET)
         + _kv_read(subjects.CALL_CLAIMS_BUCKET)
+        # A call's stored events, for an account's runtime that missed them (stored_events):
+        # asked through the account's import, read through ephemeral consumers.
+        + Permissions(subscribe=(subjects.ACCOUNT_STORED,), allow_responses=True)
+        + push_consumers(subjects.ACCOUNT_CONV_STREAM)
+        + Permissions(publish=(f"{JS_API}.CONSUMER.INFO.{subjects.ACCOUNT_CONV_STREAM}.*",))
     )
 
 
@@ -679,6 +684,7 @@ ACCOUNT_SHARES = (
     Share("stream", subjects.ACCOUNT_PENDING),
     Share("stream", subjects.ACCOUNT_RESULTS),
     Share("stream", subjects.ACCOUNT_PROGRESS),
+    Share("service", subjects.ACCOUNT_STORED),
 )
 
 

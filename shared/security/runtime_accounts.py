@@ -118,14 +118,15 @@ def shares(account_id: str) -> tuple[Share, ...]:
         Share("stream", subjects.pending("*", account_id), subjects.pending("*")),
         Share("stream", subjects.result("*", account_id), subjects.result("*")),
         Share("stream", subjects.progress("*", account_id), subjects.progress("*")),
+        Share("service", subjects.stored("*", account_id), subjects.stored("*")),
     )
 
 
 def permissions(credential_id: str) -> Permissions:
-    """The public contract, in the account's own NATS account: calls and ends out;
-    its conversations and its own inbox in."""
+    """The public contract, in the account's own NATS account: calls, ends, cancels and
+    asks for stored events out; its conversations and its own inbox in."""
     return Permissions(
-        publish=(subjects.calls("*"), subjects.ended("*"), subjects.cancel("*")),
+        publish=tuple(share.local for share in shares("-") if share.kind == "service"),
         subscribe=(subjects.ALL_CONV, f"{inbox_prefix(credential_id)}.>"),
     )
 
