@@ -327,6 +327,29 @@ async def test_the_same_call_id_in_two_conversations_is_two_calls(running: Runni
     assert len([r for r in running.api.received if r.path == "/lookup"]) == before + 2
 
 
+async def test_the_same_ids_in_two_accounts_are_two_calls(running: Running) -> None:
+    acme = await signed_in(running, "account")
+    await running.add_account("initech")
+    await running.add_tools(
+        "initech-bot", lookup_tool(f"{running.api.url}/lookup"), account="initech"
+    )
+    initech = await running.account_credentials("initech")
+    await live(running.fabric.nats_url, initech.connect_options())
+    conv, call_id = conversation(), f"call-{secrets.token_hex(4)}"
+
+    async def placed(credentials: Credentials, agent: str) -> ToolCallResult:
+        async with MidcallClient(running.fabric.nats_url, credentials) as mc:
+            call = await mc.call(agent, conv, "Lookup", {"order": "o-1"}, call_id=call_id)
+            async with asyncio.timeout(WAIT_S):
+                return await call.result()
+
+    results = [await placed(acme, "acme-bot"), await placed(initech, "initech-bot")]
+
+    assert [(r.conversation_id, r.call_id, r.status) for r in results] == [
+        (conv, call_id, "success")
+    ] * 2
+
+
 @pytest.mark.parametrize(("signed_in_as", "agent"), [("runtime", AGENT), ("account", "acme-desk")])
 async def test_a_call_in_flight_through_a_nats_server_restart_gets_one_result(
     running: Running, signed_in_as: str, agent: str

@@ -169,9 +169,11 @@ class MidcallClient:
         cancel = partial(self._cancel, conversation_id, placed.call_id)
         handle = self._calls[key] = Call(placed.call_id, conversation_id, tool, cancel)
         self._forget_old()
-        # JetStream de-duplicates a whole stream's calls, and a call id is unique within its
-        # conversation only: the same id in two conversations is two calls.
-        headers = {"Nats-Msg-Id": f"{conversation_id}/{placed.call_id}"}
+        # JetStream de-duplicates a whole stream's calls, every account's, and a call id is
+        # unique within its conversation only: the same id in two conversations (or two
+        # accounts' conversations of one id) is two calls.
+        scope = [self.credentials.account_id] if self.credentials.account_id else []
+        headers = {"Nats-Msg-Id": "/".join([*scope, conversation_id, placed.call_id])}
         if traceparent:
             headers["traceparent"] = traceparent
         ack = await self.nc.jetstream().publish(

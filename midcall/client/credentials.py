@@ -15,6 +15,8 @@ class Credentials:
     user: str
     password: str
     inbox_prefix: str
+    # The account of an account's own credentials; None for the shared user.
+    account_id: str | None = None
 
     @classmethod
     def shared(cls, password: str) -> "Credentials":
@@ -25,7 +27,9 @@ class Credentials:
     def of_account(cls, issued: dict[str, Any]) -> "Credentials":
         """What ``POST /v1/accounts/{id}/runtime-credentials`` answered (or ``midcall
         runtime-creds`` printed): that account's agents, calls and conversations only."""
-        return cls(issued["user"], issued["password"], issued["inbox_prefix"])
+        return cls(
+            issued["user"], issued["password"], issued["inbox_prefix"], issued.get("account_id")
+        )
 
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> "Credentials":
