@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 # One table: Midcall against a direct HTTP call (see bench/run.py); about 3 minutes.
 bench: $(STAMP)
