@@ -40,7 +40,7 @@ from shared.security.nats_auth import (
     render_authorization,
 )
 from shared.security.runtime_accounts import RuntimeAccounts
-from shared.settings import Settings
+from shared.settings import Settings, servers
 
 log = logging.getLogger("midcall.up")
 READY_TIMEOUT_S = 30.0
@@ -111,7 +111,7 @@ class Fabric:
             log.info("embedded nats-server at %s (data in %s)", self.nats_url, data_dir)
         client = await self._connect()
         try:
-            await jetstream.ensure(client.jetstream())
+            await jetstream.ensure(client.jetstream(), self.settings.stream_replicas, move=True)
             if self.nats is not None:
                 await self._follow_runtime_accounts()
             ready = await client.subscribe(subjects.ready("*"), max_msgs=len(self.instances))
@@ -162,8 +162,8 @@ class Fabric:
         """The supervisor's own connection: it creates the streams, and hears services ready."""
         if self.credentials:
             options = connect_options(Role.SETUP, self.credentials[Role.SETUP])
-            return await nats.connect(self.nats_url, **options)
-        return await nats.connect(self.nats_url, **sign_in(self.settings, Role.SETUP))
+            return await nats.connect(servers(self.nats_url), **options)
+        return await nats.connect(servers(self.nats_url), **sign_in(self.settings, Role.SETUP))
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         env = {

@@ -16,6 +16,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MIDCALL_", extra="ignore")
 
+    # One server, or several comma-separated (any of a cluster's nodes).
     nats_url: str | None = None
     # How a service signs in to NATS: user and password (each service its own role's,
     # see shared.security.nats_auth); none: an open server (the tests' in-process fabric).
@@ -25,6 +26,9 @@ class Settings(BaseSettings):
     # (NGS, Synadia Cloud, or one run with nsc's accounts).
     nats_credentials: FilePath | None = None
     data_dir: Path = Path(".midcall")
+    # Copies of every stream and bucket `midcall setup` makes (3 on a 3-node cluster);
+    # setup moves existing ones to this count.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     database_url: str | None = None
     host: str = "127.0.0.1"
     registry_port: int = 8700
@@ -104,10 +108,15 @@ class Settings(BaseSettings):
         base = self.public_url or f"http://{self.host}:{self.registry_port}"
         return f"{base.rstrip('/')}/v1/calls"
 
-    def nats_servers(self) -> str:
+    def nats_servers(self) -> list[str]:
         if not self.nats_url:
             raise RuntimeError("MIDCALL_NATS_URL is not set; `midcall up` sets it for services")
-        return self.nats_url
+        return servers(self.nats_url)
+
+
+def servers(nats_url: str) -> list[str]:
+    """``MIDCALL_NATS_URL``'s servers: nats-py takes a list, not a comma-separated string."""
+    return [url.strip() for url in nats_url.split(",") if url.strip()]
 
 
 def secrets_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -84,7 +84,7 @@ async def connect(broker: NatsBroker, settings: Settings) -> tuple[Client, JetSt
     client: Client = await broker.connect()
     js = client.jetstream()
     if not signed_in(settings):
-        await jetstream.ensure(js)
+        await jetstream.ensure(js, settings.stream_replicas)
     return client, js
 
 
@@ -97,6 +97,6 @@ async def create_streams(settings: Settings) -> None:
     the streams and buckets the services use but may not create themselves."""
     client = await nats.connect(settings.nats_servers(), **sign_in(settings, Role.SETUP))
     try:
-        await jetstream.ensure(client.jetstream())
+        await jetstream.ensure(client.jetstream(), settings.stream_replicas, move=True)
     finally:
         await client.close()

@@ -5,6 +5,9 @@ identical everywhere, since JetStream refuses a bucket re-declared with other
 settings.
 """
 
+import asyncio
+from dataclasses import replace
+
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -19,6 +22,8 @@ from nats.js.errors import NotFoundError
 from shared.contract import subjects
 
 DAY = 24 * 3600.0
+# How long setup waits for a stream moved to another number of replicas to have them all.
+MOVE_TIMEOUT_S = 120.0
 MAX_CONV_CONSUMERS = 10_000
 CONV_CONSUMER_LIMITS = StreamConsumerLimits(inactive_threshold=60.0)
 # What the fabric tells the shared runtime user's runtimes, and each account's own.
@@ -158,8 +163,11 @@ BUCKETS = (
 )
 
 
-async def ensure(js: JetStreamContext) -> None:
-    """Create the streams and buckets that do not exist yet; leave existing ones alone.
+async def ensure(js: JetStreamContext, replicas: int = 1, move: bool = False) -> None:
+    """Create the streams and buckets that do not exist yet, with ``replicas`` copies
+    each (MIDCALL_STREAM_REPLICAS; a cluster's nodes hold them); leave existing ones alone,
+    but for ``move`` (``midcall setup``): then an existing one with another number of
+    replicas is moved to ``replicas`` in place, which JetStream does without a pause.
 
     Creating a stream with an identical definition is idempotent in JetStream,
     so processes starting at once may race here safely; an operator's tuned
@@ -172,17 +180,37 @@ async def ensure(js: JetStreamContext) -> None:
     # Made before runtime credentials: each account's own runtimes' ends too.
     await _add_subjects(js, subjects.ENDED_STREAM, ENDED_SUBJECTS)
     await _add_subjects(js, subjects.WORK_STREAM, subjects.WORK_SUBJECTS)  # python tools' work
+    existing: list[StreamConfig] = []
     for stream in STREAMS:
         assert stream.name is not None
         try:
-            await js.stream_info(stream.name)
+            existing.append((await js.stream_info(stream.name)).config)
         except NotFoundError:
-            await js.add_stream(stream)
+            await js.add_stream(replace(stream, num_replicas=replicas))
     for bucket in BUCKETS:
         try:
-            await js.key_value(bucket.bucket)
+            existing.append((await js.stream_info(f"KV_{bucket.bucket}")).config)
         except NotFoundError:
-            await js.create_key_value(bucket)
+            await js.create_key_value(replace(bucket, replicas=replicas))
+    if move:  # all at once: each waits for its new copies to catch up
+        await asyncio.gather(*(_move(js, config, replicas) for config in existing))
+
+
+async def _move(js: JetStreamContext, config: StreamConfig, replicas: int) -> None:
+    """Move a stream to ``replicas`` copies; return once the cluster holds them all, caught
+    up, so that setup is done when it says so (a node lost right after loses nothing)."""
+    if config.num_replicas == replicas:
+        return
+    config.num_replicas = replicas
+    await js.update_stream(config)
+    assert config.name is not None
+    async with asyncio.timeout(MOVE_TIMEOUT_S):
+        while True:
+            info = await js.stream_info(config.name)
+            peers = (info.cluster.replicas or []) if info.cluster else []
+            if 1 + len(peers) == replicas and all(peer.current for peer in peers):
+                return
+            await asyncio.sleep(0.1)  # the new copies catch up from the leader
 
 
 async def _upgrade_conv(js: JetStreamContext) -> None:

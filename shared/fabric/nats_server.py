@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.process.processes import die_with_parent
@@ -27,7 +28,15 @@ CONFIG = """\
 listen: 127.0.0.1:{port}
 max_payload: {max_payload}
 jetstream {{
-  store_dir: "{store_dir}"
+  store_dir: "{store_dir}"{sync}
+}}
+"""
+CLUSTER = """\
+server_name: {name}
+cluster {{
+  name: midcall
+  listen: 127.0.0.1:{port}
+  routes: [{routes}]
 }}
 """
 # Where `midcall up` keeps the port it chose, so runtimes' configuration survives restarts.
@@ -45,14 +54,35 @@ def binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """This server's place in a cluster of nodes on loopback: its name, the port its
+    routes listen on, and the other nodes' route ports."""
+
+    name: str
+    route_port: int
+    peers: tuple[int, ...]
+
+    def config(self) -> str:
+        routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.peers)
+        return CLUSTER.format(name=self.name, port=self.route_port, routes=routes)
+
+
 class NatsServer:
     """One nats-server child process; ``url`` is set once it listens."""
 
-    def __init__(self, data_dir: Path, port: int = -1, authorization: str = "") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = -1,
+        authorization: str = "",
+        node: ClusterNode | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port  # -1: a free one, reported in the ports file
         # An ``authorization {}`` block (shared.security.nats_auth); empty: anyone may do anything.
         self.authorization = authorization
+        self.node = node
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -63,7 +93,14 @@ class NatsServer:
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         config = self.data_dir / "nats-server.conf"
-        text = CONFIG.format(port=self.port, max_payload=MAX_PAYLOAD, store_dir=store.resolve())
+        # A cluster node writes each stored message to disk before acknowledging it, so
+        # that a node's crash loses nothing its replicas' quorum confirmed.
+        sync = "\n  sync_interval: always" if self.node is not None else ""
+        text = CONFIG.format(
+            port=self.port, max_payload=MAX_PAYLOAD, store_dir=store.resolve(), sync=sync
+        )
+        if self.node is not None:
+            text += self.node.config()
         # It holds every role's password: readable by this user only.
         write_private(config, text + self.authorization)
         self._process = subprocess.Popen(

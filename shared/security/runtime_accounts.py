@@ -59,6 +59,7 @@ from shared.security.nats_auth import (
     render_import,
     render_list,
 )
+from shared.settings import servers
 
 log = logging.getLogger("midcall.runtime_accounts")
 RUNTIME_ACCOUNTS_FILE = "runtime-accounts.conf"
@@ -301,11 +302,11 @@ class RuntimeAccounts:
         self._clients: list[Client] = []
 
     async def start(self, url: str, watch: dict[str, Any], reload: dict[str, Any]) -> None:
-        reloading = await nats.connect(url, **reload)
+        reloading = await nats.connect(servers(url), **reload)
         self._clients.append(reloading)
         self._file = AccountsFile(self._path, Reloader(reloading).reload)
         # After a reconnect the watch's consumer may be gone with the old server.
-        watching = await nats.connect(url, reconnected_cb=self._reconnected, **watch)
+        watching = await nats.connect(servers(url), reconnected_cb=self._reconnected, **watch)
         self._clients.append(watching)
         await self._file.follow(watching.jetstream())
 
