@@ -3,6 +3,7 @@
 `midcall up` must be running in this directory (its data is in ./.midcall).
 """
 
+import os
 import pathlib
 
 import httpx
@@ -10,7 +11,8 @@ import httpx
 from midcall.client import Credentials, MidcallClient
 
 DATA_DIR = pathlib.Path(".midcall")
-REGISTRY = "http://127.0.0.1:8700"
+# Where `midcall up` serves the registry (MIDCALL_REGISTRY_PORT, as for `midcall up`).
+REGISTRY = f"http://127.0.0.1:{os.environ.get('MIDCALL_REGISTRY_PORT', '8700')}"
 INSTRUCTIONS = "You book haircuts. Use your tools; say what they tell you."
 OPENING_HOURS = '''
 async def opening_hours(ctx: RunContext, day: str) -> dict:
