@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q --durations=20 -n 2 --dist loadfile
 
 # One table: Midcall against a direct HTTP call (see bench/run.py); about 3 minutes.
 bench: $(STAMP)
