@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo up test lint bench bench-quick fault
+.PHONY: demo up test lint bench bench-quick bench-replication fault
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 # The same table with fewer calls, in about 30 seconds.
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# A confirmed JetStream publish at R1 and R3 (one server, a 3-node cluster); about a minute.
+bench-replication: $(STAMP)
+	$(BIN)/python -m bench.replication
 
 # The fault test at full size: 2,000 calls at 50/s while every process is killed in turn.
 fault: $(STAMP)

@@ -10,8 +10,8 @@ import pytest_asyncio
 
 from shared.fabric.broker import build_broker, connect, create_streams
 from shared.fabric.jetstream import BUCKETS, STREAMS
+from shared.fabric.nats_cluster import Cluster, start_cluster
 from shared.settings import Settings
-from tests.support.cluster import Cluster, start_cluster
 
 NAMES = [str(stream.name) for stream in STREAMS] + [f"KV_{bucket.bucket}" for bucket in BUCKETS]
 

@@ -77,12 +77,17 @@ class NatsServer:
         port: int = -1,
         authorization: str = "",
         node: ClusterNode | None = None,
+        sync_always: bool = False,
     ) -> None:
+        """``sync_always``: each stored message is on disk before its publish is
+        acknowledged (``sync_interval: always``), so that neither a node's crash nor the
+        machine's loses what a quorum confirmed; a cluster's nodes run so."""
         self.data_dir = data_dir
         self.port = port  # -1: a free one, reported in the ports file
         # An ``authorization {}`` block (shared.security.nats_auth); empty: anyone may do anything.
         self.authorization = authorization
         self.node = node
+        self.sync_always = sync_always
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -93,9 +98,7 @@ class NatsServer:
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         config = self.data_dir / "nats-server.conf"
-        # A cluster node writes each stored message to disk before acknowledging it, so
-        # that a node's crash loses nothing its replicas' quorum confirmed.
-        sync = "\n  sync_interval: always" if self.node is not None else ""
+        sync = "\n  sync_interval: always" if self.sync_always else ""
         text = CONFIG.format(
             port=self.port, max_payload=MAX_PAYLOAD, store_dir=store.resolve(), sync=sync
         )
@@ -130,6 +133,11 @@ class NatsServer:
             time.sleep(0.01)
         self.stop()
         raise RuntimeError("nats-server did not report its port in time")
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
 
     def stop(self) -> None:
         """SIGTERM, wait (JetStream flushes), then make sure it is gone."""

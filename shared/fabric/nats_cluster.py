@@ -1,4 +1,5 @@
-"""A JetStream cluster of nats-server processes on loopback, as production runs NATS."""
+"""A JetStream cluster of nats-server processes on loopback, as production runs NATS: for
+the tests, the benchmarks and the cluster fault test (``NatsServer`` is each node)."""
 
 import asyncio
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ async def start_cluster(root: Path, size: int = 3) -> Cluster:
         NatsServer(
             root / f"n{index}",
             node=ClusterNode(f"n{index}", port, tuple(p for p in routes if p != port)),
+            sync_always=True,
         )
         for index, port in enumerate(routes)
     ]
