@@ -110,23 +110,43 @@ async def test_a_cancel_after_the_result_changes_nothing(fabric: Fabric, api: Re
     assert [r.path for r in api.received] == ["/book", "/book"]
 
 
-async def test_a_cancel_heard_before_the_call_answers_it_without_calling_the_api(
-    fabric: Fabric, api: RecordingApi
-) -> None:
+async def kept_cancel(
+    fabric: Fabric, api: RecordingApi, forgotten_after_s: float | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A call and its result, placed after a cancel of it was heard (and, when
+    ``forgotten_after_s``, after that long passed with no other cancel)."""
     api.reply("POST", "/book", json={"success": True})
     await fabric.register(AGENT, cancellable(api))
     call = new_call(tool="CheckIn")
     await fabric.runtime.listen(call["conversation_id"])
-
     await cancel(fabric, call, "changed their mind")
     await fabric.nc.flush()
-    result = await place(fabric, call)
+    if forgotten_after_s is not None:
+        await asyncio.sleep(forgotten_after_s)  # the time it is kept passes
+    return call, await place(fabric, call)
+
+
+async def test_a_cancel_heard_before_the_call_answers_it_without_calling_the_api(
+    fabric: Fabric, api: RecordingApi
+) -> None:
+    call, result = await kept_cancel(fabric, api, None)
 
     assert {k: result[k] for k in ("status", "error")} == {
         "status": "error",
         "error": cancelled(call, "changed their mind")["error"],
     }
     assert api.received == []
+
+
+async def test_a_cancel_heard_longer_ago_than_it_is_kept_no_longer_applies(
+    fabric: Fabric, api: RecordingApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.fabric.executors.CANCEL_MEMORY_S", 0.2)
+
+    _, result = await kept_cancel(fabric, api, 0.3)
+
+    assert result["status"] == "success"
+    assert [r.path for r in api.received] == ["/book"]
 
 
 SLOW = '''
@@ -205,21 +225,3 @@ async def test_a_tools_on_cancel_is_shown_as_declared(fabric: Fabric, api: Recor
         "url": f"{api.url}/cancel/{{{{call.id}}}}",
         "method": "POST",
     }
-
-
-async def test_a_cancel_heard_longer_ago_than_it_is_kept_no_longer_applies(
-    fabric: Fabric, api: RecordingApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("shared.fabric.executors.CANCEL_MEMORY_S", 0.2)
-    api.reply("POST", "/book", json={"success": True})
-    await fabric.register(AGENT, cancellable(api))
-    call = new_call(tool="CheckIn")
-    await fabric.runtime.listen(call["conversation_id"])
-
-    await cancel(fabric, call, "changed their mind")
-    await fabric.nc.flush()
-    await asyncio.sleep(0.3)  # the time it is kept passes, with no other cancel meanwhile
-    result = await place(fabric, call)
-
-    assert result["status"] == "success"
-    assert [r.path for r in api.received] == ["/book"]
