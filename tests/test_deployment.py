@@ -226,9 +226,11 @@ def test_every_container_is_probed_over_http(manifests: list[Doc]) -> None:
             continue  # setup exits; activeDeadlineSeconds bounds it
         hot = workload["metadata"]["name"] in HOT
         ports = {port["name"] for port in container["ports"]}
-        for probe in ("readinessProbe", "livenessProbe"):
+        # A hot service is ready while it takes work from NATS, alive while it answers.
+        paths = {"readinessProbe": "/healthz", "livenessProbe": "/metrics" if hot else "/healthz"}
+        for probe, path in paths.items():
             check = container[probe]["httpGet"]
-            assert check["path"] == ("/metrics" if hot else "/healthz")
+            assert check["path"] == path
             assert check["port"] in ports
 
 

@@ -1,13 +1,17 @@
 """Prometheus metrics as a scraper reads them from /metrics."""
 
+import asyncio
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.fabric.nats_server import free_port
+from services.http_executor.main import HttpExecutorService
+from shared.fabric.nats_server import NatsServer, free_port
 from shared.observability import metrics
+from shared.settings import Settings
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
 from tests.test_spine import AGENT, booking_tool, new_call, place
@@ -65,3 +69,39 @@ def test_a_taken_metrics_port_is_logged_not_fatal(caplog: pytest.LogCaptureFixtu
         metrics.serve(taken.getsockname()[1], "127.0.0.1")
 
     assert "metrics not served" in caplog.text
+
+
+async def until_healthz(probe: httpx.AsyncClient, status: int) -> httpx.Response:
+    """Ask /healthz until it answers ``status`` (nats-py notices a lost server in its time)."""
+    async with asyncio.timeout(15):
+        while True:
+            response = await probe.get("/healthz")
+            if response.status_code == status:
+                return response
+            await asyncio.sleep(0.05)
+
+
+async def test_a_service_without_an_api_is_ready_while_it_takes_work_from_nats(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats")
+    url = server.start()
+    port = free_port()
+    settings = Settings(nats_url=url, metrics_port=port, host="127.0.0.1", data_dir=tmp_path)
+    service = HttpExecutorService(settings, secrets={})
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as probe:
+        await service.start()
+        ready = await probe.get("/healthz")
+        server.kill()  # NATS is gone: the service cannot take work, whatever its process does
+        lost = await until_healthz(probe, 503)
+        alive = await probe.get("/metrics")
+        server = NatsServer(tmp_path / "nats", port=int(url.rsplit(":", 1)[1]))
+        server.start()
+        back = await until_healthz(probe, 200)
+    await service.stop()
+    await server.astop()
+
+    assert (ready.status_code, ready.json()) == (200, {"status": "ok"})
+    assert (lost.status_code, lost.json()) == (503, {"status": "unavailable"})
+    assert alive.status_code == 200  # liveness: the process itself still answers
+    assert back.json() == {"status": "ok"}

@@ -21,6 +21,7 @@ from shared.fabric.conversations import ConversationVariables
 from shared.fabric.executors import ExecutorApp, durable, register, work_consumer
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
+from shared.process.readiness import Readiness
 from shared.security.secret_scope import open_scope
 from shared.settings import Settings, secrets_from_env
 
@@ -34,6 +35,7 @@ class CodeExecutorService:
 
     def __init__(self, settings: Settings, secrets: dict[str, str] | None = None) -> None:
         """``secrets``: the platform's (default ``MIDCALL_SECRET_*``), for admin-made tools."""
+        self.readiness = Readiness()
         self.settings = settings
         self.secrets = secrets_from_env() if secrets is None else secrets
         self.broker = build_broker(settings, "code-executor", self._reconnected)
@@ -47,7 +49,7 @@ class CodeExecutorService:
             self.consumer.repull()
 
     async def start(self) -> None:
-        metrics.serve(self.settings.metrics_port, self.settings.host)
+        metrics.serve(self.settings.metrics_port, self.settings.host, self.readiness)
         client, js = await connect(self.broker, self.settings)
         self.pool = build_pool(self.settings)
         self.sender, policy = sender_for(self.settings, client.max_payload)
@@ -61,6 +63,7 @@ class CodeExecutorService:
         await self.broker.start()
         self.consumer = work_consumer(client, DURABLE, app, self.settings, PULL_BATCH)
         await self.consumer.start()
+        self.readiness.serving(client)
         self._reaping = asyncio.create_task(self._reap())
 
     async def _status(self, message: Msg) -> None:
@@ -82,6 +85,7 @@ class CodeExecutorService:
             await self.pool.reap()
 
     async def stop(self) -> None:
+        self.readiness.stopping()
         if self.consumer is not None:
             await self.consumer.stop()
         if self._reaping is not None:

@@ -10,6 +10,7 @@ from shared.fabric.deadline_timers import DeadlineTimers
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
 from shared.process.memory import MemoryBudget
+from shared.process.readiness import Readiness
 from shared.settings import Settings
 
 # Replays dispatched at once by one dispatcher.
@@ -20,6 +21,7 @@ class DispatcherService:
     name = "dispatcher"
 
     def __init__(self, settings: Settings) -> None:
+        self.readiness = Readiness()
         self.settings = settings
         self.directory = Directory()
         self.broker = build_broker(settings, self.name, self._reconnected)
@@ -31,7 +33,7 @@ class DispatcherService:
             consumer.repull()
 
     async def start(self) -> None:
-        metrics.serve(self.settings.metrics_port, self.settings.host)
+        metrics.serve(self.settings.metrics_port, self.settings.host, self.readiness)
         client, js = await connect(self.broker, self.settings)
         # Tools are in memory before the first call is taken.
         await self.directory.follow(js)
@@ -67,8 +69,10 @@ class DispatcherService:
         ]
         for consumer in self.consumers:
             await consumer.start()
+        self.readiness.serving(client)
 
     async def stop(self) -> None:
+        self.readiness.stopping()
         for consumer in self.consumers:
             await consumer.stop()
         await self.broker.stop()

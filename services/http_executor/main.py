@@ -12,6 +12,7 @@ from shared.fabric.consumer import WorkConsumer
 from shared.fabric.executors import ExecutorApp, durable, register, work_consumer
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
+from shared.process.readiness import Readiness
 from shared.security.callback_tokens import CallbackHeaders, signing_key
 from shared.security.secret_box import settings_master_key
 from shared.security.secret_scope import open_scope
@@ -27,6 +28,7 @@ class HttpExecutorService:
 
     def __init__(self, settings: Settings, secrets: dict[str, str] | None = None) -> None:
         """``secrets``: the platform's (default ``MIDCALL_SECRET_*``), for admin-made tools."""
+        self.readiness = Readiness()
         self.settings = settings
         self.secrets = secrets_from_env() if secrets is None else secrets
         self.broker = build_broker(settings, "http-executor", self._reconnected)
@@ -40,7 +42,7 @@ class HttpExecutorService:
         self.completions.reconnected()
 
     async def start(self) -> None:
-        metrics.serve(self.settings.metrics_port, self.settings.host)
+        metrics.serve(self.settings.metrics_port, self.settings.host, self.readiness)
         client, js = await connect(self.broker, self.settings)
         self.sender, policy = sender_for(self.settings, client.max_payload)
         marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
@@ -54,8 +56,10 @@ class HttpExecutorService:
         await self.broker.start()
         self.consumer = work_consumer(client, DURABLE, app, self.settings, PULL_BATCH)
         await self.consumer.start()
+        self.readiness.serving(client)
 
     async def stop(self) -> None:
+        self.readiness.stopping()
         self.completions.release()
         if self.consumer is not None:
             await self.consumer.stop()

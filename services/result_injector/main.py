@@ -11,6 +11,7 @@ from shared.fabric.deadline_timers import DeadlineTimers
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
 from shared.process.memory import MemoryBudget
+from shared.process.readiness import Readiness
 from shared.settings import Settings
 
 
@@ -28,6 +29,7 @@ class ResultInjectorService:
     name = "result-injector"
 
     def __init__(self, settings: Settings) -> None:
+        self.readiness = Readiness()
         self.settings = settings
         self.broker = build_broker(settings, "result-injector", self._reconnected)
         self.consumers: list[WorkConsumer] = []
@@ -37,7 +39,7 @@ class ResultInjectorService:
             consumer.repull()
 
     async def start(self) -> None:
-        metrics.serve(self.settings.metrics_port, self.settings.host)
+        metrics.serve(self.settings.metrics_port, self.settings.host, self.readiness)
         count_tokens("warm")  # loads the vocabulary now, not during the first call
         client, js = await connect(self.broker, self.settings)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
@@ -67,8 +69,10 @@ class ResultInjectorService:
         ]
         for consumer in self.consumers:
             await consumer.start()
+        self.readiness.serving(client)
 
     async def stop(self) -> None:
+        self.readiness.stopping()
         for consumer in self.consumers:
             await consumer.stop()
         await self.broker.stop()

@@ -2,13 +2,21 @@
 
 The registry and billing serve ``/metrics`` on their REST port; the others
 on ``MIDCALL_METRICS_PORT`` when it is set (compose gives each container the
-same one). Counting costs a few microseconds a message.
+same one), with ``/healthz`` beside it: 200 while the service is connected to
+NATS and taking work, 503 otherwise (a readiness probe). Counting costs a few
+microseconds a message.
 """
 
+import json
 import logging
+import threading
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from shared.contract.events import utcnow
 
@@ -54,11 +62,35 @@ def seconds_since(moment: datetime) -> float:
     return max(0.0, (utcnow() - moment).total_seconds())
 
 
-def serve(port: int | None, host: str) -> None:
-    """Serve ``/metrics`` on ``port`` (None: not at all); a taken port is logged, not fatal."""
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """A scrape or a probe every few seconds is no news."""
+
+
+def serve(port: int | None, host: str, ready: Callable[[], bool] = lambda: False) -> None:
+    """Serve ``/metrics`` and ``/healthz`` (``ready()``) on ``port`` (None: not at all),
+    in a thread of their own; a taken port is logged, not fatal."""
     if port is None:
         return
+    exposed = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            body: Iterable[bytes] = exposed(environ, start_response)
+            return body
+        ok = ready()
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+        )
+        return [json.dumps({"status": "ok" if ok else "unavailable"}).encode()]
+
     try:
-        start_http_server(port, addr=host)
+        server = make_server(host, port, app, _Server, _Quiet)
     except OSError as exc:
         log.warning("metrics not served on %s:%d: %s", host, port, exc)
+        return
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
