@@ -15,6 +15,8 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from shared.settings import servers
+
 
 def new_traceparent() -> tuple[str, str]:
     """A fresh sampled W3C traceparent and its trace id, as a runtime that traces sends."""
@@ -32,7 +34,7 @@ class Runtime:
     @classmethod
     async def connect(cls, url: str, **options: Any) -> "Runtime":
         """``options``: nats.connect's, e.g. the runtime's user, password and inbox prefix."""
-        return cls(await nats.connect(url, **options))
+        return cls(await nats.connect(servers(url), **options))
 
     async def listen(self, conversation_id: str) -> None:
         await self.client.subscribe(f"midcall.conv.{conversation_id}.>", cb=self._on_event)

@@ -23,7 +23,7 @@ from services.result_injector.main import ResultInjectorService
 from shared.contract import subjects
 from shared.process.service import Runnable
 from shared.security.api_keys import bearer
-from shared.settings import Settings
+from shared.settings import Settings, servers
 from tests.support.keys import ADMIN_KEY, AS_ADMIN
 
 # The platform's secrets (MIDCALL_SECRET_<NAME>): only tools the admin registers use them.
@@ -95,11 +95,17 @@ class Fabric:
 
 
 async def start_fabric(
-    nats_url: str, data_dir: Path, database_url: str, allow_destinations: str = "127.0.0.1"
+    nats_url: str,
+    data_dir: Path,
+    database_url: str,
+    allow_destinations: str = "127.0.0.1",
+    stream_replicas: int = 1,
 ) -> Fabric:
-    """``allow_destinations``: the loopback API the tests run is allowed by default."""
+    """``allow_destinations``: the loopback API the tests run is allowed by default;
+    ``nats_url`` may list a cluster's nodes, whose streams then have ``stream_replicas``."""
     settings = Settings(
         nats_url=nats_url,
+        stream_replicas=stream_replicas,
         data_dir=data_dir,
         database_url=database_url,
         registry_port=0,
@@ -130,7 +136,7 @@ async def start_fabric(
         runtime=await Runtime.connect(nats_url),
         registry=httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.port}", headers=AS_ADMIN),
         billing=httpx.AsyncClient(base_url=f"http://127.0.0.1:{billing.port}", headers=AS_ADMIN),
-        nc=await nats.connect(nats_url),
+        nc=await nats.connect(servers(nats_url)),
         services=services,
     )
 
