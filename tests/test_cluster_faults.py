@@ -2,7 +2,7 @@
 
 Stored once each: a publish whose confirmation was lost in the election is sent again
 with its Nats-Msg-Id, and the stream keeps one copy. A core subscriber hears each
-publish as it is made, so it may hear such a pending twice (the contract says so: a
+publish as it is made, so it may hear such an event twice (the contract says so: a
 runtime that must never act twice reads through a consumer, as the SDK does)."""
 
 import asyncio
@@ -61,8 +61,10 @@ async def test_calls_in_flight_when_the_work_streams_leader_dies_each_get_one_re
 
     assert [r["status"] for r in results] == ["success"] * CALLS
     assert [stored[c["call_id"]] for c in calls] == [["pending", "result"]] * CALLS
-    heard = [[e["_kind"] for e in events_of(fabric, c)] for c in calls]
-    assert all(kinds[0] == "pending" and kinds.count("result") == 1 for kinds in heard)
+    # A core subscriber may hear an event twice, never two different results of a call.
+    for call in calls:
+        heard = [e for e in events_of(fabric, call) if e["_kind"] == "result"]
+        assert len({json.dumps(e, sort_keys=True) for e in heard}) == 1, heard
 
 
 async def stored_events(fabric: Fabric) -> dict[str, list[str]]:
