@@ -48,7 +48,9 @@ class Completions:
         self._marks = marks
         self._subscription = await js.subscribe(
             f"{PREFIX}>",
-            stream=f"KV_{subjects.CALLBACKS_BUCKET}",  # named: no stream lookup, none allowed
+            stream=subjects.kv_stream(
+                subjects.CALLBACKS_BUCKET
+            ),  # named: no stream lookup, none allowed
             cb=self._heard,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.NEW,

@@ -9,6 +9,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from shared.contract import subjects
+
 
 class BucketUnavailable(Exception):
     """The bucket could not be written; the SQL change stands and a retry re-sends it."""
@@ -19,7 +21,7 @@ class BucketMirror:
         self._js = js
         self._kv = kv
         # How NATS lays a bucket out: stream KV_<bucket>, one subject per key.
-        self._stream = f"KV_{bucket}"
+        self._stream = subjects.kv_stream(bucket)
         self._key_prefix = f"$KV.{bucket}."
 
     @classmethod

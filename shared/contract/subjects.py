@@ -35,6 +35,12 @@ RUNTIME_CREDENTIALS_BUCKET = "midcall_runtime_credentials"
 # The completions of calls whose API answered 202 (shared.security.callback_tokens).
 CALLBACKS_BUCKET = "midcall_callbacks"
 
+
+def kv_stream(bucket: str) -> str:
+    """The stream JetStream keeps a KV bucket in."""
+    return f"KV_{bucket}"
+
+
 ALL_CALLS = f"{PREFIX}.calls.>"
 ALL_CONV = f"{PREFIX}.conv.>"
 ALL_ENDED = f"{PREFIX}.conv.*.ended"

@@ -15,6 +15,8 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from shared.contract import subjects
+
 DELETIONS = ("DEL", "PURGE")
 
 Apply = Callable[[str, bytes | None], None]
@@ -36,7 +38,7 @@ class BucketFollower:
         busy machine, so it is not trusted: the stream's last sequence, read
         before watching, says when everything before is in.
         """
-        loaded_at = (await js.stream_info(f"KV_{bucket}")).state.last_seq
+        loaded_at = (await js.stream_info(subjects.kv_stream(bucket))).state.last_seq
         self._kv = await js.key_value(bucket)
         loaded = asyncio.Event()
         if loaded_at == 0:

@@ -189,7 +189,7 @@ async def ensure(js: JetStreamContext, replicas: int = 1, move: bool = False) ->
             await js.add_stream(replace(stream, num_replicas=replicas))
     for bucket in BUCKETS:
         try:
-            existing.append((await js.stream_info(f"KV_{bucket.bucket}")).config)
+            existing.append((await js.stream_info(subjects.kv_stream(bucket.bucket))).config)
         except NotFoundError:
             await js.create_key_value(replace(bucket, replicas=replicas))
     if move:  # all at once: each waits for its new copies to catch up

@@ -261,12 +261,8 @@ def _exhausted(durable: DurableGrant) -> Permissions:
     return Permissions(publish=tuple(publish), subscribe=(advisory,))
 
 
-def _kv_stream(bucket: str) -> str:
-    return f"KV_{bucket}"
-
-
 def _kv_read(bucket: str) -> Permissions:
-    stream = _kv_stream(bucket)
+    stream = subjects.kv_stream(bucket)
     return _stream_info(stream) + Permissions(
         publish=(
             # KeyValue.get: the last message on $KV.<bucket>.<key>; which API depends on
@@ -286,7 +282,7 @@ def _kv_write(bucket: str) -> Permissions:
 def _kv_watch(bucket: str) -> Permissions:
     """KeyValue.watchall: an ordered push consumer delivered to the role's inbox (a
     bucket's stream has no durables for the create subject to touch)."""
-    stream = _kv_stream(bucket)
+    stream = subjects.kv_stream(bucket)
     return (
         _stream_info(stream)
         + push_consumers(stream)
@@ -306,7 +302,7 @@ def _dead_letters(*stages: str) -> Permissions:
 def _setup() -> Permissions:
     """shared.fabric.jetstream.ensure (info, then create if missing) and readiness of services."""
     streams = [stream.name for stream in jetstream.STREAMS if stream.name is not None]
-    streams += [_kv_stream(bucket.bucket) for bucket in jetstream.BUCKETS]
+    streams += [subjects.kv_stream(bucket.bucket) for bucket in jetstream.BUCKETS]
     publish = [
         subject
         for stream in streams
