@@ -159,10 +159,12 @@ async def test_a_long_running_tool_reports_through_the_registry_to_its_runtime(
     await running.add_tools(agent, search, account=account or "")
 
     async with MidcallClient(running.fabric.nats_url, credentials) as mc:
+        # Counted before the call: its request may arrive before its pending is read.
+        before = len(running.api.received)
         call = await mc.call(agent, conversation(), "Search", {"order": "o-1"})
         async with asyncio.timeout(WAIT_S):
             await call.pending()
-            received = await running.api.wait_for(len(running.api.received) + 1)
+            received = await running.api.wait_for(before + 1)
             sent = next(r for r in reversed(received) if r.path == path)
             url, token = sent.header("Midcall-Callback-Url"), sent.header("Midcall-Callback-Token")
             assert url == f"{running.registry_url}/v1/calls/{call.call_id}"
