@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo up test lint bench bench-quick bench-replication fault
+.PHONY: demo up test lint bench bench-quick bench-replication fault fault-cluster
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,9 @@ bench-replication: $(STAMP)
 # The fault test at full size: 2,000 calls at 50/s while every process is killed in turn.
 fault: $(STAMP)
 	$(BIN)/python -m bench.fault
+
+# The cluster fault test at full size: 50 calls/s for about 100 s on a 3-node R3 cluster
+# while leaders die, a node is cut off and one loses its disk (needs PostgreSQL:
+# --postgres URL, by default the local server's test database).
+fault-cluster: $(STAMP)
+	$(BIN)/python -m bench.fault_cluster

@@ -5,7 +5,8 @@ core's time slice accounting) with the client being measured. ``/slots``
 answers at once, like the salon's availability; ``/delayed?delay_s=2``
 answers the same after a pause, to hold thousands of calls in flight;
 ``/jittered`` answers in 5-200 ms and ``/executions`` says when each call (by
-its ``Idempotency-Key``) reached it, for the fault test.
+its arguments' ``turn``) reached it and with which ``Idempotency-Key``, for the
+fault tests.
 Run by ``ApiProcess``; by hand: python -m bench.api PORT
 """
 
@@ -46,11 +47,14 @@ def build_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/slots", _slots)
     app.router.add_post("/delayed", _delayed)
-    executions: defaultdict[str, list[float]] = defaultdict(list)
+    # By the call's turn (its arguments'): when it reached the API, with which key.
+    executions: defaultdict[str, list[tuple[float, str]]] = defaultdict(list)
 
     async def jittered(request: web.Request) -> web.Response:
-        # The fault test's API: 5-200 ms, noting when each call (by its key) reached it.
-        executions[request.headers.get("Idempotency-Key", "")].append(time.time())
+        # The fault test's API: 5-200 ms, noting each time a call reached it.
+        asked = await request.json()
+        key = request.headers.get("Idempotency-Key", "")
+        executions[str(asked.get("turn"))].append((time.time(), key))
         await asyncio.sleep(random.uniform(0.005, 0.2))
         return await _slots(request)
 

@@ -27,7 +27,7 @@ from shared.contract import subjects
 from shared.fabric.nats_server import free_port
 from shared.security.api_keys import bearer
 from shared.security.nats_auth import Role, connect_options
-from shared.settings import Settings
+from shared.settings import Settings, servers
 
 POLL_S = 0.02
 
@@ -54,11 +54,15 @@ class BenchFabric:
     async def ops(self) -> Client:
         """An operator's connection: streams' and consumers' state, nothing more."""
         options = connect_options(Role.OPS, self.fabric.credentials[Role.OPS])
-        return await nats.connect(self.nats_url, **options)
+        return await nats.connect(servers(self.nats_url), **options)
 
     def pids(self) -> dict[str, int]:
-        """Every service process by key (``dispatcher-2``), and the nats-server."""
+        """Every service process by key (``dispatcher-2``), and the nats-server (each
+        node's, ``nats-server-n0``..., of a cluster)."""
         pids = {key: child.pid for key, child in self.fabric.children.items()}
+        if self.fabric.cluster is not None:
+            nodes = self.fabric.cluster.nodes
+            return {**pids, **{f"nats-server-{n.node.name}": n.pid for n in nodes if n.node}}
         return {**pids, "nats-server": _nats_server_pid(self.fabric.settings.data_dir)}
 
     def service_pids(self, service: str) -> list[int]:
@@ -182,18 +186,26 @@ def _nats_server_pid(data_dir: Path) -> int:
 
 
 @asynccontextmanager
-async def running(data_dir: Path, replicas: int) -> AsyncIterator[BenchFabric]:
-    """The fabric on free ports, allowed to call loopback, quiet but for warnings."""
+async def running(
+    data_dir: Path, replicas: int, nats_nodes: int = 1, database_url: str | None = None
+) -> AsyncIterator[BenchFabric]:
+    """The fabric on free ports, allowed to call loopback, quiet but for warnings.
+
+    ``nats_nodes`` above 1: NATS is a cluster of that many nodes, every stream and
+    bucket with a copy on each (R3 for three). ``database_url``: the registry's and
+    billing's database (by default SQLite in ``data_dir``)."""
     registry_port, billing_port = free_port(), free_port()
     env = {
         "MIDCALL_ALLOW_DESTINATIONS": "127.0.0.1",
         "MIDCALL_REGISTRY_PORT": str(registry_port),
         "MIDCALL_BILLING_PORT": str(billing_port),
         "MIDCALL_LOG_LEVEL": "WARNING",
+        "MIDCALL_STREAM_REPLICAS": str(nats_nodes),
+        **({"MIDCALL_DATABASE_URL": database_url} if database_url else {}),
     }
     # Always an embedded server, even if MIDCALL_NATS_URL is set: its cost is measured.
-    settings = Settings(data_dir=data_dir, nats_url=None)
-    fabric = Fabric(settings, env, replicas=replicas)
+    settings = Settings(data_dir=data_dir, nats_url=None, stream_replicas=nats_nodes)
+    fabric = Fabric(settings, env, replicas=replicas, nats_nodes=nats_nodes)
     try:
         await fabric.start()
         yield BenchFabric(

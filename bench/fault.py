@@ -21,7 +21,9 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,10 @@ from bench.plan import ACCOUNT, AGENT, arguments
 from services.demo.runtime import new_traceparent
 from services.supervisor import Fabric
 from shared.contract import subjects
+from shared.fabric.liveness import SILENCE_DETECTION
+from shared.fabric.outages import patiently
 from shared.security.nats_auth import RUNTIME_JS_DOMAIN
+from shared.settings import servers
 
 log = logging.getLogger("bench.fault")
 TOOL = "CheckSlotsUnderFire"
@@ -51,20 +56,50 @@ class Counts:
     calls: int = 0
     lost: int = 0  # no result stored for the call
     stored_twice: int = 0  # more than one result in MIDCALL_CONV for one call
-    core_duplicates: int = 0  # results a core subscriber heard more than once
+    pendings_stored_twice: int = 0  # more than one pending in MIDCALL_CONV for one call
+    core_duplicates: int = 0  # events a core subscriber heard more than once, the same each time
+    different_results: int = 0  # calls a core subscriber heard two different results of
+    different_pendings: int = 0  # calls a core subscriber heard two different pendings of
+    # A core subscriber heard the call's first pending after its result. One server
+    # delivers in the order it was given; a cluster's nodes need not (a pending sent
+    # through a node that was frozen arrives when it wakes), so there it is counted only.
     pending_after_result: int = 0
+    stored_out_of_order: int = 0  # MIDCALL_CONV holds the call's result before its pending
     not_success: int = 0
     api_executions_beyond_one: int = 0
+    keys_changed: int = 0  # calls whose repeats at the API carried another Idempotency-Key
     billed: int = 0
+    double_billed: int = 0  # calls with more than one usage record
+    unbilled: int = 0  # answered calls with no usage record
     accepted: int = 0
     max_wait_beyond_api_s: float = 0.0
     waits_over_10_s: int = 0
     faults: list[str] = field(default_factory=list)
+    # The events a core subscriber heard of the first call with two different results,
+    # and of the first whose result was not a success.
+    different_example: list[dict[str, Any]] = field(default_factory=list)
+    failure_example: list[dict[str, Any]] = field(default_factory=list)
+    # The call that waited longest: when it heard each event, in seconds after it was sent.
+    slowest: dict[str, Any] = field(default_factory=dict)
     # For each API execution beyond one: the fault just before it.
     repeated_after: dict[str, int] = field(default_factory=dict)
+    # The longest wait beyond the API's time of the calls placed after each fault.
+    longest_wait_after: dict[str, float] = field(default_factory=dict)
 
     def broken(self) -> bool:
-        return bool(self.lost or self.stored_twice or self.billed != self.accepted)
+        """Any of the figures the contract makes zero is not."""
+        return bool(
+            self.lost
+            or self.stored_twice
+            or self.pendings_stored_twice
+            or self.different_results
+            or self.different_pendings
+            or self.keys_changed
+            or self.double_billed
+            or self.unbilled
+            or self.not_success
+            or self.stored_out_of_order
+        )
 
 
 class Listener:
@@ -141,20 +176,26 @@ async def inject_faults(
     return done
 
 
-async def stored_results(bench: BenchFabric) -> Counter[str]:
-    """Results in MIDCALL_CONV by call id: what a runtime reading the stream would get."""
-    client = await nats.connect(bench.nats_url, **bench.runtime_options())
+async def stored_events(bench: BenchFabric) -> dict[str, list[str]]:
+    """Each call's pendings and results in MIDCALL_CONV, in order: what a runtime reading
+    the stream would get."""
+    client = await nats.connect(servers(bench.nats_url), **bench.runtime_options())
     ops = await bench.ops()
     try:
         js = client.jetstream(domain=RUNTIME_JS_DOMAIN)
-        info = await ops.jetstream().stream_info(subjects.CONV_STREAM)
-        sub = await js.subscribe(
-            subjects.ALL_RESULTS,
-            stream=subjects.CONV_STREAM,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
+        info = await patiently(partial(ops.jetstream().stream_info, subjects.CONV_STREAM), SETTLE_S)
+        # Patiently: on a cluster, a node restarted last may still be catching up.
+        sub = await patiently(
+            partial(
+                js.subscribe,
+                subjects.ALL_CONV,
+                stream=subjects.CONV_STREAM,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+            SETTLE_S,
         )
-        counts: Counter[str] = Counter()
+        stored: dict[str, list[str]] = defaultdict(list)
         seen = 0
         while seen < (info.state.messages or 0):
             try:
@@ -162,12 +203,14 @@ async def stored_results(bench: BenchFabric) -> Counter[str]:
             except nats.errors.TimeoutError:
                 break
             seen += 1
-            if msg.subject.endswith(".result"):
-                counts[json.loads(msg.data)["call_id"]] += 1
-        return counts
+            stored[json.loads(msg.data)["call_id"]].append(msg.subject.rsplit(".", 1)[1])
+        return stored
     finally:
         await client.close()
         await ops.close()
+
+
+Faults = Callable[[], Coroutine[Any, Any, list[str]]]
 
 
 async def run(calls: int, rate: float, every_s: float, down_s: float) -> Counts:
@@ -176,14 +219,19 @@ async def run(calls: int, rate: float, every_s: float, down_s: float) -> Counts:
     try:
         with tempfile.TemporaryDirectory() as data_dir:
             async with running(Path(data_dir), replicas=2) as bench:
-                return await _under_fire(bench, api_url, calls, rate, every_s, down_s)
+                fabric = bench.fabric
+                keys = [key for key in fabric.children if key != "registry"] + ["registry"]
+                faults = partial(inject_faults, fabric, keys, every_s, down_s)
+                return await under_fire(bench, api_url, calls, rate, faults)
     finally:
         api.stop()
 
 
-async def _under_fire(
-    bench: BenchFabric, api_url: str, calls: int, rate: float, every_s: float, down_s: float
+async def under_fire(
+    bench: BenchFabric, api_url: str, calls: int, rate: float, faults: Faults
 ) -> Counts:
+    """Calls at ``rate`` a second (at least ``calls``, and while ``faults`` last), then
+    what became of each, counted from outside."""
     tool = {
         "name": TOOL,
         "parameters": {"type": "object", "properties": {"date": {"type": "string"}}},
@@ -196,43 +244,81 @@ async def _under_fire(
     await asyncio.sleep(1.0)  # the registry's write reaches the dispatchers' catalogs
     listener = Listener()
     client = await nats.connect(
-        bench.nats_url,
+        servers(bench.nats_url),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,
+        **SILENCE_DETECTION,
         **bench.runtime_options(),
     )
     await client.subscribe("midcall.conv.*.>", cb=listener.on_event)
-    keys = [key for key in bench.fabric.children if key != "registry"] + ["registry"]
-    faults = asyncio.create_task(inject_faults(bench.fabric, keys, every_s, down_s))
-    sent = await place_calls(client, rate, calls, faults)
-    counts = Counts(calls=len(sent), faults=await faults)
+    injecting = asyncio.create_task(faults())
+    sent = await place_calls(client, rate, calls, injecting)
+    counts = Counts(calls=len(sent), faults=await injecting)
     await _settle(listener, sent)
     await client.close()
     _count_events(counts, listener, sent)
-    counts.stored_twice = sum(n > 1 for n in (await stored_results(bench)).values())
+    stored = await stored_events(bench)
+    counts.stored_twice = sum(kinds.count("result") > 1 for kinds in stored.values())
+    counts.pendings_stored_twice = sum(kinds.count("pending") > 1 for kinds in stored.values())
+    counts.stored_out_of_order = sum(_pending_after_result(kinds) for kinds in stored.values())
     async with httpx.AsyncClient() as http:
         executions = (await http.get(f"{api_url}/executions")).json()
-        counts.api_executions_beyond_one = sum(max(0, len(n) - 1) for n in executions.values())
-        counts.repeated_after = _repeated_after(executions, counts.faults)
-    counts.billed = await bench.billed_calls()
+    counts.api_executions_beyond_one = sum(max(0, len(n) - 1) for n in executions.values())
+    counts.keys_changed = sum(len({key for _, key in n}) > 1 for n in executions.values())
+    counts.repeated_after = _repeated_after(executions, counts.faults)
+    if counts.slowest:
+        call_id = counts.slowest["call_id"]
+        sent_at = time.time() - (time.monotonic() - sent[call_id])
+        turn = call_id.split("-")[1]  # f-<turn>-<hex>, as place_calls names them
+        counts.slowest["api"] = [round(at - sent_at, 2) for at, _ in executions.get(turn, [])]
+    billed = await _billed(bench, listener, sent)
+    counts.billed = sum(billed.values())
+    counts.double_billed = sum(n > 1 for n in billed.values())
+    counts.unbilled = sum(not billed[call] for call in sent if _answered(listener, call))
     return counts
 
 
-def _repeated_after(executions: dict[str, list[float]], faults: list[str]) -> dict[str, int]:
-    times = sorted((float(fault.split(" ", 1)[0]), fault.split(" ", 1)[1]) for fault in faults)
+async def _billed(bench: BenchFabric, listener: Listener, sent: dict[str, float]) -> Counter[str]:
+    """Usage records by call id, as billing answers for each conversation."""
+    conversations = {
+        event["conversation_id"] for call in sent for _, _, event in listener.events[call]
+    }
+    billed: Counter[str] = Counter()
+    async with bench.rest(bench.billing_url) as http:
+        for conversation in sorted(conversations):
+            usage = await http.get(
+                f"/v1/usage/conversations/{conversation}", params={"account_id": ACCOUNT}
+            )
+            usage.raise_for_status()
+            billed.update(record["call_id"] for record in usage.json()["calls"])
+    return billed
+
+
+def _repeated_after(
+    executions: dict[str, list[tuple[float, str]]], faults: list[str]
+) -> dict[str, int]:
     blamed: Counter[str] = Counter()
-    for moments in executions.values():
-        for moment in sorted(moments)[1:]:
-            before = [name for at, name in times if at <= moment]
-            blamed[before[-1] if before else "no fault"] += 1
+    for reached in executions.values():
+        for moment, _ in sorted(reached)[1:]:
+            blamed[_fault_before(moment, faults)] += 1
     return dict(blamed)
+
+
+def _fault_before(moment: float, faults: list[str]) -> str:
+    """The last of ``faults`` (each "<unix time> <what>") begun by ``moment``."""
+    times = sorted((float(fault.split(" ", 1)[0]), fault.split(" ", 1)[1]) for fault in faults)
+    before = [name for at, name in times if at <= moment]
+    return before[-1] if before else "no fault"
+
+
+def _answered(listener: Listener, call_id: str) -> bool:
+    return any(kind == "result" for kind, *_ in listener.events[call_id])
 
 
 async def _settle(listener: Listener, sent: dict[str, float]) -> None:
     give_up = time.monotonic() + SETTLE_S
     while time.monotonic() < give_up:
-        answered = sum(any(k == "result" for k, *_ in listener.events[c]) for c in sent)
-        if answered == len(sent):
+        if all(_answered(listener, call) for call in sent):
             return
         await asyncio.sleep(0.2)
 
@@ -246,15 +332,36 @@ def _count_events(counts: Counts, listener: Listener, sent: dict[str, float]) ->
             counts.lost += 1
             continue
         counts.accepted += "pending" in kinds
-        counts.core_duplicates += len(results) - 1
-        counts.pending_after_result += "pending" in kinds and kinds.index("pending") > kinds.index(
-            "result"
-        )
+        distinct = {kind: _distinct(events, kind) for kind in ("pending", "result")}
+        counts.core_duplicates += len(events) - sum(distinct.values())
+        counts.different_results += distinct["result"] > 1
+        counts.different_pendings += distinct["pending"] > 1
+        if distinct["result"] > 1 and not counts.different_example:
+            counts.different_example = [event for *_, event in events]
+        counts.pending_after_result += _pending_after_result(kinds)
         at, result = results[0]
         counts.not_success += result["status"] != "success"
-        beyond = (at - sent_at) - result.get("duration_ms", 0) / 1000
-        counts.max_wait_beyond_api_s = max(counts.max_wait_beyond_api_s, round(beyond, 2))
+        if result["status"] != "success" and not counts.failure_example:
+            counts.failure_example = [event for *_, event in events]
+        beyond = round((at - sent_at) - result.get("duration_ms", 0) / 1000, 2)
+        if beyond > counts.max_wait_beyond_api_s:
+            heard = [(kind, round(moment - sent_at, 2)) for kind, moment, _ in events]
+            counts.slowest = {"call_id": call_id, "heard": heard}
+        counts.max_wait_beyond_api_s = max(counts.max_wait_beyond_api_s, beyond)
         counts.waits_over_10_s += beyond > 10
+        after = _fault_before(time.time() - (time.monotonic() - sent_at), counts.faults)
+        counts.longest_wait_after[after] = max(counts.longest_wait_after.get(after, 0.0), beyond)
+
+
+def _pending_after_result(kinds: list[str]) -> bool:
+    """Whether the call's first pending came after its first result."""
+    if "pending" not in kinds or "result" not in kinds:
+        return False
+    return kinds.index("pending") > kinds.index("result")
+
+
+def _distinct(events: list[tuple[str, float, dict[str, Any]]], kind: str) -> int:
+    return len({json.dumps(event, sort_keys=True) for k, _, event in events if k == kind})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     counts = asyncio.run(run(args.calls, args.rate, args.every, args.down))
-    args.json.write_text(json.dumps(asdict(counts), indent=2))
+    return report(counts, args.json)
+
+
+def report(counts: Counts, to: Path) -> int:
+    """Print the figures, keep them as JSON; the exit status says whether any broke."""
+    to.write_text(json.dumps(asdict(counts), indent=2))
     for name, value in asdict(counts).items():
         print(f"{name:28s} {value}")
     return 1 if counts.broken() else 0

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -26,6 +27,7 @@ from services.catalog import SERVICES
 from shared.contract import subjects
 from shared.fabric import jetstream
 from shared.fabric.broker import sign_in
+from shared.fabric.nats_cluster import Cluster, start_cluster
 from shared.fabric.nats_server import NatsServer, stable_port
 from shared.process.processes import die_with_parent
 from shared.security import runtime_accounts
@@ -73,11 +75,16 @@ class Fabric:
         settings: Settings,
         extra_env: Mapping[str, str] | None = None,
         replicas: int = 1,
+        nats_nodes: int = 1,
     ) -> None:
+        """``nats_nodes`` above 1: the embedded NATS is a JetStream cluster of that many
+        nodes on loopback (the cluster fault test's), with the same users and accounts."""
         self.settings = settings
         self.extra_env = dict(extra_env or {})
         self.instances = instances(replicas)
+        self.nats_nodes = nats_nodes
         self.nats: NatsServer | None = None
+        self.cluster: Cluster | None = None
         self.nats_url = settings.nats_url or ""
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         # An embedded server runs with a user per role (shared.security.nats_auth).
@@ -106,13 +113,17 @@ class Fabric:
         if not self.nats_url:
             data_dir = self.settings.data_dir
             self.credentials = load_or_create_credentials(data_dir)
-            self.nats = self._nats_server(stable_port(data_dir))
-            self.nats_url = self.nats.start()
-            log.info("embedded nats-server at %s (data in %s)", self.nats_url, data_dir)
+            if self.nats_nodes > 1:
+                self.cluster = await self._nats_cluster()
+                self.nats_url = self.cluster.url
+            else:
+                self.nats = self._nats_server(stable_port(data_dir))
+                self.nats_url = self.nats.start()
+            log.info("embedded NATS at %s (data in %s)", self.nats_url, data_dir)
         client = await self._connect()
         try:
             await jetstream.ensure(client.jetstream(), self.settings.stream_replicas, move=True)
-            if self.nats is not None:
+            if self.credentials:
                 await self._follow_runtime_accounts()
             ready = await client.subscribe(subjects.ready("*"), max_msgs=len(self.instances))
             for key, name in self.instances.items():
@@ -141,13 +152,22 @@ class Fabric:
             await client.close()
 
     def _nats_server(self, port: int) -> NatsServer:
-        data_dir = self.settings.data_dir
-        # The accounts of runtime credentials as last written; kept current once up.
-        runtime_accounts.ensure_file(data_dir / runtime_accounts.RUNTIME_ACCOUNTS_FILE)
-        authorization = render_authorization(
-            self.credentials, include=runtime_accounts.RUNTIME_ACCOUNTS_FILE
-        )
-        return NatsServer(data_dir, port=port, authorization=authorization)
+        authorization = self._authorization(self.settings.data_dir)
+        return NatsServer(self.settings.data_dir, port=port, authorization=authorization)
+
+    async def _nats_cluster(self) -> Cluster:
+        root = self.settings.data_dir / "nats"
+        # Every node's config includes the one accounts file, from its own directory.
+        authorization = self._authorization(root / "n0")
+        return await start_cluster(root, self.nats_nodes, authorization)
+
+    def _authorization(self, config_dir: Path) -> str:
+        """A user per role, and the accounts of runtime credentials as last written
+        (kept current once up), included from beside a config in ``config_dir``."""
+        accounts = self.settings.data_dir / runtime_accounts.RUNTIME_ACCOUNTS_FILE
+        runtime_accounts.ensure_file(accounts)
+        include = os.path.relpath(accounts, config_dir)
+        return render_authorization(self.credentials, include=include)
 
     async def _follow_runtime_accounts(self) -> None:
         path = self.settings.data_dir / runtime_accounts.RUNTIME_ACCOUNTS_FILE
@@ -218,6 +238,8 @@ class Fabric:
             await self._accounts.stop()
         if self.nats is not None:
             await self.nats.astop()
+        if self.cluster is not None:
+            await self.cluster.stop()
 
     @staticmethod
     def _reap(child: subprocess.Popen[bytes]) -> None:

@@ -8,9 +8,9 @@ unreachable, except under CI, where that is a failure.
 """
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import psycopg
@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from bench.postgres import fresh_schema
 from services.billing.api import build_app as build_billing_app
 from services.billing.store import UsageStore
 from shared.fabric.nats_server import NatsServer
@@ -55,19 +56,27 @@ async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
 
 
 def _postgres_schema() -> Iterator[str]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
     try:
-        connection = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+        with fresh_schema(POSTGRES_URL) as url:
+            yield url
     except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    with connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-        finally:
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        _postgres_unreachable(exc)
+
+
+def _postgres_unreachable(exc: Exception) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL is required in CI: {exc}")
+    pytest.skip(f"PostgreSQL not reachable: {exc}")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL server's URL, for a test that makes its own schemas there."""
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        _postgres_unreachable(exc)
+    return POSTGRES_URL
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -21,7 +21,7 @@ async def test_a_call_claimed_by_a_dead_dispatcher_is_finished_by_the_next_one(
 
     # What the dead dispatcher did: claimed the call, took the message, never acked it.
     claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
-    assert await claims.claim(call["conversation_id"], call["call_id"]) is True
+    assert await claims.claim(call["conversation_id"], call["call_id"], "dead") is True
     await fabric.runtime.listen(call["conversation_id"])
     await fabric.runtime.call(call)
     taken = await js.pull_subscribe_bind(DURABLE.name, stream=DURABLE.stream)

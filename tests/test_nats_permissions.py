@@ -699,8 +699,9 @@ async def test_the_dispatcher_does_its_work(secured: Secured) -> None:
     await directory.follow(js)
     assert directory.account_of("a") == "acme"
     claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
-    assert await claims.claim(CONV, CALL)
-    assert not await claims.claim(CONV, CALL)  # the create reads the key it found
+    assert await claims.claim(CONV, CALL, "1")
+    assert not await claims.claim(CONV, CALL, "2")  # the create reads the key it found
+    assert await claims.claim(CONV, CALL, "1")  # its own claim, tried again
     publisher, calls, replays = Publisher(js), Inbox(), Inbox()
 
     async def give_up(message: Msg, failure: Exception) -> None:

@@ -42,6 +42,7 @@ from shared.contract.events import (
     ToolCallProgress,
     ToolCallResult,
 )
+from shared.fabric.liveness import SILENCE_DETECTION
 from shared.security.api_keys import bearer
 
 DOMAIN = "midcall"
@@ -94,6 +95,7 @@ class MidcallClient:
             servers=self.servers,
             max_reconnect_attempts=-1,
             reconnected_cb=self._reconnected,
+            **SILENCE_DETECTION,
             **self.credentials.connect_options(),
         )
         if self.credentials.catches_up:

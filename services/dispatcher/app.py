@@ -21,10 +21,9 @@ from shared.contract.events import (
     ReplayRequest,
     ToolCall,
     ToolCallResult,
-    utcnow,
 )
 from shared.contract.tools import DECLARED_BEFORE, MAX_CALLBACK_TIMEOUT_S, Tool
-from shared.fabric.call_marks import CallMarks, run_key
+from shared.fabric.call_marks import CallMarks, Mark, run_key
 from shared.fabric.consumer import redelivered
 from shared.fabric.deadline_timers import DEADLINE_GRACE_S, DeadlineTimers
 from shared.fabric.messaging import (
@@ -92,12 +91,17 @@ class Dispatcher:
                 }
             )
             conversation = self._conversation(call, runtime_account)
-            first = await self.claims.claim(conversation.key, call.call_id)
-            # A redelivery is our own earlier attempt, which died before its ack: finish it.
-            if first or redelivered(message):
+            claimant = str(message.metadata.sequence.stream)
+            first = await self.claims.claim(conversation.key, call.call_id, claimant)
+            if not first and not redelivered(message):
+                log.info("duplicate call %s ignored", call.call_id)
+            # A redelivery is our own earlier attempt, which died before its ack (or whose
+            # ack a stream's new leader never heard): finish it, unless it was answered
+            # meanwhile, when a pending now would reach the runtime after its result.
+            elif first or not await self.claims.has(conversation.key, call.call_id, Mark.ANSWERED):
                 await self._dispatch(call, conversation, message.metadata.timestamp)
             else:
-                log.info("duplicate call %s ignored", call.call_id)
+                log.info("call %s was answered before its ack was lost", call.call_id)
 
     def _conversation(self, call: ToolCall, runtime_account: str | None) -> Conversation:
         """The call's conversation: its agent's account's, or, placed by an account's own
@@ -165,7 +169,9 @@ class Dispatcher:
         except CallRejected as rejected:
             await self._reject(call, conversation, rejected, entry.tool, attempt)
             return
-        accepted = utcnow()
+        # When the call was stored, not now: its deadline is the runtime's wait, and a
+        # redelivery of the call builds the same pending and work item, byte for byte.
+        accepted = stored_at
         deadline_at = deadline(call, entry.tool, accepted, self.max_callback_s)
         work = ExecuteRequest(
             call=call,
@@ -201,7 +207,7 @@ class Dispatcher:
             await asyncio.gather(*publishes)
             return
         # All at once, pending first on the wire, so it reaches the runtime first.
-        pending = self.publisher.pending(pending_for(call, entry.tool), conversation)
+        pending = self.publisher.pending(pending_for(call, entry.tool, accepted), conversation)
         await asyncio.gather(pending, *publishes)
         PENDING_SECONDS.observe(seconds_since(stored_at))
 

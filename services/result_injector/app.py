@@ -1,6 +1,7 @@
 """The injector's handler: outcome in, ToolCallResult and UsageRecord out."""
 
 import asyncio
+from datetime import datetime
 
 from nats.aio.msg import Msg
 
@@ -65,18 +66,18 @@ class Injector:
         outcome = await self.dead_letters.read(ExecutionOutcome, message, DECLARED_BEFORE)
         if outcome is None:
             return
-        work = outcome.request
+        work, stored_at = outcome.request, message.metadata.timestamp
         call, attempt, conversation = work.call, work.attempt, work.conversation.key
         if utcnow() >= work.deadline_at:
             # The deadline's timer may be answering this call too: the first claim answers.
             if await self.marks.claim_answer(conversation, call.call_id, attempt, OUTCOME):
-                await self._answer(outcome)
+                await self._answer(outcome, stored_at)
             return
         if redelivered(message) and await self.marks.has(
             conversation, call.call_id, Mark.ANSWERED, attempt
         ):
             return  # answered before the ack was lost: the runtime has its one result
-        await self._answer(outcome)
+        await self._answer(outcome, stored_at)
         await self.marks.mark(conversation, call.call_id, Mark.ANSWERED, attempt)
         await self.timers.disarm(call.conversation_id, run_key(conversation, call.call_id, attempt))
 
@@ -93,15 +94,20 @@ class Injector:
         if not await self.marks.claim_answer(key, call_id, work.attempt, DEADLINE):
             return  # answered meanwhile, or its outcome came just now and answers it
         failure = error_info(timed_out(work))
-        elapsed_ms = (utcnow() - work.accepted_at).total_seconds() * 1000
+        # As of the deadline, however late the timer's message is handled: each delivery
+        # of it makes the same result.
+        elapsed_ms = (work.deadline_at - work.accepted_at).total_seconds() * 1000
         await self._answer(
-            ExecutionOutcome(request=work, failure=failure, duration_ms=round(elapsed_ms, 1))
+            ExecutionOutcome(request=work, failure=failure, duration_ms=round(elapsed_ms, 1)),
+            work.deadline_at,
         )
 
-    async def _answer(self, outcome: ExecutionOutcome) -> None:
+    async def _answer(self, outcome: ExecutionOutcome, stored_at: datetime) -> None:
+        """Map and publish; ``stored_at`` (when what answers was stored) is the result's
+        time, so that a message handled twice makes the same result."""
         with tracer().start_as_current_span("inject") as span:
             span.set_attribute("midcall.call_id", outcome.request.call.call_id)
-            result = map_outcome(outcome, current_trace_id())
+            result = map_outcome(outcome, current_trace_id(), stored_at)
             if result.variables:
                 # Stored before the result goes out: a runtime may render its prompt at once.
                 await self.variables.merge(outcome.request.conversation, result.variables)
@@ -113,8 +119,9 @@ class Injector:
         if outcome is None:
             return
         tool = outcome.request.tool
+        at = message.metadata.timestamp
         result = failed(
-            result_of(outcome, current_trace_id()), internal_failure(tool.name, failure), tool
+            result_of(outcome, current_trace_id(), at), internal_failure(tool.name, failure), tool
         )
         await self._publish(result, outcome)
 

@@ -131,8 +131,9 @@ def _boolean(value: Any) -> bool:
     raise ValueError(value)
 
 
-def pending_for(call: ToolCall, tool: Tool) -> ToolCallPending:
-    """The pending event: the LLM's own filler wins, then the tool's, then none."""
+def pending_for(call: ToolCall, tool: Tool, accepted_at: datetime) -> ToolCallPending:
+    """The pending event: the LLM's own filler wins, then the tool's, then none; ``at`` is
+    when the call was accepted, so that every copy of a call's pending is the same."""
     speech = tool.speech
     filler = call.arguments.get(speech.from_argument) if speech.from_argument else None
     if isinstance(filler, str) and filler.strip():
@@ -148,4 +149,5 @@ def pending_for(call: ToolCall, tool: Tool) -> ToolCallPending:
         speak=speak,
         speech=words,
         muted=speech.muted,
+        at=accepted_at,
     )

@@ -5,19 +5,25 @@ results whose message an LLM can relay as it is.
 """
 
 import json
+from datetime import datetime
 from typing import Any
 
 from shared.calls.results import failed
 from shared.contract.errors import CallRejected, ErrorCode
-from shared.contract.events import ExecutionOutcome, HttpResponse, ToolCallResult
+from shared.contract.events import ExecutionOutcome, HttpResponse, ToolCallResult, utcnow
 from shared.contract.templates import MISSING
 from shared.contract.tools import Tool, ToolErrorRule, compile_jsonpath
 
 MAX_ERROR_BODY_CHARS = 2000
 
 
-def result_of(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolCallResult:
-    """The call's result as far as the outcome alone says: addressed, timed, not yet mapped."""
+def result_of(
+    outcome: ExecutionOutcome, trace_id: str | None = None, at: datetime | None = None
+) -> ToolCallResult:
+    """The call's result as far as the outcome alone says: addressed, timed, not yet mapped.
+
+    ``at``: when the outcome was stored, so that an outcome handled twice (its ack lost)
+    makes the same result, byte for byte; by default, now."""
     work = outcome.request
     call, tool = work.call, work.tool
     return ToolCallResult(
@@ -31,12 +37,15 @@ def result_of(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolCal
         trace_id=trace_id,
         replay=work.replay_attempt is not None,
         replay_attempt=work.replay_attempt,
+        at=at or utcnow(),
     )
 
 
-def map_outcome(outcome: ExecutionOutcome, trace_id: str | None = None) -> ToolCallResult:
+def map_outcome(
+    outcome: ExecutionOutcome, trace_id: str | None = None, at: datetime | None = None
+) -> ToolCallResult:
     tool = outcome.request.tool
-    result = result_of(outcome, trace_id)
+    result = result_of(outcome, trace_id, at)
     if outcome.response is not None:
         result.http_status = outcome.response.status
     try:

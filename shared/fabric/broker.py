@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from shared.fabric import jetstream
+from shared.fabric.liveness import MAX_OUTSTANDING_PINGS, PING_INTERVAL_S
 from shared.security.nats_auth import Role, inbox_prefix
 from shared.settings import Settings
 
@@ -49,6 +50,8 @@ def build_broker(
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         reconnected_cb=reconnected,
+        ping_interval=PING_INTERVAL_S,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
     )
 
 

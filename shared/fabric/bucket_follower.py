@@ -9,13 +9,16 @@ old server.
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
+from functools import partial
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from shared.contract import subjects
+from shared.fabric.outages import patiently
 
 DELETIONS = ("DEL", "PURGE")
 
@@ -47,9 +50,18 @@ class BucketFollower:
         await loaded.wait()
 
     def rewatch(self) -> None:
-        """After a reconnect: read the bucket again from the latest value of every key."""
-        if self._kv is not None:
-            self._rewatch = asyncio.create_task(self._watch(asyncio.Event(), 0))
+        """After a reconnect: read the bucket again from the latest value of every key.
+
+        Until it succeeds: a reconnect in a cluster's election may find JetStream
+        without a leader for seconds, and a follower that gave up would serve what
+        it had forever."""
+        if self._kv is None:
+            return
+        if self._rewatch is not None:
+            self._rewatch.cancel()  # a reconnect again: this one starts afresh
+        self._rewatch = asyncio.create_task(
+            patiently(partial(self._watch, asyncio.Event(), 0), math.inf)
+        )
 
     async def _watch(self, loaded: asyncio.Event, loaded_at: int) -> None:
         assert self._kv is not None

@@ -52,13 +52,11 @@ class CallMarks:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def claim(self, conversation: str, call_id: str) -> bool:
-        """True for the first sighting of this call; False when it was claimed before."""
-        try:
-            await self._kv.create(call_key(conversation, call_id), b"accepted")
-        except KeyWrongLastSequenceError:
-            return False
-        return True
+    async def claim(self, conversation: str, call_id: str, claimant: str) -> bool:
+        """True for the first sighting of this call, and again for the same ``claimant``
+        (the stored message that brought it): a claim made just before a NATS outage,
+        whose confirmation was lost, is still its maker's when tried again."""
+        return await self._claim(call_key(conversation, call_id), claimant)
 
     async def mark(self, conversation: str, call_id: str, mark: Mark, attempt: int = 1) -> None:
         """Record ``mark``, through a NATS outage: its effect is already out, and a mark
@@ -75,24 +73,35 @@ class CallMarks:
     ) -> bool:
         """Whether ``claimant`` may answer: it claimed the answer first, now or before
         (a redelivery of its own message finishes what it began)."""
-        key = _mark_key(conversation, call_id, Mark.ANSWERED, attempt)
-        try:
-            await self._kv.create(key, claimant.encode())
-        except KeyWrongLastSequenceError:
-            entry = await self._kv.get(key)
-            return entry.value == claimant.encode()
-        return True
+        return await self._claim(_mark_key(conversation, call_id, Mark.ANSWERED, attempt), claimant)
 
     async def has(self, conversation: str, call_id: str, mark: Mark, attempt: int = 1) -> bool:
         return await self.run_has(run_key(conversation, call_id, attempt), mark)
 
     async def run_has(self, run: str, mark: Mark) -> bool:
         """``has``, for a run known by its key (``run_key``) alone."""
-        try:
-            await self._kv.get(f"{run}.{mark}")
-        except KeyNotFoundError:
-            return False
-        return True
+
+        async def get() -> bool:
+            try:
+                await self._kv.get(f"{run}.{mark}")
+            except KeyNotFoundError:
+                return False
+            return True
+
+        return await patiently(get, PATIENCE_S)
+
+    async def _claim(self, key: str, claimant: str) -> bool:
+        # Through a stream's leader election: the message in hand waits (heartbeated)
+        # rather than going back with a growing delay.
+        async def create() -> bool:
+            try:
+                await self._kv.create(key, claimant.encode())
+            except KeyWrongLastSequenceError:
+                entry = await self._kv.get(key)
+                return entry.value == claimant.encode()
+            return True
+
+        return await patiently(create, PATIENCE_S)
 
 
 def run_key(conversation: str, call_id: str, attempt: int) -> str:

@@ -4,13 +4,14 @@ the tests, the benchmarks and the cluster fault test (``NatsServer`` is each nod
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import nats
-import nats.errors
+import httpx
 
 from shared.fabric.nats_server import ClusterNode, NatsServer, free_port
 
 READY_TIMEOUT_S = 20.0
+MONITOR_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -22,17 +23,23 @@ class Cluster:
         """Every node, comma-separated, as MIDCALL_NATS_URL takes them."""
         return ",".join(node.url for node in self.nodes)
 
+    def named(self, name: str) -> NatsServer:
+        return next(node for node in self.nodes if node.node is not None and node.node.name == name)
+
     async def stop(self) -> None:
         await asyncio.gather(*(node.astop() for node in self.nodes))
 
 
-async def start_cluster(root: Path, size: int = 3) -> Cluster:
-    """``size`` nodes routed to one another, once JetStream has its meta leader."""
+async def start_cluster(root: Path, size: int = 3, authorization: str = "") -> Cluster:
+    """``size`` nodes routed to one another, once JetStream has its meta leader; each
+    node's files in ``root/n<index>``. ``authorization`` as ``NatsServer`` takes it: the
+    same users and accounts on every node."""
     routes = [free_port() for _ in range(size)]
     nodes = [
         NatsServer(
             root / f"n{index}",
-            node=ClusterNode(f"n{index}", port, tuple(p for p in routes if p != port)),
+            authorization=authorization,
+            node=ClusterNode(f"n{index}", port, tuple(p for p in routes if p != port), free_port()),
             sync_always=True,
         )
         for index, port in enumerate(routes)
@@ -40,22 +47,30 @@ async def start_cluster(root: Path, size: int = 3) -> Cluster:
     cluster = Cluster(nodes)
     try:
         await asyncio.gather(*(asyncio.to_thread(node.start) for node in nodes))
-        await _jetstream_ready(cluster.url)
+        await _jetstream_ready(cluster)
     except BaseException:
         await cluster.stop()
         raise
     return cluster
 
 
-async def _jetstream_ready(url: str) -> None:
-    client = await nats.connect(url.split(","))
-    try:
-        async with asyncio.timeout(READY_TIMEOUT_S):
-            while True:
-                try:
-                    await client.jetstream().account_info()
-                    return
-                except nats.errors.Error:
-                    await asyncio.sleep(0.1)  # no meta leader elected yet
-    finally:
-        await client.close()
+async def jsz(node: NatsServer, **query: str) -> dict[str, Any]:
+    """The node's JetStream monitoring report (``/jsz``): the meta leader it knows, and
+    with ``accounts``/``streams`` each stream's copy on this node and its leader."""
+    assert node.node is not None
+    url = f"http://127.0.0.1:{node.node.monitor_port}/jsz"
+    async with httpx.AsyncClient(timeout=MONITOR_TIMEOUT_S) as http:
+        answer = await http.get(url, params=query)
+        answer.raise_for_status()
+        report: dict[str, Any] = answer.json()
+        return report
+
+
+async def _jetstream_ready(cluster: Cluster) -> None:
+    # Asked of the monitoring port: no user of the servers' own is needed.
+    async with asyncio.timeout(READY_TIMEOUT_S):
+        while True:
+            reports = await asyncio.gather(*(jsz(node) for node in cluster.nodes))
+            if all(report.get("meta_cluster", {}).get("leader") for report in reports):
+                return
+            await asyncio.sleep(0.1)  # no meta leader elected yet

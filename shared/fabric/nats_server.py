@@ -33,6 +33,7 @@ jetstream {{
 """
 CLUSTER = """\
 server_name: {name}
+http: 127.0.0.1:{monitor_port}
 cluster {{
   name: midcall
   listen: 127.0.0.1:{port}
@@ -57,15 +58,19 @@ def binary() -> str:
 @dataclass(frozen=True)
 class ClusterNode:
     """This server's place in a cluster of nodes on loopback: its name, the port its
-    routes listen on, and the other nodes' route ports."""
+    routes listen on, the other nodes' route ports, and its monitoring port (``/jsz``
+    says which node leads what, and what each node's copy of a stream holds)."""
 
     name: str
     route_port: int
     peers: tuple[int, ...]
+    monitor_port: int
 
     def config(self) -> str:
         routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.peers)
-        return CLUSTER.format(name=self.name, port=self.route_port, routes=routes)
+        return CLUSTER.format(
+            name=self.name, port=self.route_port, routes=routes, monitor_port=self.monitor_port
+        )
 
 
 class NatsServer:
@@ -117,6 +122,8 @@ class NatsServer:
             umask=OTHERS,  # the streams' messages are the tenants' calls and results
         )
         self.url = self._wait_for_port(ports_dir)
+        # Started again (after a kill), it listens where its clients knew it.
+        self.port = int(self.url.rsplit(":", 1)[1])
         return self.url
 
     def _wait_for_port(self, ports_dir: Path) -> str:
@@ -155,6 +162,11 @@ class NatsServer:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+
+    def pause(self, paused: bool) -> None:
+        """SIGSTOP (a node cut off: its routes and clients hear nothing) or SIGCONT."""
+        assert self._process is not None, "not started"
+        self._process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)

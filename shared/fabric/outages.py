@@ -20,6 +20,9 @@ T = TypeVar("T")
 
 # How long work in hand waits out an outage: a clustered fail-over takes about 6 s.
 PATIENCE_S = 30.0
+# The longest pause between tries: a stream's new leader (elected 4-9 s after the old
+# one died) is asked within half a second of taking over.
+MAX_DELAY_S = 0.5
 
 # Failures worth trying again: NATS or JetStream being away or slow. Anything
 # else (a bug, an input the code cannot take) would fail the same way forever.
@@ -38,6 +41,19 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 
 
+# JetStream's "duplicate message id is in process": a publish with this Nats-Msg-Id,
+# sent before a leader change, is still being stored. Asked again, it answers as a
+# duplicate once that one is in, or stores this one if it was lost.
+DUPLICATE_IN_PROCESS = 10158
+
+
+def transient(failure: Exception) -> bool:
+    """Whether ``failure`` is NATS or JetStream being away or busy, worth trying again."""
+    if isinstance(failure, nats.js.errors.APIError) and not isinstance(failure, TRANSIENT):
+        return failure.err_code == DUPLICATE_IN_PROCESS
+    return isinstance(failure, TRANSIENT)
+
+
 async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T:
     """Run ``attempt`` until it succeeds, through NATS outages of up to ``patience_s``;
     its result.
@@ -53,9 +69,9 @@ async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T
     while True:
         try:
             return await attempt()
-        except TRANSIENT:
-            if time.monotonic() + delay > give_up:
+        except Exception as failure:
+            if not transient(failure) or time.monotonic() + delay > give_up:
                 raise
             log.warning("NATS unavailable; trying again in %.1f s", delay)
             await asyncio.sleep(delay)
-            delay = min(2 * delay, 2.0)
+            delay = min(2 * delay, MAX_DELAY_S)

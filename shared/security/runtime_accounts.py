@@ -49,6 +49,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.contract import subjects
 from shared.fabric.bucket_follower import BucketFollower
+from shared.fabric.liveness import SILENCE_DETECTION
 from shared.fabric.outages import TRANSIENT
 from shared.security.data_dir import write_private
 from shared.security.nats_auth import (
@@ -302,11 +303,13 @@ class RuntimeAccounts:
         self._clients: list[Client] = []
 
     async def start(self, url: str, watch: dict[str, Any], reload: dict[str, Any]) -> None:
-        reloading = await nats.connect(servers(url), **reload)
+        reloading = await nats.connect(servers(url), **SILENCE_DETECTION, **reload)
         self._clients.append(reloading)
         self._file = AccountsFile(self._path, Reloader(reloading).reload)
         # After a reconnect the watch's consumer may be gone with the old server.
-        watching = await nats.connect(servers(url), reconnected_cb=self._reconnected, **watch)
+        watching = await nats.connect(
+            servers(url), reconnected_cb=self._reconnected, **SILENCE_DETECTION, **watch
+        )
         self._clients.append(watching)
         await self._file.follow(watching.jetstream())
 

@@ -1,0 +1,234 @@
+"""The cluster fault test: calls at a steady rate on a 3-node JetStream cluster, every
+stream and bucket R3, while its nodes die, freeze and lose their disks.
+
+Three nats-server processes on loopback form one cluster (routes, ``sync_interval:
+always``, the users and accounts ``midcall up`` runs with); two replicas of each hot
+service and the registry and billing on PostgreSQL, each process connecting to the
+nodes in its own random order. While calls are placed, in turn:
+
+- the meta leader is SIGKILLed, then the leader of ``MIDCALL_CALLS``, of
+  ``MIDCALL_WORK`` and of the claims bucket, each restarted after ``down_s``;
+- the node leading ``MIDCALL_CONV`` is cut off (SIGSTOP: its routes and clients
+  hear nothing) for ``cut_off_s``;
+- an executor is frozen past its work items' ack wait, so that they go to the
+  other replica, and wakes up;
+- one node is SIGKILLed, its JetStream directory deleted, and started again: it
+  must catch up from the others.
+
+Then the fault test's figures (bench/fault.py), and the cluster's own: whether the
+three nodes hold the same state of every stream (``/jsz``), how long the wiped node
+took to catch up, and how the services' connections spread over the nodes.
+
+Full version: python -m bench.fault_cluster (50 calls/s for about 100 s); the suite
+runs a smaller one (tests/test_fault_cluster.py).
+"""
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.api import ApiProcess
+from bench.fabric import running
+from bench.fault import Counts, report, under_fire
+from bench.postgres import fresh_schema
+from services.http_executor.main import DURABLE as EXECUTOR_WORK
+from services.supervisor import Fabric
+from shared.contract import subjects
+from shared.fabric.nats_cluster import Cluster, jsz
+from shared.fabric.nats_server import NatsServer
+
+log = logging.getLogger("bench.fault_cluster")
+NODES = 3
+# The streams whose leaders are killed, after the meta leader's.
+LED = (
+    subjects.CALLS_STREAM,
+    subjects.WORK_STREAM,
+    subjects.kv_stream(subjects.CALL_CLAIMS_BUCKET),
+)
+CUT_OFF = subjects.CONV_STREAM  # the node leading it is cut off
+FROZEN = "http-executor-2"
+# Past the executors' ack wait: their work items go to the other replica meanwhile.
+FROZEN_S = EXECUTOR_WORK.ack_wait_s + 3.0
+LEADER_TIMEOUT_S = 30.0
+CATCH_UP_TIMEOUT_S = 60.0
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class ClusterCounts(Counts):
+    # Streams whose state differs between nodes once everything settled.
+    nodes_differ: list[str] = field(default_factory=list)
+    wiped_caught_up_s: float = 0.0
+    # Client connections on each node at the end (services, the test's own).
+    connections: dict[str, int] = field(default_factory=dict)
+
+    def broken(self) -> bool:
+        return super().broken() or bool(self.nodes_differ)
+
+
+async def leaders(cluster: Cluster) -> dict[str, str]:
+    """Each stream's leader, and the meta leader (as ``""``), as a live node reports them."""
+    for node in cluster.nodes:
+        try:
+            report = await jsz(node, accounts="true", streams="true")
+        except httpx.HTTPError:
+            continue  # down, or cut off
+        led = {
+            stream["name"]: stream.get("cluster", {}).get("leader", "")
+            for account in report.get("account_details", [])
+            for stream in account.get("stream_detail", [])
+        }
+        return {**led, "": report.get("meta_cluster", {}).get("leader", "")}
+    return {}
+
+
+async def leader_of(cluster: Cluster, stream: str) -> NatsServer:
+    """The node leading ``stream`` (``""``: the meta layer), once one is elected."""
+    async with asyncio.timeout(LEADER_TIMEOUT_S):
+        while True:
+            if name := (await leaders(cluster)).get(stream):
+                return cluster.named(name)
+            await asyncio.sleep(0.2)  # an election under way
+
+
+async def stream_states(node: NatsServer) -> dict[str, tuple[int, int, int]]:
+    """Each stream's messages, first and last sequence in this node's copy."""
+    report = await jsz(node, accounts="true", streams="true")
+    return {
+        stream["name"]: (
+            stream["state"]["messages"],
+            stream["state"]["first_seq"],
+            stream["state"]["last_seq"],
+        )
+        for account in report.get("account_details", [])
+        for stream in account.get("stream_detail", [])
+    }
+
+
+async def differing(cluster: Cluster) -> list[str]:
+    """Streams whose copies differ between the nodes (or are missing on one)."""
+    states = [await stream_states(node) for node in cluster.nodes]
+    names = set().union(*states)
+    return sorted(name for name in names if len({str(s.get(name)) for s in states}) > 1)
+
+
+async def converged(cluster: Cluster, timeout_s: float) -> tuple[list[str], float]:
+    """Until every node holds the same state of every stream: what still differs at the
+    end, and how long it took."""
+    started = time.monotonic()
+    while True:
+        differ = await differing(cluster)
+        took = time.monotonic() - started
+        if not differ or took > timeout_s:
+            return differ, round(took, 1)
+        await asyncio.sleep(0.5)
+
+
+class Faults:
+    def __init__(self, fabric: Fabric, every_s: float, down_s: float, cut_off_s: float) -> None:
+        assert fabric.cluster is not None
+        self.fabric = fabric
+        self.cluster = fabric.cluster
+        self.every_s = every_s
+        self.down_s = down_s
+        self.cut_off_s = cut_off_s
+        self.done: list[str] = []
+        self.wiped: NatsServer | None = None
+
+    def _note(self, what: str) -> None:
+        self.done.append(f"{time.time():.3f} {what}")
+        log.warning("%s", what)
+
+    async def inject(self) -> list[str]:
+        for stream in ("", *LED):
+            await asyncio.sleep(self.every_s)
+            node = await leader_of(self.cluster, stream)
+            await self._kill(node, f"the leader of {stream or 'the meta layer'}")
+        await asyncio.sleep(self.every_s)
+        node = await leader_of(self.cluster, CUT_OFF)
+        self._note(f"SIGSTOP {_name(node)} (leading {CUT_OFF}) for {self.cut_off_s:g} s")
+        node.pause(True)
+        await asyncio.sleep(self.cut_off_s)
+        node.pause(False)
+        await asyncio.sleep(self.every_s)
+        self._note(f"SIGSTOP {FROZEN} for {FROZEN_S:g} s")
+        self.fabric.pause(FROZEN, True)
+        await asyncio.sleep(FROZEN_S)
+        self.fabric.pause(FROZEN, False)
+        await asyncio.sleep(self.every_s)
+        self.wiped = await leader_of(self.cluster, subjects.CALLS_STREAM)
+        await self._kill(self.wiped, "the leader of MIDCALL_CALLS, its store wiped,", wipe=True)
+        return self.done
+
+    async def _kill(self, node: NatsServer, what: str, wipe: bool = False) -> None:
+        self._note(f"SIGKILL {_name(node)}: {what} back in {self.down_s:g} s")
+        node.kill()
+        if wipe:
+            shutil.rmtree(node.data_dir / "jetstream")
+        await asyncio.sleep(self.down_s)
+        await asyncio.to_thread(node.start)
+
+
+def _name(node: NatsServer) -> str:
+    return node.node.name if node.node is not None else node.url
+
+
+async def connections(cluster: Cluster) -> dict[str, int]:
+    counts = {}
+    for node in cluster.nodes:
+        assert node.node is not None
+        url = f"http://127.0.0.1:{node.node.monitor_port}/connz"
+        async with httpx.AsyncClient() as http:
+            counts[node.node.name] = int((await http.get(url)).json()["num_connections"])
+    return counts
+
+
+async def run(args: argparse.Namespace) -> ClusterCounts:
+    api = ApiProcess()
+    api_url = api.start()
+    try:
+        with (
+            tempfile.TemporaryDirectory() as data_dir,
+            fresh_schema(args.postgres) as database_url,
+        ):
+            async with running(
+                Path(data_dir), replicas=2, nats_nodes=NODES, database_url=database_url
+            ) as bench:
+                faults = Faults(bench.fabric, args.every, args.down, args.cut_off)
+                counts = await under_fire(bench, api_url, args.calls, args.rate, faults.inject)
+                assert bench.fabric.cluster is not None
+                differ, took = await converged(bench.fabric.cluster, CATCH_UP_TIMEOUT_S)
+                return ClusterCounts(
+                    **asdict(counts),
+                    nodes_differ=differ,
+                    wiped_caught_up_s=took,
+                    connections=await connections(bench.fabric.cluster),
+                )
+    finally:
+        api.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fault_cluster", description=__doc__)
+    parser.add_argument("--calls", type=int, default=4500, help="at least; more while faults last")
+    parser.add_argument("--rate", type=float, default=50.0, help="calls a second")
+    parser.add_argument("--every", type=float, default=8.0, help="seconds between faults")
+    parser.add_argument("--down", type=float, default=5.0, help="seconds a killed node stays down")
+    parser.add_argument("--cut-off", type=float, default=10.0, help="seconds a node is cut off")
+    parser.add_argument("--postgres", default=POSTGRES_URL, help="PostgreSQL to run on")
+    parser.add_argument("--json", type=Path, default=Path("bench/fault_cluster.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    return report(asyncio.run(run(args)), args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
