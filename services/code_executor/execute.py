@@ -28,6 +28,7 @@ from shared.contract.events import (
     HttpResponse,
     utcnow,
 )
+from shared.fabric.consumer import ensure_held, lease_held
 from shared.fabric.conversations import ConversationVariables
 from shared.fabric.executors import Stop, cancelled
 from shared.observability.metrics import FUNCTION_ENDINGS
@@ -43,6 +44,9 @@ TOOL_ERRORS = {
     "invalid_result": "The {tool} action failed: {message}",
     "crashed": "The {tool} action failed: {message}",
 }
+# The reply to a request of a function whose work item may be another replica's now: it
+# sees a connection error, and what it answers then is not reported (LeaseLost).
+NOT_SENT = {"error": "connect", "message": "the request was not sent"}
 
 
 class CodeRunner:
@@ -102,9 +106,14 @@ class CodeRunner:
         timeout_s = max(0.0, (work.deadline_at - utcnow()).total_seconds())
 
         async def egress(request: dict[str, Any], body: bytes) -> Any:
+            if not lease_held():  # froze past its ack wait: the call may be another replica's
+                return NOT_SENT, b""
             return await self.egress.send(work.deadline_at, request, body)
 
-        return await self.pool.run(work.account_id, job, Call(egress, _logger(work), timeout_s))
+        ensure_held()  # the function may call its API as soon as it starts
+        done = await self.pool.run(work.account_id, job, Call(egress, _logger(work), timeout_s))
+        ensure_held()  # its answer may rest on a request refused above: not reported then
+        return done
 
 
 def _logger(work: ExecuteRequest) -> Any:

@@ -34,6 +34,7 @@ from shared.contract.events import (
     HttpResponse,
     utcnow,
 )
+from shared.fabric.consumer import ensure_held
 from shared.observability.metrics import RETRIES
 from shared.observability.tracing import tracer
 from shared.security.callback_tokens import CallbackHeaders, grant_for
@@ -132,6 +133,9 @@ class Executor:
         while True:
             if not self.breakers.allow(host):
                 return _resting(work)
+            # Not sent by a process that froze past its ack wait: the work item may be
+            # another replica's now (LeaseLost leaves it to JetStream).
+            ensure_held()
             answer, attempt = await self._attempt(work, request, len(log) + 1)
             log.append(_logged(attempt, answer))
             self.breakers.record(

@@ -9,6 +9,10 @@ nats-py directly, the way nats.go's ``Consume`` does:
 - each message runs as its own task, up to the consumer's concurrency and
   while the process stays under its memory budget, and is heartbeated while
   in hand, so a short ack wait expires only for a process that died;
+- a message is its task's while its lease holds (renewed by those heartbeats):
+  code about to send what must not go twice calls ``ensure_held()``, which
+  raises ``LeaseLost`` in a process that froze past its ack wait, and the
+  message is then left unsettled, as it may be another replica's now;
 - acks are plain publishes (no round trip each); a failure that may pass is
   nacked with a delay growing with its deliveries, one that never will is
   handed to the service's ``give_up``;
@@ -20,6 +24,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -28,7 +34,7 @@ from opentelemetry import context, propagate
 from shared.fabric.exhausted import Exhausted, GiveUp
 from shared.fabric.outages import TRANSIENT
 from shared.fabric.pull_flow import Durable, PullFlow
-from shared.observability.metrics import IN_FLIGHT, REDELIVERIES
+from shared.observability.metrics import IN_FLIGHT, LEASES_LOST, REDELIVERIES
 from shared.process.memory import MemoryBudget
 
 log = logging.getLogger("midcall.consumer")
@@ -39,6 +45,13 @@ BatchHandler = Callable[[list[Msg]], Awaitable[None]]
 # An unexpected failure is retried after 0.5 s, 1 s, 2 s ... at most every 30 s.
 FIRST_RETRY_S = 0.5
 LAST_RETRY_S = 30.0
+# A message in hand is ours while less than this share of its ack wait has passed since its
+# lease was last renewed (on arrival, then as each in_progress goes out). The heartbeat renews
+# it at most two intervals (2/3 of the ack wait) apart: the rest covers a late beat and the
+# message's trip to us, during which JetStream's ack wait already runs. time.monotonic keeps
+# running while the process is stopped (SIGSTOP, a long GC pause, a starved VM), so a process
+# that wakes from a freeze past its ack wait finds its leases lapsed.
+LEASE_SHARE = 0.8
 
 
 class Retry(Exception):
@@ -47,6 +60,45 @@ class Retry(Exception):
     def __init__(self, delay_s: float, reason: str) -> None:
         super().__init__(reason)
         self.delay_s = delay_s
+
+
+class LeaseLost(Exception):
+    """The message this task works on may be another replica's now: the process froze past
+    its ack wait. Nothing more is sent for it, and it is neither acked nor nacked: if no
+    other replica took it, JetStream delivers it again after its ack wait."""
+
+
+@dataclass
+class Lease:
+    """How long a message in hand stays ours: renewed by each heartbeat, lapsed for good
+    once ``lease_s`` pass without one."""
+
+    msg: Msg
+    lease_s: float
+    renewed_at: float = field(default_factory=time.monotonic)
+
+    def held(self, now: float) -> bool:
+        return now - self.renewed_at < self.lease_s
+
+
+# Set in each message's task (it has its own context): tasks it starts inherit it.
+_LEASE: ContextVar[Lease | None] = ContextVar("midcall_lease", default=None)
+
+
+def lease_held() -> bool:
+    """Whether the message this task works on is still ours; outside a consumer's task
+    (a replay, a test) there is no lease to lose."""
+    lease = _LEASE.get()
+    return lease is None or lease.held(time.monotonic())
+
+
+def ensure_held() -> None:
+    """Raise ``LeaseLost`` unless the message this task works on is still ours: called right
+    before an effect another replica may make too (a request to the customer's API)."""
+    lease = _LEASE.get()
+    if lease is not None and not lease.held(now := time.monotonic()):
+        lapsed_s = now - lease.renewed_at
+        raise LeaseLost(f"not renewed for {lapsed_s:.1f} s (its lease: {lease.lease_s:.1f} s)")
 
 
 def redelivered(msg: Msg) -> bool:
@@ -63,6 +115,9 @@ async def settle(msgs: list[Msg], work: Awaitable[None], give_up: GiveUp | None 
     succeed later, and hand a message to ``give_up`` when it never will."""
     try:
         await work
+    except LeaseLost as lost:
+        # Not ours to settle: another replica may be working on it now.
+        log.warning("%s left to JetStream: %s", msgs[0].subject, lost)
     except Retry as retry:
         log.warning("%s comes back in %.1f s: %s", msgs[0].subject, retry.delay_s, retry)
         await _answer(msg.nak(delay=retry.delay_s) for msg in msgs)
@@ -99,22 +154,25 @@ async def _answer(replies: Iterable[Awaitable[None]]) -> None:
 
 
 class Heartbeat:
-    """Tells JetStream, for each message in hand, that it is still being worked on.
+    """Tells JetStream, for each message in hand, that it is still being worked on, and
+    renews the message's ``Lease`` as it does.
 
     Ack waits can then be short (a dead process's work moves on in seconds)
     while a call may wait on its API for up to a minute.
     """
 
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._in_hand: dict[int, tuple[Msg, float]] = {}
+    def __init__(self, ack_wait_s: float) -> None:
+        self._interval_s = ack_wait_s / 3
+        self._lease_s = LEASE_SHARE * ack_wait_s
+        self._in_hand: dict[int, Lease] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._beat())
 
-    def hold(self, msg: Msg) -> None:
-        self._in_hand[id(msg)] = (msg, time.monotonic())
+    def hold(self, msg: Msg) -> Lease:
+        lease = self._in_hand[id(msg)] = Lease(msg, self._lease_s)
+        return lease
 
     def release(self, msg: Msg) -> None:
         self._in_hand.pop(id(msg), None)
@@ -122,11 +180,20 @@ class Heartbeat:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
-            due = time.monotonic() - self._interval_s
-            held = [msg for msg, since in self._in_hand.values() if since <= due]
-            for msg in held:
-                self._in_hand[id(msg)] = (msg, time.monotonic())
-            await _answer(msg.in_progress() for msg in held)
+            now = time.monotonic()
+            due = [
+                lease
+                for lease in self._in_hand.values()
+                if lease.renewed_at <= now - self._interval_s
+            ]
+            for lease in due:
+                # A lapsed lease stays lapsed: after a freeze this beat may run before the
+                # handler, which must still find its message lost. Its in_progress still goes:
+                # if JetStream has not given the message away, a handler past its last send
+                # keeps it, as before.
+                if lease.held(now):
+                    lease.renewed_at = now
+            await _answer(lease.msg.in_progress() for lease in due)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -157,7 +224,7 @@ class WorkConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._flow = PullFlow(client, durable, self._start_one, self._capacity, batch)
-        self._heartbeat = Heartbeat(durable.ack_wait_s / 3)
+        self._heartbeat = Heartbeat(durable.ack_wait_s)
         limited = durable.max_deliver > 0
         self._exhausted = Exhausted(client, durable, give_up) if limited and give_up else None
 
@@ -182,20 +249,25 @@ class WorkConsumer:
         else:
             # Held from arrival, not from when its task first runs: a burst may queue
             # thousands behind a busy loop, and none may outlive its ack wait there.
-            self._heartbeat.hold(msg)
+            lease = self._heartbeat.hold(msg)
             if redelivered(msg):
                 REDELIVERIES.labels(self._name).inc()
-            task = asyncio.create_task(settle([msg], self._traced(msg), self._give_up))
+            task = asyncio.create_task(settle([msg], self._traced(msg, lease), self._give_up))
         self._tasks.add(task)
         self._in_flight.inc()
         task.add_done_callback(self._finished)
 
-    async def _traced(self, msg: Msg) -> None:
-        # Each task has its own context: the handler's spans continue the caller's trace.
+    async def _traced(self, msg: Msg, lease: Lease) -> None:
+        # Each task has its own context: the handler's spans continue the caller's trace,
+        # and ensure_held finds this message's lease.
+        _LEASE.set(lease)
         if msg.headers:
             context.attach(propagate.extract(msg.headers))
         try:
             await self._handler(msg)
+        except LeaseLost:
+            LEASES_LOST.labels(self._name).inc()
+            raise
         finally:
             self._heartbeat.release(msg)
 
@@ -237,7 +309,7 @@ class BatchConsumer:
         self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._flow = PullFlow(client, durable, self._queue, self._capacity, batch)
-        self._heartbeat = Heartbeat(durable.ack_wait_s / 3)
+        self._heartbeat = Heartbeat(durable.ack_wait_s)
 
     async def start(self) -> None:
         await self._flow.start(max_ack_pending=2 * self._batch)

@@ -41,6 +41,11 @@ IN_FLIGHT = Gauge("midcall_in_flight", "Messages in hand, by consumer", ["consum
 REDELIVERIES = Counter(
     "midcall_redeliveries", "Messages delivered again, by consumer", ["consumer"]
 )
+LEASES_LOST = Counter(
+    "midcall_leases_lost",
+    "Messages left unsettled by a process that froze past their ack wait, by consumer",
+    ["consumer"],
+)
 DEAD_LETTERS = Counter("midcall_dead_letters", "Messages set aside, by stage", ["stage"])
 RETRIES = Counter("midcall_retries", "HTTP attempts beyond a call's first, by tool", ["tool"])
 BREAKER_OPEN = Gauge("midcall_breaker_open", "1 while a destination host is given a rest", ["host"])
