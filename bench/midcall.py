@@ -170,8 +170,13 @@ class Driver:
         return Burst(self.plan.at_once, self.plan.delay_s, run.results_s)
 
     def _processes(self, cpu_ms_per_call: dict[str, float]) -> list[Process]:
-        roles = {"nats-server": "nats", "api": "api", "runtime": "runtime"}
+        roles = {"api": "api", "runtime": "runtime"}
         return [
-            Process(name, roles.get(name, "service"), cpu_ms_per_call[name], peak_rss_mb(pid))
+            Process(name, _role(name, roles), cpu_ms_per_call[name], peak_rss_mb(pid))
             for name, pid in self.pids.items()
         ]
+
+
+def _role(process: str, roles: dict[str, str]) -> str:
+    # A cluster's nodes are nats-server-n0, nats-server-n1, ...
+    return "nats" if process.startswith("nats-server") else roles.get(process, "service")

@@ -48,14 +48,15 @@ class Plan:
     conversations: int = 64  # calls are spread over these, as real traffic would be
     result_timeout_s: float = 60.0  # a call with no result by then is lost
     replicas: int = 1
+    nats_nodes: int = 1  # above 1: a cluster on loopback, every stream in that many copies
 
     @property
     def measured_in_flight(self) -> int:
         """The closed loop whose CPU cost per process is reported: the busiest."""
         return max(self.in_flight)
 
-    def with_replicas(self, replicas: int) -> "Plan":
-        return replace(self, replicas=replicas)
+    def with_replicas(self, replicas: int, nats_nodes: int = 1) -> "Plan":
+        return replace(self, replicas=replicas, nats_nodes=nats_nodes)
 
 
 FULL = Plan(

@@ -112,11 +112,12 @@ def _burst_rows(report: Report) -> list[Row]:
 def _process_rows(report: Report) -> list[Row]:
     services = [p for p in report.midcall.processes if p.role == "service"]
     others = [p for p in report.midcall.processes if p.role != "service"]
-    labels = {"nats": "nats-server", "api": "API (own process)", "runtime": "bench (runtime)"}
+    labels = {"api": "API (own process)", "runtime": "bench (runtime)"}
     in_flight = report.plan.measured_in_flight
     rows: list[Row] = [(f"per process, {in_flight} in flight", "CPU ms/call", "peak RSS MB", "")]
     for process in [*services, report.midcall.services_total(), *others]:
-        label = labels.get(process.role, process.name)
+        # A cluster's nodes by their own names (nats-server-n0, ...).
+        label = process.name if process.role == "nats" else labels.get(process.role, process.name)
         rows.append((f"  {label}", _n(process.cpu_ms_per_call), _n(process.peak_rss_mb, 1), ""))
     return rows
 
@@ -251,7 +252,12 @@ def _title(report: Report) -> list[str]:
         f"{report.elapsed_s:.0f} s, {report.cpus} CPUs, all co-located",
         f"{plan.replicas} process(es) each of dispatcher, http-executor, code-executor, "
         "result-injector; "
-        f"executor concurrency {limits['executor_concurrency']} per process",
+        f"executor concurrency {limits['executor_concurrency']} per process; NATS: "
+        + (
+            f"{plan.nats_nodes}-node cluster, every stream R{plan.nats_nodes}"
+            if plan.nats_nodes > 1
+            else "one server"
+        ),
     ]
 
 

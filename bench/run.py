@@ -9,10 +9,10 @@ to stdout, progress to stderr, the figures to JSON. Exits non-zero if a call
 was lost (no result, or never billed).
 
 Options: ``--quick`` (about 40 s), ``--replicas N`` (processes of each of
-dispatcher, http-executor, code-executor and result-injector), ``--json
-PATH``. The services read their usual ``MIDCALL_*`` settings from the
-environment, e.g. ``MIDCALL_EXECUTOR_CONCURRENCY``; the JSON records the
-ones that bound load.
+dispatcher, http-executor, code-executor and result-injector), ``--nats-nodes
+N`` (a JetStream cluster of N nodes, every stream RN), ``--json PATH``. The
+services read their usual ``MIDCALL_*`` settings from the environment, e.g.
+``MIDCALL_EXECUTOR_CONCURRENCY``; the JSON records the ones that bound load.
 """
 
 import argparse
@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer calls: about 40 seconds")
     parser.add_argument("--replicas", type=int, default=1, help="processes per scalable service")
+    parser.add_argument(
+        "--nats-nodes",
+        type=int,
+        default=1,
+        help="NATS as a cluster of this many nodes on loopback, every stream in as many copies",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where the figures go")
     return parser
 
@@ -65,7 +71,7 @@ async def run(plan: Plan) -> Report:
         log.info("baseline: direct httpx calls to %s", api.url)
         direct = await baseline.measure(plan, api.url)
         with tempfile.TemporaryDirectory(prefix="midcall-bench-") as data_dir:
-            async with running(Path(data_dir), plan.replicas) as fabric:
+            async with running(Path(data_dir), plan.replicas, plan.nats_nodes) as fabric:
                 await fabric.register(api.url, plan.delay_s)
                 log.info("midcall: fabric up, %d replica(s)", plan.replicas)
                 options = fabric.runtime_options()
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
     log.setLevel(logging.INFO)
     raise_fd_limit()
-    plan = (QUICK if args.quick else FULL).with_replicas(args.replicas)
+    plan = (QUICK if args.quick else FULL).with_replicas(args.replicas, args.nats_nodes)
     report = asyncio.run(run(plan))
     print(render(report), flush=True)
     write_json(report, args.json)

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 
 from services.demo.runtime import new_traceparent
 from shared.contract import subjects
+from shared.settings import servers
 
 EVERY_CONVERSATION = f"{subjects.PREFIX}.conv.*.>"
 KINDS = ("pending", "result")  # ``ended`` shares the subject space and is ignored
@@ -59,7 +60,7 @@ class BenchRuntime:
     @classmethod
     async def connect(cls, url: str, agent_id: str, **options: Any) -> "BenchRuntime":
         """Signed in with ``options`` (the runtime user's, from ``BenchFabric``)."""
-        runtime = cls(await nats.connect(url, **options), agent_id)
+        runtime = cls(await nats.connect(servers(url), **options), agent_id)
         await runtime.client.subscribe(EVERY_CONVERSATION, cb=runtime._on_event)
         await runtime.client.flush()
         return runtime

@@ -23,7 +23,9 @@ def test_every_call_ends_once_while_the_clusters_nodes_fail(
     tmp_path: Path, postgres_url: str
 ) -> None:
     counts_file = tmp_path / "fault_cluster.json"
-    scaled = ["--calls", "300", "--rate", "15", "--every", "3", "--down", "2", "--cut-off", "5"]
+    # Faults 6 s apart: a node restarted has caught up before the next one dies (closer, two
+    # nodes out of date at once leave a stream without a quorum, which no client can help).
+    scaled = ["--calls", "300", "--rate", "15", "--every", "6", "--down", "2", "--cut-off", "5"]
     finished = subprocess.run(
         [
             sys.executable,
@@ -37,7 +39,7 @@ def test_every_call_ends_once_while_the_clusters_nodes_fail(
         ],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=480,
         check=False,
     )
     print(finished.stdout)  # the figures, for whoever reads the CI log

@@ -9,6 +9,7 @@ off the wire (``$JS.ACK...``).
 """
 
 import asyncio
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -127,14 +128,61 @@ async def test_a_handler_frozen_past_its_ack_wait_loses_its_lease_and_leaves_the
         await consumer.stop()
 
     said = await answers(client, watched)
-    assert [msg.metadata.num_delivered for msg in deliveries] == [1, 2]
+    # The redelivery made during the freeze may have waited in the socket through it too,
+    # and is then left as well: the one after it is taken.
+    numbers = [msg.metadata.num_delivered for msg in deliveries]
+    assert numbers in ([1, 2], [1, 2, 3])
     assert len(lost) == 1
     # The frozen delivery is neither acked nor nacked, only heartbeated once awake (which
-    # keeps a message JetStream has not given away yet); the next delivery is acked.
+    # keeps a message JetStream has not given away yet); the last delivery is acked.
     heartbeats = said[deliveries[0].reply]
     assert heartbeats == ([IN_PROGRESS] * len(heartbeats) if beat_first else [])
-    assert said[deliveries[1].reply] == [ACK]
-    assert leases_lost(on) == 1
+    assert said[deliveries[-1].reply] == [ACK]
+    assert leases_lost(on) == len(deliveries) - 1
+
+
+async def test_a_message_that_waited_in_the_socket_through_a_freeze_is_not_ours(
+    nats_url: str, client: Client
+) -> None:
+    """Delivered while the process stood still, read when it woke: JetStream's ack wait ran
+    all along, so the message may be another replica's already."""
+    on = durable("test-lease-buffered")
+    heard: list[tuple[int, bool]] = []
+    done = asyncio.Event()
+
+    async def handler(msg: Msg) -> None:
+        heard.append((msg.metadata.num_delivered or 1, lease_held()))
+        if heard[-1][1]:
+            done.set()
+        ensure_held()
+
+    consumer = WorkConsumer(client, on, handler, concurrency=4)
+    await consumer.start()
+    try:
+        await client.flush()  # the pull request is at the server
+        # Published from elsewhere (a thread with a loop of its own) while this one is frozen.
+        elsewhere = threading.Thread(target=asyncio.run, args=(publish(nats_url, on.subject),))
+        elsewhere.start()
+        freeze(on.ack_wait_s)
+        elsewhere.join()
+        async with asyncio.timeout(10):
+            await done.wait()
+    finally:
+        await consumer.stop()
+
+    # Read after the freeze: not held, though just read. The next delivery is held.
+    assert heard[0] == (1, False)
+    num_delivered, held = heard[-1]
+    assert held
+    assert num_delivered > 1
+
+
+async def publish(url: str, subject: str) -> None:
+    other = await nats.connect(url)
+    try:
+        await other.jetstream().publish(subject, b"work")
+    finally:
+        await other.close()
 
 
 async def test_a_handler_that_awaits_past_its_ack_wait_keeps_its_lease(client: Client) -> None:
@@ -223,7 +271,7 @@ async def test_an_http_retry_due_after_a_freeze_is_not_sent(
     assert len(api.received) == 2
     assert outcome.response is not None
     assert (outcome.response.status, outcome.attempts) == (200, 1)
-    assert leases_lost(on) == 1
+    assert leases_lost(on) in (1, 2)  # 2: the redelivery waited in the socket through the freeze
 
 
 class FunctionAskingOnce(Pool):
@@ -272,4 +320,4 @@ async def test_a_functions_request_after_a_freeze_is_not_sent_nor_its_answer_tol
     assert len(api.received) == 1
     assert outcome.response is not None
     assert outcome.response.status == 200
-    assert leases_lost(on) == 1
+    assert leases_lost(on) in (1, 2)  # 2: the redelivery waited in the socket through the freeze

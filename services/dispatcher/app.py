@@ -186,8 +186,14 @@ class Dispatcher:
         if len(work) > self.max_work_bytes:  # checked before anything is said to the runtime
             await self._reject(call, conversation, _too_large(call), attempt=attempt)
             return
+        if replay is None:  # a replay's runtime heard its pending the first time
+            # Stored before the work item is sent: on a cluster whose conversations'
+            # stream is electing a leader, the call could otherwise run and its result be
+            # stored before its pending (the cluster fault test saw it).
+            await self.publisher.pending(pending_for(call, entry.tool, accepted), conversation)
+            PENDING_SECONDS.observe(seconds_since(stored_at))
         body = work.encode()
-        publishes = [
+        await asyncio.gather(
             self.publisher.raw(
                 body,
                 subjects.execute(call.conversation_id, entry.tool.kind),
@@ -202,14 +208,7 @@ class Dispatcher:
                 deadline_at + timedelta(seconds=DEADLINE_GRACE_S),
                 body,
             ),
-        ]
-        if replay is not None:  # the runtime heard its pending the first time
-            await asyncio.gather(*publishes)
-            return
-        # All at once, pending first on the wire, so it reaches the runtime first.
-        pending = self.publisher.pending(pending_for(call, entry.tool, accepted), conversation)
-        await asyncio.gather(pending, *publishes)
-        PENDING_SECONDS.observe(seconds_since(stored_at))
+        )
 
     def _resolve(
         self, call: ToolCall, conversation: Conversation, replay: ReplayRequest | None

@@ -16,7 +16,6 @@ from shared.contract.events import (
     ExecutionOutcome,
     ToolCallResult,
     UsageRecord,
-    utcnow,
 )
 from shared.contract.tools import DECLARED_BEFORE
 from shared.fabric.call_marks import CallMarks, Mark, run_key
@@ -41,7 +40,7 @@ DEADLINES = Durable(
     "midcall-deadlines",
     max_deliver=CALL_MAX_DELIVER,
 )
-# Who claimed the answer of a call past its deadline (shared.fabric.call_marks).
+# Who claimed the answer of a call: its outcome, or its deadline (shared.fabric.call_marks).
 OUTCOME, DEADLINE = "outcome", "deadline"
 
 
@@ -68,17 +67,18 @@ class Injector:
             return
         work, stored_at = outcome.request, message.metadata.timestamp
         call, attempt, conversation = work.call, work.attempt, work.conversation.key
-        if utcnow() >= work.deadline_at:
-            # The deadline's timer may be answering this call too: the first claim answers.
-            if await self.marks.claim_answer(conversation, call.call_id, attempt, OUTCOME):
-                await self._answer(outcome, stored_at)
-            return
         if redelivered(message) and await self.marks.has(
-            conversation, call.call_id, Mark.ANSWERED, attempt
+            conversation, call.call_id, Mark.PUBLISHED, attempt
         ):
-            return  # answered before the ack was lost: the runtime has its one result
+            return  # published before the ack was lost: the runtime has its one result
+        # Claimed before the result is published, even well before the deadline: a
+        # publish held up by a leader election can outlast it, and the deadline's timer
+        # must then find the call answered, not answer it a second time (a timeout after
+        # a success, as a cluster fault test heard).
+        if not await self.marks.claim_answer(conversation, call.call_id, attempt, OUTCOME):
+            return  # the deadline answered it first, with a timeout
         await self._answer(outcome, stored_at)
-        await self.marks.mark(conversation, call.call_id, Mark.ANSWERED, attempt)
+        await self.marks.mark(conversation, call.call_id, Mark.PUBLISHED, attempt)
         await self.timers.disarm(call.conversation_id, run_key(conversation, call.call_id, attempt))
 
     async def on_deadline(self, message: Msg) -> None:
@@ -118,7 +118,12 @@ class Injector:
         outcome = await self.dead_letters.read(ExecutionOutcome, message, DECLARED_BEFORE)
         if outcome is None:
             return
-        tool = outcome.request.tool
+        work = outcome.request
+        if not await self.marks.claim_answer(
+            work.conversation.key, work.call.call_id, work.attempt, OUTCOME
+        ):
+            return  # the deadline answered it
+        tool = work.tool
         at = message.metadata.timestamp
         result = failed(
             result_of(outcome, current_trace_id(), at), internal_failure(tool.name, failure), tool

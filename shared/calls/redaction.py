@@ -23,6 +23,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from shared.contract.errors import CallRejected
 from shared.contract.events import HttpResponse
+from shared.fabric.consumer import LeaseLost
 
 REDACTED = "***"
 SHORTEST = 4
@@ -66,6 +67,8 @@ class Redaction:
         """Exceptions leave with the secrets in their text (their causes' too) hidden."""
         try:
             yield
+        except LeaseLost:
+            raise  # not a failure to report: the consumer leaves the message to its new holder
         except Exception as exc:
             told = "".join(traceback.format_exception(exc))
             hidden = self.text(told)

@@ -13,11 +13,16 @@
   through its callback (shared.security.callback_tokens). A redelivered
   work item whose call is accepted waits for that completion; its request
   is not sent again.
-- **answered** (injector): written once the result's publish is confirmed.
-  A redelivered outcome whose call is answered publishes nothing again, so
-  core subscribers hear one result. Past a call's deadline two answers may
-  race (the outcome, and the deadline's timeout): each then *claims* the
-  mark before publishing, and only the first claimant answers.
+- **answered** (injector): *claimed* before the result is published, by the
+  call's outcome or by its deadline's timer, and only the first claimant
+  answers: a publish held up by a leader election can outlast the deadline,
+  and the timer must then find the call answered rather than answer it with
+  a timeout as well.
+- **published** (injector): written once the outcome's result is confirmed
+  stored. A redelivered outcome whose result was published publishes nothing
+  again, so core subscribers hear one result; one redelivered in between
+  finds its own claim and publishes the same result again (the same bytes,
+  kept once by the stream).
 
 A process that dies between its publish and its mark leaves the narrow
 window where a redelivery repeats the effect; JetStream still keeps one
@@ -40,6 +45,7 @@ class Mark(StrEnum):
     EXECUTED = "executed"
     ACCEPTED = "accepted"
     ANSWERED = "answered"
+    PUBLISHED = "published"
 
 
 def call_key(conversation: str, call_id: str) -> str:

@@ -22,6 +22,7 @@ nats-py directly, the way nats.go's ``Consume`` does:
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
@@ -32,7 +33,7 @@ from nats.aio.msg import Msg
 from opentelemetry import context, propagate
 
 from shared.fabric.exhausted import Exhausted, GiveUp
-from shared.fabric.outages import TRANSIENT
+from shared.fabric.outages import transient
 from shared.fabric.pull_flow import Durable, PullFlow
 from shared.observability.metrics import IN_FLIGHT, LEASES_LOST, REDELIVERIES
 from shared.process.memory import MemoryBudget
@@ -52,6 +53,12 @@ LAST_RETRY_S = 30.0
 # running while the process is stopped (SIGSTOP, a long GC pause, a starved VM), so a process
 # that wakes from a freeze past its ack wait finds its leases lapsed.
 LEASE_SHARE = 0.8
+# The event loop's own pulse. A message read just after the loop stood still (a freeze, a
+# long pause) may have waited in the socket through the stall, delivered long before it was
+# read, its ack wait running all along: its lease starts when the loop stopped.
+PULSE_S = 0.1
+STALL_S = 0.5  # a pulse this late means the loop stood still
+DRAIN_S = 0.1  # messages read this soon after a stall may have waited through it
 
 
 class Retry(Exception):
@@ -122,11 +129,7 @@ async def settle(msgs: list[Msg], work: Awaitable[None], give_up: GiveUp | None 
         log.warning("%s comes back in %.1f s: %s", msgs[0].subject, retry.delay_s, retry)
         await _answer(msg.nak(delay=retry.delay_s) for msg in msgs)
     except Exception as failure:
-        if (
-            give_up is None
-            or isinstance(failure, TRANSIENT)
-            or not await _gave_up(give_up, msgs, failure)
-        ):
+        if give_up is None or transient(failure) or not await _gave_up(give_up, msgs, failure):
             log.exception("handler failed on %s (%d messages)", msgs[0].subject, len(msgs))
             await _answer(msg.nak(delay=backoff_s(msg.metadata.num_delivered or 1)) for msg in msgs)
         else:
@@ -165,14 +168,38 @@ class Heartbeat:
         self._interval_s = ack_wait_s / 3
         self._lease_s = LEASE_SHARE * ack_wait_s
         self._in_hand: dict[int, Lease] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pulsed_at = time.monotonic()
+        self._stall = (0.0, -math.inf)  # the last stall: when the loop stopped, when it woke
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._beat())
+        self._pulsed_at = time.monotonic()
+        self._tasks = [asyncio.create_task(self._beat()), asyncio.create_task(self._pulse())]
 
     def hold(self, msg: Msg) -> Lease:
-        lease = self._in_hand[id(msg)] = Lease(msg, self._lease_s)
+        lease = self._in_hand[id(msg)] = Lease(msg, self._lease_s, self._delivered_by(msg))
         return lease
+
+    def _delivered_by(self, msg: Msg) -> float:
+        """When ``msg``, read now, was delivered at the latest: now, or, just after a
+        stall, when the loop stopped or when the message was stored, whichever is later
+        (JetStream delivers a message after storing it)."""
+        now = time.monotonic()
+        stopped, woke = self._stall
+        if now - self._pulsed_at > PULSE_S + STALL_S:
+            stopped = self._pulsed_at  # the loop stood still until now; the pulse has not run
+        elif now - woke >= DRAIN_S:
+            return now
+        age = max(0.0, time.time() - msg.metadata.timestamp.timestamp())
+        return max(stopped, now - age)
+
+    async def _pulse(self) -> None:
+        while True:
+            await asyncio.sleep(PULSE_S)
+            now = time.monotonic()
+            if now - self._pulsed_at > PULSE_S + STALL_S:
+                self._stall = (self._pulsed_at, now)
+            self._pulsed_at = now
 
     def release(self, msg: Msg) -> None:
         self._in_hand.pop(id(msg), None)
@@ -196,9 +223,9 @@ class Heartbeat:
             await _answer(lease.msg.in_progress() for lease in due)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class WorkConsumer:

@@ -49,9 +49,10 @@ DUPLICATE_IN_PROCESS = 10158
 
 def transient(failure: Exception) -> bool:
     """Whether ``failure`` is NATS or JetStream being away or busy, worth trying again."""
-    if isinstance(failure, nats.js.errors.APIError) and not isinstance(failure, TRANSIENT):
-        return failure.err_code == DUPLICATE_IN_PROCESS
-    return isinstance(failure, TRANSIENT)
+    if isinstance(failure, TRANSIENT):
+        return True
+    # Not every APIError subclass sets err_code (nats-py's KeyNotFoundError does not).
+    return getattr(failure, "err_code", None) == DUPLICATE_IN_PROCESS
 
 
 async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T:

@@ -26,8 +26,10 @@ log = logging.getLogger("midcall.consumer")
 
 # The server says it is alive this often while a pull request waits.
 HEARTBEAT_S = 1.0
-# A pull request lives this long; a new one replaces it.
-PULL_EXPIRES_S = 10.0
+# A pull request lives this long; a new one replaces it. Shorter than the ack wait: a
+# process that freezes stops being sent work (redeliveries of what it held included) once
+# its requests expire, so they go to a replica that is awake.
+PULL_EXPIRES_S = 3.0
 STATUS_HEADER = "Status"
 PENDING_HEADER = "Nats-Pending-Messages"
 
