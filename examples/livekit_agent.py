@@ -44,6 +44,7 @@ async def demo() -> None:
                 ),
             )
             done = await llm.execute_function_call(call, llm.ToolContext(tools), call_ctx=context)
+            await session.drain()  # the filler said to the end, however fast the answer came
             print(f"the LLM reads: {done.fnc_call_out.output}")
         await midcall.aclose()  # the conversation ends in Midcall
 

@@ -14,8 +14,10 @@ import pytest
 
 # A stream whose leader dies has none for nats-server's election timeout (4 to 9 s,
 # fixed in its raft), and a message delivered into a connection that died with its
-# node comes back after the ack wait (5 s): a call caught by both waits about 15 s.
-LONGEST_WAIT_S = 20.0
+# node comes back after the ack wait (5 s): a call caught by both waits about 15 s. Run
+# alone (make fault-cluster) the longest wait was 8 to 10 s; here other tests share the
+# two cores, and the same run has taken 21 s.
+LONGEST_WAIT_S = 30.0
 
 
 @pytest.mark.postgres
