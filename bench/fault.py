@@ -302,6 +302,8 @@ async def _billed(bench: BenchFabric, conversations: set[str], answered: list[st
                 usage = await http.get(
                     f"/v1/usage/conversations/{conversation}", params={"account_id": ACCOUNT}
                 )
+                if usage.status_code == httpx.codes.NOT_FOUND:
+                    continue  # nothing billed there yet
                 usage.raise_for_status()
                 billed.update(record["call_id"] for record in usage.json()["calls"])
             if all(billed[call] for call in answered) or time.monotonic() > give_up:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+LONGEST_WAIT_S = 15.0
+
 
 def test_every_call_ends_once_while_every_process_is_killed(tmp_path: Path) -> None:
     counts_file = tmp_path / "fault.json"
@@ -29,7 +31,10 @@ def test_every_call_ends_once_while_every_process_is_killed(tmp_path: Path) -> N
     assert counts["pending_after_result"] == 0  # one server: heard in the order stored
     assert counts["stored_out_of_order"] == 0
     assert counts["accepted"] == counts["billed"] == counts["calls"]
-    assert counts["waits_over_10_s"] == 0
+    # A work item pushed into the frozen executor's socket is left when it wakes (it may be
+    # another replica's by then); one redelivered into it just as it wakes waits a second
+    # ack wait rather than risk a second request: up to the freeze and two ack waits.
+    assert counts["max_wait_beyond_api_s"] < LONGEST_WAIT_S, counts["slowest"]
     # A repeat reaches the API only after a fault between its request and its record.
     assert "no fault" not in counts["repeated_after"]
     assert finished.returncode == 0, finished.stderr[-2000:]
