@@ -26,6 +26,9 @@ log = logging.getLogger("midcall.consumer")
 
 # The server says it is alive this often while a pull request waits.
 HEARTBEAT_S = 1.0
+# Heartbeats missed before the requests are taken for dead (their consumer's leader died or
+# froze) and sent again: each one waited adds to the wait of a call caught by a failover.
+SILENT_BEATS = 2
 # A pull request lives this long; a new one replaces it. Shorter than the ack wait: a
 # process that freezes stops being sent work (redeliveries of what it held included) once
 # its requests expire, so they go to a replica that is awake.
@@ -148,7 +151,7 @@ class PullFlow:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(HEARTBEAT_S):
                     await self._wake.wait()
-            if self._requested and time.monotonic() - self._heard_at > 3 * HEARTBEAT_S:
+            if self._requested and time.monotonic() - self._heard_at > SILENT_BEATS * HEARTBEAT_S:
                 self._requested = 0  # the server forgot our requests (it restarted)
             self._wake.clear()
             await self._top_up(inbox)
