@@ -378,6 +378,22 @@ async def test_a_call_in_flight_through_a_nats_server_restart_gets_one_result(
     assert (result.status, result.result) == ("success", {"order": "o-1", "slow": True})
 
 
+async def test_a_call_placed_while_nats_server_is_down_is_placed_once_it_is_back(
+    running: Running,
+) -> None:
+    """Longer down than one publish waits for its confirmation (nats-py's 5 s): the SDK sends
+    the call again, with the same message id, until JetStream takes it."""
+    async with MidcallClient(running.fabric.nats_url, running.credentials) as mc:
+        restarting = asyncio.create_task(running.fabric.restart_nats(down_s=6.0))
+        await asyncio.sleep(0)  # the restart's first step: nats-server is killed
+        call = await mc.call(AGENT, conversation(), "Lookup", {"order": "o-1"})
+        await restarting
+        async with asyncio.timeout(30):
+            result = await call.result()
+
+    assert result.status == "success"
+
+
 async def test_ending_the_conversation_cancels_its_call(running: Running) -> None:
     never = asyncio.Event()
 

@@ -26,7 +26,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import DeliverPolicy
+from nats.js.api import DeliverPolicy, PubAck
 
 from midcall.client.calls import Call
 from midcall.client.credentials import Credentials
@@ -43,6 +43,7 @@ from shared.contract.events import (
     ToolCallResult,
 )
 from shared.fabric.liveness import SILENCE_DETECTION
+from shared.fabric.outages import patiently
 from shared.security.api_keys import bearer
 
 DOMAIN = "midcall"
@@ -57,6 +58,10 @@ HEARTBEAT_S = 1.0
 CATCH_UP_IDLE_S = 2.0
 # Asking for a call's stored events (account credentials): each try's wait, and tries.
 STORED_WAIT_S = 2.0
+# A call not confirmed within an attempt is sent again, for as long as the patience lasts
+# (a cluster elects a stream's new leader within about 10 s); then the call raises.
+CALL_ATTEMPT_S = 2.0
+CALL_PATIENCE_S = 30.0
 STORED_TRIES = 3
 
 
@@ -178,11 +183,16 @@ class MidcallClient:
         headers = {"Nats-Msg-Id": "/".join([*scope, conversation_id, placed.call_id])}
         if traceparent:
             headers["traceparent"] = traceparent
-        ack = await self.nc.jetstream().publish(
-            subjects.calls(conversation_id),
-            placed.model_dump_json(exclude_none=True).encode(),
-            headers=headers,
-        )
+        body = placed.model_dump_json(exclude_none=True).encode()
+
+        async def publish() -> PubAck:
+            return await self.nc.jetstream().publish(
+                subjects.calls(conversation_id), body, timeout=CALL_ATTEMPT_S, headers=headers
+            )
+
+        # Through a NATS outage or a cluster's leader election: the same Nats-Msg-Id each
+        # time, so a copy JetStream did store is kept once.
+        ack = await patiently(publish, CALL_PATIENCE_S)
         if ack.duplicate:
             self._start_catching_up(handle)
         return handle

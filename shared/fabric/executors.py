@@ -45,6 +45,9 @@ log = logging.getLogger("midcall.executors")
 Origin = tuple[str | None, str | None]
 # How long a cancel is remembered for a call not seen yet: longer than any call's deadline.
 CANCEL_MEMORY_S = 120.0
+# In place of a call id, where an end of the whole conversation is remembered (call ids
+# are never empty).
+ENDED = ""
 CANCELS_KEPT = 100_000
 
 
@@ -89,7 +92,8 @@ class ExecutorApp:
         self.inflight: dict[Origin, dict[asyncio.Task[ExecutionOutcome], str]] = defaultdict(dict)
         self.stops: dict[asyncio.Task[ExecutionOutcome], Stop] = {}
         self.telling: set[asyncio.Task[None]] = set()
-        # Cancels heard for calls not running here (yet), by (origin, call id).
+        # Cancels heard for calls not running here (yet), by (origin, call id); ends of
+        # conversations by (origin, ENDED).
         self.cancels: OrderedDict[tuple[Origin, str], tuple[float, Stop]] = OrderedDict()
 
     async def handle(self, message: Msg) -> None:
@@ -139,7 +143,9 @@ class ExecutorApp:
         conversation = (work.runtime_account, work.call.conversation_id)
         # No await between this look and the task's registration: a cancel handled
         # meanwhile finds one or the other.
-        earlier = self.cancels.get((conversation, work.call.call_id))
+        earlier = self.cancels.get((conversation, work.call.call_id)) or self.cancels.get(
+            (conversation, ENDED)
+        )
         # Old ones are dropped as new ones come: with no cancel since, one may linger.
         if earlier is not None and time.monotonic() - earlier[0] < CANCEL_MEMORY_S:
             return cancelled(work, earlier[1])
@@ -168,9 +174,12 @@ class ExecutorApp:
         except Undecodable:
             return  # billing dead-letters it; nothing of ours to cancel
         # Which conversation is the subject's to say: nats-server put the account there.
-        for task in self.inflight.get(
-            subjects.conversation_origin(message.raw_message.subject), {}
-        ):
+        origin = subjects.conversation_origin(message.raw_message.subject)
+        # Remembered too: a call whose pending the runtime heard before it ended the
+        # conversation may have its work item still on its way (it is sent after the
+        # pending is stored).
+        self._remember(origin, ENDED, Stop(ended=True))
+        for task in self.inflight.get(origin, {}):
             self._stop(task, Stop(ended=True))
 
     async def on_cancel(self, message: NatsMessage) -> None:
