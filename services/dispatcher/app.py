@@ -98,7 +98,9 @@ class Dispatcher:
             # A redelivery is our own earlier attempt, which died before its ack (or whose
             # ack a stream's new leader never heard): finish it, unless it was answered
             # meanwhile, when a pending now would reach the runtime after its result.
-            elif first or not await self.claims.has(conversation.key, call.call_id, Mark.ANSWERED):
+            elif not redelivered(message) or not await self.claims.has(
+                conversation.key, call.call_id, Mark.ANSWERED
+            ):
                 await self._dispatch(call, conversation, message.metadata.timestamp)
             else:
                 log.info("call %s was answered before its ack was lost", call.call_id)
