@@ -42,7 +42,7 @@ from bench.postgres import fresh_schema
 from services.http_executor.main import DURABLE as EXECUTOR_WORK
 from services.supervisor import Fabric
 from shared.contract import subjects
-from shared.fabric.nats_cluster import Cluster, jsz
+from shared.fabric.nats_cluster import Cluster, monitoring
 from shared.fabric.nats_server import NatsServer
 
 log = logging.getLogger("bench.fault_cluster")
@@ -78,7 +78,7 @@ async def leaders(cluster: Cluster) -> dict[str, str]:
     """Each stream's leader, and the meta leader (as ``""``), as a live node reports them."""
     for node in cluster.nodes:
         try:
-            report = await jsz(node, accounts="true", streams="true")
+            report = await monitoring(node, "jsz", accounts="true", streams="true")
         except httpx.HTTPError:
             continue  # down, or cut off
         led = {
@@ -101,7 +101,7 @@ async def leader_of(cluster: Cluster, stream: str) -> NatsServer:
 
 async def stream_states(node: NatsServer) -> dict[str, tuple[int, int, int]]:
     """Each stream's messages, first and last sequence in this node's copy."""
-    report = await jsz(node, accounts="true", streams="true")
+    report = await monitoring(node, "jsz", accounts="true", streams="true")
     return {
         stream["name"]: (
             stream["state"]["messages"],
@@ -182,13 +182,10 @@ def _name(node: NatsServer) -> str:
 
 
 async def connections(cluster: Cluster) -> dict[str, int]:
-    counts = {}
-    for node in cluster.nodes:
-        assert node.node is not None
-        url = f"http://127.0.0.1:{node.node.monitor_port}/connz"
-        async with httpx.AsyncClient() as http:
-            counts[node.node.name] = int((await http.get(url)).json()["num_connections"])
-    return counts
+    return {
+        _name(node): int((await monitoring(node, "connz"))["num_connections"])
+        for node in cluster.nodes
+    }
 
 
 async def run(args: argparse.Namespace) -> ClusterCounts:

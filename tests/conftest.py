@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import httpx
+import nats
 import psycopg
 import pytest
+from nats.aio.client import Client
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bench.postgres import fresh_schema
 from services.billing.api import build_app as build_billing_app
 from services.billing.store import UsageStore
+from shared.fabric import jetstream
 from shared.fabric.nats_server import NatsServer
 from shared.observability.tracing import build_provider
 from shared.process.storage import build_engine
@@ -53,6 +56,15 @@ async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
     url = server.start()
     yield url
     await server.astop()
+
+
+@pytest.fixture
+async def streams_client(nats_url: str) -> AsyncIterator[Client]:
+    """A connection to the test's nats-server, with every Midcall stream and bucket made."""
+    connection = await nats.connect(nats_url)
+    await jetstream.ensure(connection.jetstream())
+    yield connection
+    await connection.close()
 
 
 def _postgres_schema() -> Iterator[str]:

@@ -1,31 +1,20 @@
 """The hot-path consumer on a real nats-server: limits, memory budget, stopping, batches."""
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import nats
 import nats.errors
-import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from shared.contract import subjects
-from shared.fabric import jetstream
 from shared.fabric.consumer import BatchConsumer, WorkConsumer
 from shared.fabric.pull_flow import Durable
 from shared.process.memory import MemoryBudget
 
 DURABLE = Durable(subjects.WORK_STREAM, subjects.execute("c-1"), "test-consumer")
 ONE_SECOND_S = 1.0
-
-
-@pytest.fixture
-async def client(nats_url: str) -> AsyncIterator[Client]:
-    connection = await nats.connect(nats_url)
-    await jetstream.ensure(connection.jetstream())
-    yield connection
-    await connection.close()
 
 
 async def publish(js: JetStreamContext, count: int) -> None:
@@ -74,10 +63,12 @@ class Gate:
             self.all_finished.set()
 
 
-async def test_at_most_concurrency_messages_are_in_hand_and_all_are_acked(client: Client) -> None:
-    js = client.jetstream()
+async def test_at_most_concurrency_messages_are_in_hand_and_all_are_acked(
+    streams_client: Client,
+) -> None:
+    js = streams_client.jetstream()
     gate = Gate(expected=3, total=10)
-    consumer = WorkConsumer(client, DURABLE, gate, concurrency=3)
+    consumer = WorkConsumer(streams_client, DURABLE, gate, concurrency=3)
     await consumer.start()
     try:
         await publish(js, 10)
@@ -105,16 +96,16 @@ class Switch(MemoryBudget):
 
 
 async def test_over_its_memory_budget_a_consumer_takes_nothing_until_memory_frees(
-    client: Client,
+    streams_client: Client,
 ) -> None:
-    js = client.jetstream()
+    js = streams_client.jetstream()
     budget = Switch()
     handled = asyncio.Event()
 
     async def handle(_: Msg) -> None:
         handled.set()
 
-    consumer = WorkConsumer(client, DURABLE, handle, concurrency=10, memory=budget)
+    consumer = WorkConsumer(streams_client, DURABLE, handle, concurrency=10, memory=budget)
     await consumer.start()
     try:
         await publish(js, 1)
@@ -126,10 +117,12 @@ async def test_over_its_memory_budget_a_consumer_takes_nothing_until_memory_free
         await consumer.stop()
 
 
-async def test_stopping_lets_the_messages_in_hand_finish_and_acks_them(client: Client) -> None:
-    js = client.jetstream()
+async def test_stopping_lets_the_messages_in_hand_finish_and_acks_them(
+    streams_client: Client,
+) -> None:
+    js = streams_client.jetstream()
     gate = Gate(expected=2, total=2)
-    consumer = WorkConsumer(client, DURABLE, gate, concurrency=2)
+    consumer = WorkConsumer(streams_client, DURABLE, gate, concurrency=2)
     await consumer.start()
     await publish(js, 2)
     await until(gate.all_started)
@@ -144,8 +137,10 @@ async def test_stopping_lets_the_messages_in_hand_finish_and_acks_them(client: C
     await all_acked(js)  # acks are processed by the server after they are sent
 
 
-async def test_a_batch_consumer_handles_what_arrived_together_in_one_call(client: Client) -> None:
-    js = client.jetstream()
+async def test_a_batch_consumer_handles_what_arrived_together_in_one_call(
+    streams_client: Client,
+) -> None:
+    js = streams_client.jetstream()
     await publish(js, 50)
     batches: list[int] = []
     all_seen = asyncio.Event()
@@ -155,7 +150,7 @@ async def test_a_batch_consumer_handles_what_arrived_together_in_one_call(client
         if sum(batches) == 50:
             all_seen.set()
 
-    consumer = BatchConsumer(client, DURABLE, write, batch=64)
+    consumer = BatchConsumer(streams_client, DURABLE, write, batch=64)
     await consumer.start()
     try:
         await until(all_seen)
@@ -169,10 +164,10 @@ async def test_a_batch_consumer_handles_what_arrived_together_in_one_call(client
 SHORT = Durable(DURABLE.stream, DURABLE.subject, DURABLE.name, ack_wait_s=1.0)
 
 
-async def test_work_in_hand_past_its_ack_wait_is_not_redelivered(client: Client) -> None:
-    js = client.jetstream()
+async def test_work_in_hand_past_its_ack_wait_is_not_redelivered(streams_client: Client) -> None:
+    js = streams_client.jetstream()
     gate = Gate(expected=1, total=1)
-    consumer = WorkConsumer(client, SHORT, gate, concurrency=4)
+    consumer = WorkConsumer(streams_client, SHORT, gate, concurrency=4)
     await consumer.start()
     try:
         await publish(js, 1)
@@ -190,13 +185,13 @@ async def test_work_in_hand_past_its_ack_wait_is_not_redelivered(client: Client)
 
 
 async def test_a_dead_consumers_work_goes_to_another_within_the_ack_wait(
-    client: Client, nats_url: str
+    streams_client: Client, nats_url: str
 ) -> None:
     dying = await nats.connect(nats_url)
     stuck = Gate(expected=1, total=1)
     first = WorkConsumer(dying, SHORT, stuck, concurrency=4)
     await first.start()
-    await publish(client.jetstream(), 1)
+    await publish(streams_client.jetstream(), 1)
     await until(stuck.all_started)
     await dying.close()  # no ack, no more heartbeats: as if the process were killed
 
@@ -205,7 +200,7 @@ async def test_a_dead_consumers_work_goes_to_another_within_the_ack_wait(
     async def survivor(msg: Msg) -> None:
         taken_over.set_result((msg.data, msg.metadata.num_delivered or 0))
 
-    second = WorkConsumer(client, SHORT, survivor, concurrency=4)
+    second = WorkConsumer(streams_client, SHORT, survivor, concurrency=4)
     await second.start()
     try:
         async with asyncio.timeout(SHORT.ack_wait_s + 3):
@@ -216,8 +211,10 @@ async def test_a_dead_consumers_work_goes_to_another_within_the_ack_wait(
         await first.stop()
 
 
-async def test_a_failure_no_retry_fixes_is_given_up_at_once_and_acked(client: Client) -> None:
-    js = client.jetstream()
+async def test_a_failure_no_retry_fixes_is_given_up_at_once_and_acked(
+    streams_client: Client,
+) -> None:
+    js = streams_client.jetstream()
     given_up: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
 
     async def broken(msg: Msg) -> None:
@@ -226,7 +223,7 @@ async def test_a_failure_no_retry_fixes_is_given_up_at_once_and_acked(client: Cl
     async def give_up(msg: Msg, failure: Exception) -> None:
         given_up.set_result((msg.metadata.num_delivered or 0, str(failure)))
 
-    consumer = WorkConsumer(client, DURABLE, broken, concurrency=4, give_up=give_up)
+    consumer = WorkConsumer(streams_client, DURABLE, broken, concurrency=4, give_up=give_up)
     await consumer.start()
     try:
         await publish(js, 1)
@@ -239,8 +236,8 @@ async def test_a_failure_no_retry_fixes_is_given_up_at_once_and_acked(client: Cl
         await consumer.stop()
 
 
-async def test_a_nats_outage_is_retried_not_given_up(client: Client) -> None:
-    js = client.jetstream()
+async def test_a_nats_outage_is_retried_not_given_up(streams_client: Client) -> None:
+    js = streams_client.jetstream()
     deliveries: list[int] = []
     done = asyncio.Event()
 
@@ -253,7 +250,7 @@ async def test_a_nats_outage_is_retried_not_given_up(client: Client) -> None:
     async def give_up(msg: Msg, failure: Exception) -> None:
         raise AssertionError(f"gave up on a transient failure: {failure!r}")
 
-    consumer = WorkConsumer(client, DURABLE, flaky, concurrency=4, give_up=give_up)
+    consumer = WorkConsumer(streams_client, DURABLE, flaky, concurrency=4, give_up=give_up)
     await consumer.start()
     try:
         await publish(js, 1)
@@ -264,8 +261,10 @@ async def test_a_nats_outage_is_retried_not_given_up(client: Client) -> None:
     assert deliveries == [1, 2]
 
 
-async def test_a_message_that_never_settles_is_given_up_after_max_deliver(client: Client) -> None:
-    js = client.jetstream()
+async def test_a_message_that_never_settles_is_given_up_after_max_deliver(
+    streams_client: Client,
+) -> None:
+    js = streams_client.jetstream()
     limited = Durable(DURABLE.stream, DURABLE.subject, "test-limited", max_deliver=3)
     deliveries: list[int] = []
     given_up: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
@@ -277,7 +276,7 @@ async def test_a_message_that_never_settles_is_given_up_after_max_deliver(client
     async def give_up(msg: Msg, failure: Exception) -> None:
         given_up.set_result((msg.data, f"{type(failure).__name__}: {failure}"))
 
-    consumer = WorkConsumer(client, limited, always_out, concurrency=4, give_up=give_up)
+    consumer = WorkConsumer(streams_client, limited, always_out, concurrency=4, give_up=give_up)
     await consumer.start()
     try:
         await publish(js, 1)

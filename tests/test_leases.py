@@ -12,7 +12,6 @@ import asyncio
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -34,7 +33,6 @@ from shared.calls.render import RenderedRequest
 from shared.contract import subjects
 from shared.contract.events import ExecuteRequest, ExecutionOutcome, HttpResponse
 from shared.contract.tools import Tool
-from shared.fabric import jetstream
 from shared.fabric.call_marks import CallMarks
 from shared.fabric.consumer import LeaseLost, WorkConsumer, ensure_held, lease_held
 from shared.fabric.conversations import ConversationVariables
@@ -55,27 +53,19 @@ def durable(name: str, kind: str = "http", ack_wait_s: float = 1.0) -> Durable:
     return Durable(subjects.WORK_STREAM, subjects.execute("conv-1", kind), name, ack_wait_s)
 
 
-@pytest.fixture
-async def client(nats_url: str) -> AsyncIterator[Client]:
-    connection = await nats.connect(nats_url)
-    await jetstream.ensure(connection.jetstream())
-    yield connection
-    await connection.close()
-
-
 def freeze(ack_wait_s: float) -> None:
     """The whole process stops for longer than the ack wait, as a SIGSTOP would stop it."""
     time.sleep(1.5 * ack_wait_s)
 
 
-async def watch_answers(client: Client, on: Durable) -> Subscription:
+async def watch_answers(streams_client: Client, on: Durable) -> Subscription:
     """A core subscription to what consumers answer JetStream: acks, nacks, in_progress."""
-    return await client.subscribe(f"$JS.ACK.{on.stream}.{on.name}.>")
+    return await streams_client.subscribe(f"$JS.ACK.{on.stream}.{on.name}.>")
 
 
-async def answers(client: Client, watched: Subscription) -> dict[str, list[bytes]]:
+async def answers(streams_client: Client, watched: Subscription) -> dict[str, list[bytes]]:
     """What was answered so far, by delivery (each delivery's reply subject)."""
-    await client.flush()  # all sent before it is now in the subscription's queue
+    await streams_client.flush()  # all sent before it is now in the subscription's queue
     said: dict[str, list[bytes]] = defaultdict(list)
     while watched.pending_msgs:
         answer = await watched.next_msg()
@@ -98,11 +88,11 @@ def leases_lost(on: Durable) -> float:
 
 @pytest.mark.parametrize("beat_first", [False, True], ids=["handler-first", "heartbeat-first"])
 async def test_a_handler_frozen_past_its_ack_wait_loses_its_lease_and_leaves_the_message(
-    client: Client, beat_first: bool
+    streams_client: Client, beat_first: bool
 ) -> None:
     on = durable(f"test-lease-frozen-{beat_first}")
-    js = client.jetstream()
-    watched = await watch_answers(client, on)
+    js = streams_client.jetstream()
+    watched = await watch_answers(streams_client, on)
     deliveries: list[Msg] = []
     lost: list[LeaseLost] = []
 
@@ -119,7 +109,7 @@ async def test_a_handler_frozen_past_its_ack_wait_loses_its_lease_and_leaves_the
                 raise
         ensure_held()
 
-    consumer = WorkConsumer(client, on, frozen_once, concurrency=4)
+    consumer = WorkConsumer(streams_client, on, frozen_once, concurrency=4)
     await consumer.start()
     try:
         sent = await js.publish(on.subject, b"work")
@@ -127,7 +117,7 @@ async def test_a_handler_frozen_past_its_ack_wait_loses_its_lease_and_leaves_the
     finally:
         await consumer.stop()
 
-    said = await answers(client, watched)
+    said = await answers(streams_client, watched)
     # The redelivery made during the freeze may have waited in the socket through it too,
     # and is then left as well: the one after it is taken.
     numbers = [msg.metadata.num_delivered for msg in deliveries]
@@ -142,7 +132,7 @@ async def test_a_handler_frozen_past_its_ack_wait_loses_its_lease_and_leaves_the
 
 
 async def test_a_message_that_waited_in_the_socket_through_a_freeze_is_not_ours(
-    nats_url: str, client: Client
+    nats_url: str, streams_client: Client
 ) -> None:
     """Delivered while the process stood still, read when it woke: JetStream's ack wait ran
     all along, so the message may be another replica's already."""
@@ -156,10 +146,10 @@ async def test_a_message_that_waited_in_the_socket_through_a_freeze_is_not_ours(
             done.set()
         ensure_held()
 
-    consumer = WorkConsumer(client, on, handler, concurrency=4)
+    consumer = WorkConsumer(streams_client, on, handler, concurrency=4)
     await consumer.start()
     try:
-        await client.flush()  # the pull request is at the server
+        await streams_client.flush()  # the pull request is at the server
         # Published from elsewhere (a thread with a loop of its own) while this one is frozen.
         elsewhere = threading.Thread(target=asyncio.run, args=(publish(nats_url, on.subject),))
         elsewhere.start()
@@ -185,10 +175,12 @@ async def publish(url: str, subject: str) -> None:
         await other.close()
 
 
-async def test_a_handler_that_awaits_past_its_ack_wait_keeps_its_lease(client: Client) -> None:
+async def test_a_handler_that_awaits_past_its_ack_wait_keeps_its_lease(
+    streams_client: Client,
+) -> None:
     on = durable("test-lease-kept", ack_wait_s=2.0)
-    js = client.jetstream()
-    watched = await watch_answers(client, on)
+    js = streams_client.jetstream()
+    watched = await watch_answers(streams_client, on)
     deliveries: list[Msg] = []
 
     async def patient(msg: Msg) -> None:
@@ -196,7 +188,7 @@ async def test_a_handler_that_awaits_past_its_ack_wait_keeps_its_lease(client: C
         await asyncio.sleep(1.5 * on.ack_wait_s)  # the loop runs: heartbeats renew the lease
         ensure_held()
 
-    consumer = WorkConsumer(client, on, patient, concurrency=4)
+    consumer = WorkConsumer(streams_client, on, patient, concurrency=4)
     await consumer.start()
     try:
         sent = await js.publish(on.subject, b"work")
@@ -205,7 +197,7 @@ async def test_a_handler_that_awaits_past_its_ack_wait_keeps_its_lease(client: C
     finally:
         await consumer.stop()
 
-    said = (await answers(client, watched))[deliveries[0].reply]
+    said = (await answers(streams_client, watched))[deliveries[0].reply]
     assert (len(deliveries), info.num_redelivered) == (1, 0)
     assert len(said) >= 2
     assert said == [IN_PROGRESS] * (len(said) - 1) + [ACK]
@@ -217,13 +209,15 @@ def test_outside_a_consumers_task_there_is_no_lease_to_lose() -> None:
     assert lease_held()
 
 
-async def executed(client: Client, on: Durable, runner: Runner, work: ExecuteRequest) -> Any:
+async def executed(
+    streams_client: Client, on: Durable, runner: Runner, work: ExecuteRequest
+) -> Any:
     """``work`` run by an executor consuming ``on``: the outcome it published, once acked."""
-    js = client.jetstream()
+    js = streams_client.jetstream()
     marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
     app = ExecutorApp(Publisher(js), runner, marks)
-    outcomes = await client.subscribe(subjects.executed(work.call.conversation_id))
-    consumer = WorkConsumer(client, on, app.handle, concurrency=4, give_up=app.give_up)
+    outcomes = await streams_client.subscribe(subjects.executed(work.call.conversation_id))
+    consumer = WorkConsumer(streams_client, on, app.handle, concurrency=4, give_up=app.give_up)
     await consumer.start()
     try:
         sent = await js.publish(on.subject, work.model_dump_json().encode())
@@ -231,7 +225,7 @@ async def executed(client: Client, on: Durable, runner: Runner, work: ExecuteReq
         await acked(js, on, sent.seq)
     finally:
         await consumer.stop()
-    await client.flush()
+    await streams_client.flush()
     assert outcomes.pending_msgs == 0  # one outcome, from the delivery that held its lease
     return ExecutionOutcome.model_validate_json(published.data)
 
@@ -250,7 +244,7 @@ class FrozenAfterFirstAnswer(Sender):
 
 
 async def test_an_http_retry_due_after_a_freeze_is_not_sent(
-    client: Client, api: RecordingApi
+    streams_client: Client, api: RecordingApi
 ) -> None:
     on = durable("test-lease-http")
     statuses = iter((503, 200))
@@ -263,7 +257,7 @@ async def test_an_http_retry_due_after_a_freeze_is_not_sent(
     work = work_item({"url": f"{api.url}/book", "method": "PUT", "retry": retry})
     sender = FrozenAfterFirstAnswer(4, LOOPBACK, 1 << 20)
     try:
-        outcome = await executed(client, on, Executor(sender, LOOPBACK, {}), work)
+        outcome = await executed(streams_client, on, Executor(sender, LOOPBACK, {}), work)
     finally:
         await sender.close()
 
@@ -297,7 +291,7 @@ class FunctionAskingOnce(Pool):
 
 
 async def test_a_functions_request_after_a_freeze_is_not_sent_nor_its_answer_told(
-    client: Client, api: RecordingApi
+    streams_client: Client, api: RecordingApi
 ) -> None:
     on = durable("test-lease-code", "python")
     api.reply("GET", "/ping", json={"pong": True})
@@ -307,11 +301,11 @@ async def test_a_functions_request_after_a_freeze_is_not_sent_nor_its_answer_tol
     pool = FunctionAskingOnce(f"{api.url}/ping")
     sender = Sender(4, LOOPBACK, 1 << 20)
     variables = ConversationVariables(
-        await client.jetstream().key_value(subjects.CONVERSATIONS_BUCKET)
+        await streams_client.jetstream().key_value(subjects.CONVERSATIONS_BUCKET)
     )
     runner = CodeRunner(pool, Egress(sender, LOOPBACK), SecretScope({}), variables)
     try:
-        outcome = await executed(client, on, runner, work)
+        outcome = await executed(streams_client, on, runner, work)
     finally:
         await sender.close()
 

@@ -54,11 +54,11 @@ async def start_cluster(root: Path, size: int = 3, authorization: str = "") -> C
     return cluster
 
 
-async def jsz(node: NatsServer, **query: str) -> dict[str, Any]:
-    """The node's JetStream monitoring report (``/jsz``): the meta leader it knows, and
-    with ``accounts``/``streams`` each stream's copy on this node and its leader."""
+async def monitoring(node: NatsServer, endpoint: str, **query: str) -> dict[str, Any]:
+    """One of the node's monitoring reports: ``jsz`` (the meta leader it knows, and with
+    ``accounts``/``streams`` each stream's copy on this node and its leader), ``connz``..."""
     assert node.node is not None
-    url = f"http://127.0.0.1:{node.node.monitor_port}/jsz"
+    url = f"http://127.0.0.1:{node.node.monitor_port}/{endpoint}"
     async with httpx.AsyncClient(timeout=MONITOR_TIMEOUT_S) as http:
         answer = await http.get(url, params=query)
         answer.raise_for_status()
@@ -70,7 +70,7 @@ async def _jetstream_ready(cluster: Cluster) -> None:
     # Asked of the monitoring port: no user of the servers' own is needed.
     async with asyncio.timeout(READY_TIMEOUT_S):
         while True:
-            reports = await asyncio.gather(*(jsz(node) for node in cluster.nodes))
+            reports = await asyncio.gather(*(monitoring(node, "jsz") for node in cluster.nodes))
             if all(report.get("meta_cluster", {}).get("leader") for report in reports):
                 return
             await asyncio.sleep(0.1)  # no meta leader elected yet
