@@ -41,7 +41,15 @@ DEADLINES = Durable(
     max_deliver=CALL_MAX_DELIVER,
 )
 # Who claimed the answer of a call: its outcome, or its deadline (shared.fabric.call_marks).
-OUTCOME, DEADLINE = "outcome", "deadline"
+DEADLINE = "deadline"
+
+
+def outcome_claimant(message: Msg) -> str:
+    """Who answers with this outcome: the stored outcome message itself, so that its
+    redelivery finds its own claim, while a second outcome of the same run (the call
+    executed again after nats-server lost its de-duplication state, as a fault test saw)
+    finds the first one's and publishes no second, different result."""
+    return f"outcome-{message.metadata.sequence.stream}"
 
 
 class Injector:
@@ -75,7 +83,9 @@ class Injector:
         # publish held up by a leader election can outlast it, and the deadline's timer
         # must then find the call answered, not answer it a second time (a timeout after
         # a success, as a cluster fault test heard).
-        if not await self.marks.claim_answer(conversation, call.call_id, attempt, OUTCOME):
+        if not await self.marks.claim_answer(
+            conversation, call.call_id, attempt, outcome_claimant(message)
+        ):
             return  # the deadline answered it first, with a timeout
         await self._answer(outcome, stored_at)
         await self.marks.mark(conversation, call.call_id, Mark.PUBLISHED, attempt)
@@ -120,7 +130,7 @@ class Injector:
             return
         work = outcome.request
         if not await self.marks.claim_answer(
-            work.conversation.key, work.call.call_id, work.attempt, OUTCOME
+            work.conversation.key, work.call.call_id, work.attempt, outcome_claimant(message)
         ):
             return  # the deadline answered it
         tool = work.tool
