@@ -123,14 +123,11 @@ async def test_midcall_runtime_accounts_keeps_a_server_of_your_own_current(
     authorization = render_authorization_from_env(include=COMPOSE_ACCOUNTS)
     server = NatsServer(tmp_path / "nats", authorization=authorization)
     url = server.start()
-    setup = await nats.connect(url, **connect_options(Role.SETUP, passwords[Role.SETUP]))
-    registry = await nats.connect(url, **connect_options(Role.REGISTRY, passwords[Role.REGISTRY]))
-    await jetstream.ensure(setup.jetstream())
-    bucket = await registry.jetstream().key_value(subjects.RUNTIME_CREDENTIALS_BUCKET)
     password = generate_password()
     stored = RuntimeCredential(
         credential_id="c1", account_id="acme", password_digest=digest(password), created_at=T0
     )
+    # Started with its server, before `midcall setup` made the bucket: it waits for it.
     follower = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -143,8 +140,16 @@ async def test_midcall_runtime_accounts_keeps_a_server_of_your_own_current(
             "MIDCALL_NATS_USER": "setup",
             "MIDCALL_NATS_PASSWORD": passwords[Role.SETUP],
         },
+        stderr=asyncio.subprocess.PIPE,
     )
+    setup = await nats.connect(url, **connect_options(Role.SETUP, passwords[Role.SETUP]))
+    registry = await nats.connect(url, **connect_options(Role.REGISTRY, passwords[Role.REGISTRY]))
     try:
+        assert follower.stderr is not None
+        waiting = await asyncio.wait_for(follower.stderr.readline(), 10)
+        assert b"waiting for NATS and the credentials bucket" in waiting
+        await jetstream.ensure(setup.jetstream())
+        bucket = await registry.jetstream().key_value(subjects.RUNTIME_CREDENTIALS_BUCKET)
         await bucket.put("c1", stored.model_dump_json().encode())
         closed = asyncio.Event()
         runtime = await signed_in(url, password, closed)

@@ -318,7 +318,10 @@ class RuntimeAccounts:
             self._file.rewatch()
 
     async def stop(self) -> None:
+        """Stops following; a start may follow (a sidecar tries until the bucket is made)."""
         if self._file is not None:
             await self._file.stop()
         for client in self._clients:
             await client.close()
+        self._file = None
+        self._clients = []
