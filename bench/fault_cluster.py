@@ -14,6 +14,8 @@ nodes in its own random order. While calls are placed, in turn:
   other replica, and wakes up;
 - one node is SIGKILLed, its JetStream directory deleted, and started again: it
   must catch up from the others.
+Each fault also waits until every node is healthy again (``/healthz``): R3 outlives
+one node's loss at a time.
 
 Then the fault test's figures (bench/fault.py), and the cluster's own: whether the
 three nodes hold the same state of every stream (``/jsz``), how long the wiped node
@@ -67,6 +69,8 @@ class ClusterCounts(Counts):
     # Streams whose state differs between nodes once everything settled.
     nodes_differ: list[str] = field(default_factory=list)
     wiped_caught_up_s: float = 0.0
+    # Each fault's wait, past its time, for the cluster to heal from the one before.
+    healing_s: list[float] = field(default_factory=list)
     # Client connections on each node at the end (services, the test's own).
     connections: dict[str, int] = field(default_factory=dict)
 
@@ -132,6 +136,26 @@ async def converged(cluster: Cluster, timeout_s: float) -> tuple[list[str], floa
         await asyncio.sleep(0.5)
 
 
+async def healed(cluster: Cluster, timeout_s: float) -> float:
+    """Once every node says it is healthy (``/healthz``: JetStream up, its copy of every
+    stream and consumer current); how long that took."""
+    started = time.monotonic()
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if all(await asyncio.gather(*(_healthy(node) for node in cluster.nodes))):
+                break
+            await asyncio.sleep(0.1)  # asked of nats-server: there is nothing to wait on
+    return time.monotonic() - started
+
+
+async def _healthy(node: NatsServer) -> bool:
+    try:
+        await monitoring(node, "healthz")
+    except httpx.HTTPError:  # not answering, or 503 while a copy catches up
+        return False
+    return True
+
+
 class Faults:
     def __init__(self, fabric: Fabric, every_s: float, down_s: float, cut_off_s: float) -> None:
         assert fabric.cluster is not None
@@ -142,6 +166,8 @@ class Faults:
         self.cut_off_s = cut_off_s
         self.done: list[str] = []
         self.wiped: NatsServer | None = None
+        # How long each fault waited, past ``every_s``, for the cluster to heal.
+        self.healing_s: list[float] = []
 
     def _note(self, what: str) -> None:
         self.done.append(f"{time.time():.3f} {what}")
@@ -149,10 +175,10 @@ class Faults:
 
     async def inject(self) -> list[str]:
         for stream in ("", *LED):
-            await asyncio.sleep(self.every_s)
+            await self._next()
             node = await leader_of(self.cluster, stream)
             await self._kill(node, f"the leader of {stream or 'the meta layer'}")
-        await asyncio.sleep(self.every_s)
+        await self._next()
         node = await leader_of(self.cluster, CUT_OFF)
         self._note(f"SIGSTOP {_name(node)} (leading {CUT_OFF}) for {self.cut_off_s:g} s")
         node.pause(True)
@@ -163,10 +189,17 @@ class Faults:
         self.fabric.pause(FROZEN, True)
         await asyncio.sleep(FROZEN_S)
         self.fabric.pause(FROZEN, False)
-        await asyncio.sleep(self.every_s)
+        await self._next()
         self.wiped = await leader_of(self.cluster, subjects.CALLS_STREAM)
         await self._kill(self.wiped, "the leader of MIDCALL_CALLS, its store wiped,", wipe=True)
         return self.done
+
+    async def _next(self) -> None:
+        """``every_s`` after the last fault, and not before the cluster healed from it: R3
+        outlives one node's loss at a time, not a second one while a node that came back
+        is still catching up (its streams would have no quorum)."""
+        await asyncio.sleep(self.every_s)
+        self.healing_s.append(round(await healed(self.cluster, LEADER_TIMEOUT_S), 1))
 
     async def _kill(self, node: NatsServer, what: str, wipe: bool = False) -> None:
         self._note(f"SIGKILL {_name(node)}: {what} back in {self.down_s:g} s")
@@ -207,6 +240,7 @@ async def run(args: argparse.Namespace) -> ClusterCounts:
                     **asdict(counts),
                     nodes_differ=differ,
                     wiped_caught_up_s=took,
+                    healing_s=faults.healing_s,
                     connections=await connections(bench.fabric.cluster),
                 )
     finally:

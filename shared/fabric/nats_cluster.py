@@ -71,6 +71,21 @@ async def _jetstream_ready(cluster: Cluster) -> None:
     async with asyncio.timeout(READY_TIMEOUT_S):
         while True:
             reports = await asyncio.gather(*(monitoring(node, "jsz") for node in cluster.nodes))
-            if all(report.get("meta_cluster", {}).get("leader") for report in reports):
+            if _meta_whole([report.get("meta_cluster", {}) for report in reports]):
                 return
-            await asyncio.sleep(0.1)  # no meta leader elected yet
+            await asyncio.sleep(0.1)  # no meta leader elected yet, or a node not yet in
+
+
+def _meta_whole(metas: list[dict[str, Any]]) -> bool:
+    """Whether every node knows the meta leader, and the leader knows every other node as
+    current: before then a stream with a copy on each node may be refused ("no suitable
+    peers for placement, peer offline")."""
+    leaders = {meta.get("leader") for meta in metas}
+    if len(leaders) != 1 or None in leaders:
+        return False
+    # The leader's own report is the one that does not list it among its peers.
+    for meta in metas:
+        peers = meta.get("replicas", [])
+        if all(peer.get("name") != meta["leader"] for peer in peers):
+            return len(peers) == len(metas) - 1 and all(peer.get("current") for peer in peers)
+    return False

@@ -21,8 +21,9 @@ T = TypeVar("T")
 # How long work in hand waits out an outage: a clustered fail-over takes about 6 s.
 PATIENCE_S = 30.0
 # The longest pause between tries: a stream's new leader (elected 4-9 s after the old
-# one died) is asked within half a second of taking over.
-MAX_DELAY_S = 0.5
+# one died, which leaves a call about a second of the 10 s it may wait) is asked within
+# a quarter of a second of taking over.
+MAX_DELAY_S = 0.25
 
 # Failures worth trying again: NATS or JetStream being away or slow. Anything
 # else (a bug, an input the code cannot take) would fail the same way forever.

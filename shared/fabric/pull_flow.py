@@ -33,6 +33,10 @@ SILENT_BEATS = 2
 # process that freezes stops being sent work (redeliveries of what it held included) once
 # its requests expire, so they go to a replica that is awake.
 PULL_EXPIRES_S = 3.0
+# A refused request (no leader yet, a leader change) is asked again this soon: a new
+# consumer leader is heard within this, not within a heartbeat, and it is still no tight
+# loop against a server saying no.
+REFUSED_RETRY_S = 0.25
 STATUS_HEADER = "Status"
 PENDING_HEADER = "Nats-Pending-Messages"
 
@@ -139,9 +143,9 @@ class PullFlow:
             left = msg.headers.get(PENDING_HEADER) if msg.headers else None
             self._requested = max(0, self._requested - int(left)) if left else 0
             if status != "408":
-                # Refused (a leader change, too many waiting requests...): ask again on
-                # the next tick, never in a tight loop against a server saying no.
+                # Refused (a leader change, too many waiting requests...): ask again soon.
                 log.warning("pull on %s refused: %s", self._durable.name, msg.headers)
+                asyncio.get_running_loop().call_later(REFUSED_RETRY_S, self._wake.set)
                 return
         self._wake.set()
 
