@@ -1,15 +1,15 @@
 """Token counts from the real o200k_base tokenizer, and prices.
 
-The pinned token ids were checked independently: tiktoken 0.14, built offline
-from the vocabulary file bpe-openai ships (its SHA-256 equals the one tiktoken
-expects for the published o200k_base) with tiktoken's o200k_base split pattern,
-gives the same ids for every string below. "hello world" -> [24912, 2375] and
-"Hello, world!" -> [13225, 11, 2375, 0] are also the widely published ids.
+The pinned token ids were checked independently: bpe-openai 0.1.4, an
+implementation of its own, gives the same ids for every string below. "hello
+world" -> [24912, 2375] and "Hello, world!" -> [13225, 11, 2375, 0] are also the
+widely published ids.
 """
 
 import json
 
 import pytest
+import tiktoken.load
 
 from shared.calls.metering import (
     ENCODING,
@@ -65,6 +65,19 @@ RESULT = {"success": True, "stylist_name": "Ana"}
 
 def test_the_encoding_is_o200k_base() -> None:
     assert ENCODING == "o200k_base"
+
+
+def test_the_vocabulary_ships_with_midcall(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counting works offline: tiktoken finds o200k_base in Midcall's cache, checked against
+    # the hash it pins (a download, or a file that failed the check, would read it anew).
+    def no_download(blobpath: str) -> bytes:
+        raise AssertionError(f"tiktoken went to fetch {blobpath}")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", no_download)
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    _encoding.cache_clear()
+
+    assert count_tokens("hello world") == 2
 
 
 @pytest.mark.parametrize(("text", "ids"), KNOWN_IDS.items())

@@ -5,19 +5,26 @@ the form closest to what an LLM reads and writes.
 """
 
 import json
+import os
 from functools import cache
+from pathlib import Path
 from typing import Any
 
-import bpe_openai
+import tiktoken
 from pydantic import BaseModel, Field
 
 ENCODING = "o200k_base"
+# tiktoken reads a vocabulary through its cache, a file named by the SHA-1 of its download
+# URL and checked against the SHA-256 tiktoken pins; o200k_base ships in this one, so
+# counting works offline and nothing is downloaded at start. (tiktoken: about 80 MB in
+# memory, half what bpe-openai took for the same counts.)
+VOCABULARIES = Path(__file__).with_name("tiktoken_cache")
 
 
 @cache
-def _encoding() -> Any:
-    # bpe-openai ships the vocabulary, so this works offline (tiktoken downloads it).
-    return bpe_openai.get_encoding(ENCODING)
+def _encoding() -> tiktoken.Encoding:
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(VOCABULARIES))
+    return tiktoken.get_encoding(ENCODING)
 
 
 def count_tokens(text: str) -> int:
