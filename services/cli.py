@@ -13,7 +13,6 @@ from opentelemetry import trace
 from services.catalog import SERVICES
 from shared.observability.tracing import build_provider
 from shared.process.service import run_until_signal
-from shared.security.api_keys import admin_key
 from shared.settings import Settings
 
 
@@ -175,6 +174,10 @@ def _registry_url(settings: Settings) -> str:
 
 
 def _key(args: argparse.Namespace, settings: Settings) -> str:
+    # Imported here: the REST key store brings FastAPI, which a service process without a
+    # REST API would otherwise carry (about 6 MB each).
+    from shared.security.api_keys import admin_key
+
     return str(args.key) if args.key else admin_key(settings)
 
 
