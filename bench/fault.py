@@ -125,17 +125,10 @@ async def publish_until_stored(client: Client, call: dict[str, Any]) -> None:
     """As a careful runtime does: the same call, same message id, until JetStream has it."""
     headers = {"Nats-Msg-Id": call["call_id"], "traceparent": new_traceparent()[0]}
     body = json.dumps(call).encode()
-    give_up = time.monotonic() + SETTLE_S
-    while True:
-        try:
-            await client.jetstream().publish(
-                subjects.calls(call["conversation_id"]), body, timeout=2.0, headers=headers
-            )
-            return
-        except (nats.errors.Error, TimeoutError):
-            if time.monotonic() > give_up:
-                raise
-            await asyncio.sleep(0.2)
+    subject = subjects.calls(call["conversation_id"])
+    await patiently(
+        partial(client.jetstream().publish, subject, body, timeout=2.0, headers=headers), SETTLE_S
+    )
 
 
 async def place_calls(

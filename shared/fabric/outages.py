@@ -24,6 +24,14 @@ PATIENCE_S = 30.0
 # one died, which leaves a call about a second of the 10 s it may wait) is asked within
 # a quarter of a second of taking over.
 MAX_DELAY_S = 0.25
+# How long one try may take: the first, as long as a loaded server may need; once one
+# failed (a stream or bucket with no leader until nats-server elects one drops requests
+# unanswered), tries are short, so the new leader is asked within this of taking over.
+# Trying again is safe: a publish carries the same Nats-Msg-Id (JetStream answers one
+# still in process at once, DUPLICATE_IN_PROCESS), a claim recognises its own, and the
+# rest are reads or puts of the same value.
+FIRST_TRY_S = 2.0
+RETRY_S = 0.5
 
 # Failures worth trying again: NATS or JetStream being away or slow. Anything
 # else (a bug, an input the code cannot take) would fail the same way forever.
@@ -68,10 +76,13 @@ async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T
     """
     give_up = time.monotonic() + patience_s
     delay = 0.1
+    try_s = FIRST_TRY_S
     while True:
         try:
-            return await attempt()
+            async with asyncio.timeout(try_s):
+                return await attempt()
         except Exception as failure:
+            try_s = RETRY_S
             if not transient(failure) or time.monotonic() + delay > give_up:
                 raise
             log.warning("NATS unavailable; trying again in %.1f s", delay)

@@ -1,0 +1,56 @@
+"""Riding out NATS being away (shared.fabric.outages): tries that go unanswered are cut short."""
+
+import asyncio
+
+import nats.errors
+import pytest
+
+from shared.fabric import outages
+from shared.fabric.outages import patiently
+
+
+async def test_a_try_left_unanswered_is_cut_and_the_next_ones_are_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As a stream with no leader does: requests dropped, never answered, until one is.
+    monkeypatch.setattr(outages, "FIRST_TRY_S", 0.5)
+    monkeypatch.setattr(outages, "RETRY_S", 0.05)
+    monkeypatch.setattr(outages, "MAX_DELAY_S", 0.01)
+    cut: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def attempt() -> str:
+        started = loop.time()
+        if len(cut) < 3:
+            try:
+                await asyncio.Event().wait()  # never answered
+            except asyncio.CancelledError:
+                cut.append(loop.time() - started)
+                raise
+        return "stored"
+
+    assert await patiently(attempt, 10) == "stored"
+    assert len(cut) == 3
+    assert cut[0] >= 0.5  # the first try: as long as a loaded server may need
+    assert all(0.05 <= took < 0.45 for took in cut[1:])  # then short ones
+
+
+async def test_a_failure_that_is_not_an_outage_is_raised_at_once() -> None:
+    tries = 0
+
+    async def attempt() -> None:
+        nonlocal tries
+        tries += 1
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await patiently(attempt, 10)
+    assert tries == 1
+
+
+async def test_an_outage_longer_than_the_patience_is_raised() -> None:
+    async def attempt() -> None:
+        raise nats.errors.NoRespondersError
+
+    with pytest.raises(nats.errors.NoRespondersError):
+        await patiently(attempt, 0.3)
