@@ -2,7 +2,6 @@
 
 from services.dispatcher.app import DURABLE
 from services.dispatcher.main import DispatcherService
-from shared.contract import subjects
 from shared.fabric.call_marks import CallMarks
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
@@ -20,7 +19,7 @@ async def test_a_call_claimed_by_a_dead_dispatcher_is_finished_by_the_next_one(
     js = fabric.nc.jetstream()
 
     # What the dead dispatcher did: claimed the call, took the message, never acked it.
-    claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+    claims = await CallMarks.of(fabric.nc)
     assert await claims.claim(call["conversation_id"], call["call_id"], "dead") is True
     await fabric.runtime.listen(call["conversation_id"])
     await fabric.runtime.call(call)

@@ -4,6 +4,7 @@ JetStream cannot be made to lose an ack on cue, so the redelivery is the one it
 would make: the same bytes, delivered a second time (``num_delivered`` 2).
 """
 
+import asyncio
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -14,7 +15,7 @@ from services.result_injector.main import price_book
 from shared.contract import subjects
 from shared.contract.addressing import conversation_key
 from shared.contract.catalog import DEFAULT_ACCOUNT
-from shared.fabric.call_marks import CallMarks, Mark
+from shared.fabric.call_marks import CallMarks, Mark, run_key
 from shared.fabric.conversations import ConversationVariables
 from shared.fabric.deadline_timers import DeadlineTimers
 from shared.fabric.executors import ExecutorApp
@@ -48,7 +49,7 @@ async def first_run(fabric: Fabric, api: RecordingApi, internal: str) -> tuple[d
 
 
 async def marks(fabric: Fabric) -> CallMarks:
-    return CallMarks(await fabric.nc.jetstream().key_value(subjects.CALL_CLAIMS_BUCKET))
+    return await CallMarks.of(fabric.nc)
 
 
 async def test_a_redelivered_work_item_of_an_executed_call_is_not_sent_again(
@@ -85,10 +86,18 @@ async def test_a_redelivered_work_item_never_executed_is_sent(
         call_marks,
     )
 
+    conversation = conversation_key(DEFAULT_ACCOUNT, call["conversation_id"])
+    kv = await fabric.nc.jetstream().key_value(subjects.CALL_CLAIMS_BUCKET)
+    executed = await kv.watch(f"{run_key(conversation, other['call_id'], 1)}.{Mark.EXECUTED}")
+
     await executor.handle(redelivery(fabric, Msg(fabric.nc, work.subject, data=never_run)))
 
     assert len(scripted.seen) == 1
-    conversation = conversation_key(DEFAULT_ACCOUNT, call["conversation_id"])
+    # Sent without waiting for JetStream's confirmation: stored a moment later (the watch
+    # first gives None, for nothing stored before).
+    async with asyncio.timeout(5):
+        while (await executed.updates(timeout=5)) is None:  # type: ignore[no-untyped-call]
+            pass
     assert await call_marks.has(conversation, other["call_id"], Mark.EXECUTED)
 
 

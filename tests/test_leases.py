@@ -214,7 +214,7 @@ async def executed(
 ) -> Any:
     """``work`` run by an executor consuming ``on``: the outcome it published, once acked."""
     js = streams_client.jetstream()
-    marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+    marks = await CallMarks.of(streams_client)
     app = ExecutorApp(Publisher(js), runner, marks)
     outcomes = await streams_client.subscribe(subjects.executed(work.call.conversation_id))
     consumer = WorkConsumer(streams_client, on, app.handle, concurrency=4, give_up=app.give_up)

@@ -698,7 +698,7 @@ async def test_the_dispatcher_does_its_work(secured: Secured) -> None:
     directory = Directory()
     await directory.follow(js)
     assert directory.account_of("a") == "acme"
-    claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+    claims = await CallMarks.of(nc)
     assert await claims.claim(CONV, CALL, "1")
     assert not await claims.claim(CONV, CALL, "2")  # the create reads the key it found
     assert await claims.claim(CONV, CALL, "1")  # its own claim, tried again
@@ -747,7 +747,7 @@ async def test_the_dispatcher_does_its_work(secured: Secured) -> None:
 async def test_the_executor_does_its_work(secured: Secured) -> None:
     conn = await secured.connect(Role.HTTP_EXECUTOR)
     nc, js = conn.nc, conn.nc.jetstream()
-    marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+    marks = await CallMarks.of(nc)
     await marks.mark(CONV, CALL, Mark.EXECUTED)
     assert await marks.has(CONV, CALL, Mark.EXECUTED)
     outcome = ExecutionOutcome(request=work_item({"url": "https://api.example.com/"}))
@@ -787,7 +787,7 @@ async def test_the_executor_does_its_work(secured: Secured) -> None:
 async def test_the_code_executor_does_its_work(secured: Secured) -> None:
     conn = await secured.connect(Role.CODE_EXECUTOR)
     nc, js = conn.nc, conn.nc.jetstream()
-    marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+    marks = await CallMarks.of(nc)
     await marks.mark(CONV, CALL, Mark.EXECUTED)
     variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
     assert await variables.get("acme", CONV) == {}
@@ -851,7 +851,7 @@ async def test_the_injector_does_its_work(secured: Secured) -> None:
     variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
     await variables.merge(SHARED, {"price": 12})
     assert await variables.get("acme", CONV) == {"price": 12}
-    marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+    marks = await CallMarks.of(nc)
     assert await marks.claim_answer(CONV, CALL, 1, "outcome")
     assert not await marks.claim_answer(CONV, CALL, 1, "deadline")
     publisher = Publisher(js)

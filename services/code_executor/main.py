@@ -56,7 +56,7 @@ class CodeExecutorService:
         secrets = await open_scope(js, self.settings, self.secrets)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
         runner = CodeRunner(self.pool, Egress(self.sender, policy), secrets, variables)
-        marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+        marks = await CallMarks.of(client)
         app = ExecutorApp(Publisher(js), runner, marks, "code")
         register(self.broker, app)
         await client.subscribe(subjects.SANDBOX_STATUS, cb=self._status)

@@ -2,7 +2,6 @@
 
 from services.dispatcher.app import DURABLE, REPLAYS, Dispatcher
 from services.dispatcher.directory import Directory
-from shared.contract import subjects
 from shared.fabric.broker import build_broker, connect
 from shared.fabric.call_marks import CallMarks
 from shared.fabric.consumer import WorkConsumer
@@ -37,7 +36,7 @@ class DispatcherService:
         client, js = await connect(self.broker, self.settings)
         # Tools are in memory before the first call is taken.
         await self.directory.follow(js)
-        claims = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+        claims = await CallMarks.of(client)
         dispatcher = Dispatcher(
             Publisher(js),
             self.directory,

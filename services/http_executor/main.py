@@ -45,7 +45,7 @@ class HttpExecutorService:
         metrics.serve(self.settings.metrics_port, self.settings.host, self.readiness)
         client, js = await connect(self.broker, self.settings)
         self.sender, policy = sender_for(self.settings, client.max_payload)
-        marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+        marks = await CallMarks.of(client)
         secrets = await open_scope(js, self.settings, self.secrets)
         await self.completions.start(js, marks)
         master = await asyncio.to_thread(settings_master_key, self.settings)

@@ -90,7 +90,7 @@ class RegistryService:
         callbacks = callbacks_api.Callbacks(
             signing_key(master),
             await js.key_value(subjects.CALLBACKS_BUCKET),
-            CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET)),
+            await CallMarks.of(client),
             Publisher(js),
         )
         app.include_router(callbacks_api.build_router(callbacks, self._settings.max_response_bytes))

@@ -88,7 +88,7 @@ class Injector:
         ):
             return  # the deadline answered it first, with a timeout
         await self._answer(outcome, stored_at)
-        await self.marks.mark(conversation, call.call_id, Mark.PUBLISHED, attempt)
+        await self.marks.mark(conversation, call.call_id, Mark.PUBLISHED, attempt, confirmed=False)
         await self.timers.disarm(call.conversation_id, run_key(conversation, call.call_id, attempt))
 
     async def on_deadline(self, message: Msg) -> None:

@@ -43,7 +43,7 @@ class ResultInjectorService:
         count_tokens("warm")  # loads the vocabulary now, not during the first call
         client, js = await connect(self.broker, self.settings)
         variables = ConversationVariables(await js.key_value(subjects.CONVERSATIONS_BUCKET))
-        marks = CallMarks(await js.key_value(subjects.CALL_CLAIMS_BUCKET))
+        marks = await CallMarks.of(client)
         injector = Injector(
             Publisher(js), price_book(self.settings), variables, marks, DeadlineTimers(client)
         )

@@ -41,6 +41,11 @@ def kv_stream(bucket: str) -> str:
     return f"KV_{bucket}"
 
 
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a put of ``key`` in ``bucket`` is published on."""
+    return f"$KV.{bucket}.{key}"
+
+
 ALL_CALLS = f"{PREFIX}.calls.>"
 ALL_CONV = f"{PREFIX}.conv.>"
 ALL_ENDED = f"{PREFIX}.conv.*.ended"

@@ -120,7 +120,9 @@ class ExecutorApp:
         except MaxPayloadError:
             # JSON escaping can grow a body past what fits; report it, never loop on it.
             await self._publish(too_large(outcome))
-        await self.marks.mark(work.conversation.key, work.call.call_id, Mark.EXECUTED, work.attempt)
+        await self.marks.mark(
+            work.conversation.key, work.call.call_id, Mark.EXECUTED, work.attempt, confirmed=False
+        )
 
     async def give_up(self, message: Msg, failure: Exception) -> None:
         """A call that broke the executor in a way no retry fixes is reported as failed."""
