@@ -29,8 +29,8 @@ window where a redelivery repeats the effect; JetStream still keeps one
 copy of each event in the stream.
 
 *executed* and *published* are sent without waiting for JetStream's
-confirmation (about 7% of the services' CPU per call, measured, for the two):
-each only spares a redelivery an effect that is safe to repeat. A lost one
+confirmation (two round trips fewer per call): each only spares a
+redelivery an effect that is safe to repeat. A lost one
 lets a redelivered work item call the API again, with the same
 Idempotency-Key, whose second outcome finds the answer claimed by the first;
 or a redelivered outcome publish its result again, the same bytes under the
