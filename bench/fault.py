@@ -40,7 +40,7 @@ from services.demo.runtime import new_traceparent
 from services.supervisor import Fabric
 from shared.contract import subjects
 from shared.fabric.liveness import SILENCE_DETECTION
-from shared.fabric.outages import patiently
+from shared.fabric.outages import FIRST_TRY_S, patiently
 from shared.security.nats_auth import RUNTIME_JS_DOMAIN
 from shared.settings import servers
 
@@ -127,7 +127,8 @@ async def publish_until_stored(client: Client, call: dict[str, Any]) -> None:
     body = json.dumps(call).encode()
     subject = subjects.calls(call["conversation_id"])
     await patiently(
-        partial(client.jetstream().publish, subject, body, timeout=2.0, headers=headers), SETTLE_S
+        partial(client.jetstream().publish, subject, body, timeout=FIRST_TRY_S, headers=headers),
+        SETTLE_S,
     )
 
 

@@ -43,7 +43,7 @@ from shared.contract.events import (
     ToolCallResult,
 )
 from shared.fabric.liveness import SILENCE_DETECTION
-from shared.fabric.outages import patiently
+from shared.fabric.outages import FIRST_TRY_S, patiently
 from shared.security.api_keys import bearer
 
 DOMAIN = "midcall"
@@ -58,9 +58,9 @@ HEARTBEAT_S = 1.0
 CATCH_UP_IDLE_S = 2.0
 # Asking for a call's stored events (account credentials): each try's wait, and tries.
 STORED_WAIT_S = 2.0
-# A call not confirmed within an attempt is sent again, for as long as the patience lasts
-# (a cluster elects a stream's new leader within about 10 s); then the call raises.
-CALL_ATTEMPT_S = 2.0
+# A call not confirmed within a try (shared.fabric.outages: 2 s, then 0.5 s) is sent
+# again, for as long as the patience lasts (a cluster elects a stream's new leader within
+# about 10 s); then the call raises.
 CALL_PATIENCE_S = 30.0
 STORED_TRIES = 3
 
@@ -187,7 +187,7 @@ class MidcallClient:
 
         async def publish() -> PubAck:
             return await self.nc.jetstream().publish(
-                subjects.calls(conversation_id), body, timeout=CALL_ATTEMPT_S, headers=headers
+                subjects.calls(conversation_id), body, timeout=FIRST_TRY_S, headers=headers
             )
 
         # Through a NATS outage or a cluster's leader election: the same Nats-Msg-Id each

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from shared.contract import json_depth, subjects
 from shared.contract.addressing import Conversation, conversation_key
 from shared.contract.events import CallRun, ToolCallPending, ToolCallResult, UsageRecord
-from shared.fabric.outages import PATIENCE_S, patiently
+from shared.fabric.outages import FIRST_TRY_S, PATIENCE_S, patiently
 from shared.observability.metrics import DEAD_LETTERS
 
 log = logging.getLogger("midcall.messaging")
@@ -26,9 +26,6 @@ log = logging.getLogger("midcall.messaging")
 REASON_HEADER = "Midcall-Reason"
 SUBJECT_HEADER = "Midcall-Subject"
 MAX_REASON_CHARS = 512
-# A publish whose ack is lost (the server restarted) is sent again after this,
-# not waited on: JetStream's default 0.5 s is too short for a loaded server.
-PUBLISH_ATTEMPT_S = 2.0
 # Room for every message the fabric makes (an outcome holds a work item, which holds
 # a call, which holds arguments of up to MAX_DEPTH levels), and far less than the
 # parsers' own recursion limits (pydantic's 200, the interpreter's 1,000).
@@ -115,9 +112,11 @@ class Publisher:
         """Publish ``body``; ``stream`` names the stream it must land in, when known."""
         propagate.inject(headers)
 
+        # Each try is as long as patiently allows (a lost ack: the server restarted, a
+        # leader is being elected); nats-py's own 0.5 s would cut a loaded server's short.
         async def attempt() -> None:
             await self._js.publish(
-                subject, body, timeout=PUBLISH_ATTEMPT_S, stream=stream, headers=headers
+                subject, body, timeout=FIRST_TRY_S, stream=stream, headers=headers
             )
 
         # Sent again with the same Nats-Msg-Id, so a copy JetStream did store is kept once.
