@@ -10,9 +10,8 @@ from pathlib import Path
 
 from opentelemetry import trace
 
-from services.catalog import SERVICES
+from services.catalog import SERVICES, keep_out
 from shared.observability.tracing import build_provider
-from shared.process.service import run_until_signal
 from shared.settings import Settings
 
 
@@ -138,6 +137,9 @@ def _up(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    keep_out(args.service, settings.nats_url)
+    from shared.process.service import run_until_signal  # after keep_out: it loads FastStream
+
     trace.set_tracer_provider(
         build_provider(f"midcall-{args.service}", settings.trace_sample_ratio)
     )
