@@ -7,14 +7,23 @@ and every field added here must be optional with a default.
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from shared.contract.addressing import Conversation
 from shared.contract.errors import ErrorCode
 from shared.contract.json_depth import nests_deeper, too_deep
-from shared.contract.tools import Tool
+from shared.contract.tools import ReadTools, Tool, read_before
 
 MAX_DEADLINE_MS = 60_000
+# This process's tools read from work items and outcomes (ExecuteRequest).
+READ_TOOLS = ReadTools()
 # Subject tokens may not contain these; ids end up as subject tokens and KV keys.
 ID_PATTERN = r"^[A-Za-z0-9_\-=]{1,128}$"
 # Free-text ids end up in headers, logs and databases (PostgreSQL holds no NUL).
@@ -183,6 +192,14 @@ class ExecuteRequest(Event):
     replay_attempt: int | None = Field(default=None, ge=2)
     # The account whose own runtimes placed the call (its events go to them only).
     runtime_account: str | None = None
+
+    @field_validator("tool", mode="wrap")
+    @classmethod
+    def _tool_read_once(
+        cls, value: Any, parse: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Tool:
+        # Only a tool read from a message, declared before: a declaration is checked whole.
+        return READ_TOOLS.read(value, parse) if read_before(info) else parse(value)
 
     @property
     def attempt(self) -> int:

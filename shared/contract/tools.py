@@ -8,6 +8,8 @@ work item.
 import ipaddress
 import json
 import re
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -60,6 +62,11 @@ DECLARED_BEFORE = {"tool_declared_before": True}
 
 def _declaring(info: ValidationInfo) -> bool:
     return not (isinstance(info.context, dict) and info.context.get("tool_declared_before"))
+
+
+def read_before(info: ValidationInfo) -> bool:
+    """Whether a tool is being read from a message (declared before), not declared."""
+    return not _declaring(info)
 
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
@@ -468,3 +475,35 @@ class Tool(Strict):
         if duplicates:
             raise ValueError(f"context_parameters: duplicate names {duplicates}")
         return self
+
+
+class ReadTools:
+    """The tools read from work items and outcomes, one object per definition.
+
+    Every work item and outcome carries its tool whole, and most carry one of a
+    few definitions: each is parsed once and the object shared (about 27 µs and
+    7 KB per message; 70 MB in an executor holding 10,000 calls). A definition
+    is found by its owner and name, and used only if it is exactly the one
+    read, so a tool changed since, or one of the same name in another message,
+    is parsed as itself. Shared objects are never changed after reading (code
+    that needs another tool makes a copy).
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._read: OrderedDict[tuple[Any, Any], tuple[dict[str, Any], Tool]] = OrderedDict()
+
+    def read(self, value: Any, parse: Callable[[Any], Tool]) -> Tool:
+        if not isinstance(value, dict):
+            return parse(value)
+        key = (value.get("owner_account"), value.get("name"))
+        known = self._read.get(key)
+        if known is not None and known[0] == value:
+            self._read.move_to_end(key)
+            return known[1]
+        tool = parse(value)
+        self._read[key] = (value, tool)
+        self._read.move_to_end(key)
+        if len(self._read) > self._size:
+            self._read.popitem(last=False)
+        return tool
