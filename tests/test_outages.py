@@ -35,6 +35,29 @@ async def test_a_try_left_unanswered_is_cut_and_the_next_ones_are_short(
     assert all(0.05 <= took < 0.45 for took in cut[1:])  # then short ones
 
 
+async def test_an_attempt_given_its_own_try_length_keeps_it_after_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A watch (several requests in one attempt) on a loaded server: never cut to RETRY_S.
+    monkeypatch.setattr(outages, "FIRST_TRY_S", 0.2)
+    monkeypatch.setattr(outages, "RETRY_S", 0.01)
+    monkeypatch.setattr(outages, "MAX_DELAY_S", 0.01)
+    took: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def attempt() -> str:
+        started = loop.time()
+        if not took:
+            took.append(0.0)
+            raise nats.errors.NoRespondersError  # the outage
+        await asyncio.sleep(0.1)  # longer than RETRY_S, within its own length
+        took.append(loop.time() - started)
+        return "watching"
+
+    assert await patiently(attempt, 2, retry_s=0.2) == "watching"
+    assert took[1] >= 0.1
+
+
 async def test_a_failure_that_is_not_an_outage_is_raised_at_once() -> None:
     tries = 0
 

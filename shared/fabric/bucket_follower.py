@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from shared.contract import subjects
-from shared.fabric.outages import patiently
+from shared.fabric.outages import FIRST_TRY_S, patiently
 
 DELETIONS = ("DEL", "PURGE")
 
@@ -59,8 +59,10 @@ class BucketFollower:
             return
         if self._rewatch is not None:
             self._rewatch.cancel()  # a reconnect again: this one starts afresh
+        # Each try as long as the first: a watch is several requests, and one cut short
+        # on a loaded server every time would never get through.
         self._rewatch = asyncio.create_task(
-            patiently(partial(self._watch, asyncio.Event(), 0), math.inf)
+            patiently(partial(self._watch, asyncio.Event(), 0), math.inf, FIRST_TRY_S)
         )
 
     async def _watch(self, loaded: asyncio.Event, loaded_at: int) -> None:

@@ -64,9 +64,12 @@ def transient(failure: Exception) -> bool:
     return getattr(failure, "err_code", None) == DUPLICATE_IN_PROCESS
 
 
-async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T:
+async def patiently(
+    attempt: Callable[[], Awaitable[T]], patience_s: float, retry_s: float | None = None
+) -> T:
     """Run ``attempt`` until it succeeds, through NATS outages of up to ``patience_s``;
-    its result.
+    its result. Each try after a failed one may take ``retry_s`` (``RETRY_S``: short,
+    for one request; an attempt that is several, a watch, passes what they may need).
 
     For effects already paid for (an API answered): retrying the publish here
     beats failing the message, whose redelivery would pay for them again. Also
@@ -82,7 +85,7 @@ async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T
             async with asyncio.timeout(try_s):
                 return await attempt()
         except Exception as failure:
-            try_s = RETRY_S
+            try_s = RETRY_S if retry_s is None else retry_s
             if not transient(failure) or time.monotonic() + delay > give_up:
                 raise
             log.warning("NATS unavailable; trying again in %.1f s", delay)

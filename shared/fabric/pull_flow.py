@@ -87,6 +87,7 @@ class PullFlow:
         self._wake = asyncio.Event()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None  # a refused request's, one at a time
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{durable.stream}.{durable.name}"
 
     async def start(self, max_ack_pending: int) -> None:
@@ -145,9 +146,16 @@ class PullFlow:
             if status != "408":
                 # Refused (a leader change, too many waiting requests...): ask again soon.
                 log.warning("pull on %s refused: %s", self._durable.name, msg.headers)
-                asyncio.get_running_loop().call_later(REFUSED_RETRY_S, self._wake.set)
+                self._wake_soon()
                 return
         self._wake.set()
+
+    def _wake_soon(self) -> None:
+        """Wake the flow in ``REFUSED_RETRY_S``: one wake-up waits at a time, however many
+        requests were refused (a leader change refuses every one outstanding)."""
+        loop = asyncio.get_running_loop()
+        if self._retry is None or self._retry.when() <= loop.time():
+            self._retry = loop.call_later(REFUSED_RETRY_S, self._wake.set)
 
     async def _keep_pulling(self, inbox: str) -> None:
         while True:
