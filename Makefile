@@ -27,11 +27,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q --durations=20 -n 2 --dist loadfile
 
-# One table: Midcall against a direct HTTP call (see bench/run.py); about 3 minutes.
+# One table: Midcall against a direct HTTP call and two task queues, and the targets
+# (see bench/run.py); about 6 minutes.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
-# The same table with fewer calls, in about 30 seconds.
+# The same table with fewer calls, in about 2 minutes.
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 

@@ -1,12 +1,15 @@
 """One table on stdout and the same figures as JSON, with Midcall beside the baseline."""
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.figures import Baseline, Midcall, PythonTools
+from bench.figures import Baseline, Midcall, PythonTools, Target
 from bench.plan import Plan
+from bench.targets import hot_path
+from bench.task_queues import QueueFigures
 
 Row = tuple[str, str, str, str]
 LABEL_WIDTH = 46
@@ -21,6 +24,8 @@ class Report:
     baseline: Baseline
     midcall: Midcall
     elapsed_s: float
+    # Celery and taskiq doing the same calls in the same run; none with --no-queues.
+    queues: list[QueueFigures] = field(default_factory=list)
 
 
 def ratio(baseline: float | None, midcall: float | None) -> float | None:
@@ -51,6 +56,7 @@ def to_json(report: Report) -> dict[str, Any]:
     data["midcall"]["losses"]["lost"] = report.midcall.losses.lost
     data["midcall"]["services_total"] = asdict(report.midcall.services_total())
     data["comparison"] = comparison(report)
+    data["targets"] = [asdict(target) for target in hot_path(report)]
     return data
 
 
@@ -127,7 +133,7 @@ def _sdk_rows(report: Report) -> list[Row]:
     if sdk is None:
         return []
     target = sdk.target
-    kept = f"<={target.limit:g} {'met' if target.met else 'MISSED'}"
+    kept = f"{_bound(target)} {_kept(target)}"
     return [
         (f"a runtime in its own process, {sdk.calls} calls x {sdk.rounds}", "raw", "SDK", "target"),
         (f"  ({sdk.in_flight} in flight, median of the rounds)", "", "", ""),
@@ -144,10 +150,7 @@ def _versus(label: str, http: float | None, python: float | None) -> Row:
 def _target(python: PythonTools, figure: str) -> str:
     """The bound the issue sets on ``figure``, and whether this run kept to it."""
     target = python.targets.get(figure)
-    if target is None:
-        return ""
-    bound = "<=" if target.bound == "at most" else ">="
-    return f"{bound}{target.limit:g} {'met' if target.met else 'MISSED'}"
+    return "" if target is None else f"{_bound(target)} {_kept(target)}"
 
 
 def _python_rows(report: Report) -> list[Row]:
@@ -245,6 +248,81 @@ def _loss_rows(report: Report) -> list[Row]:
     ]
 
 
+def _queue_rows(report: Report) -> list[Row]:
+    """Celery and taskiq beside Midcall, phase for phase, as the baseline is above."""
+    if not report.queues:
+        return []
+    celery, taskiq = report.queues  # measure() runs both, in this order
+    mid, services = report.midcall, report.midcall.services_total()
+
+    def row(label: str, figure: Callable[[QueueFigures], str], midcall: str) -> Row:
+        return (f"  {label}", figure(celery), figure(taskiq), midcall)
+
+    rows: list[Row] = [
+        ("task queues doing the same calls, this run", "celery", "taskiq", "midcall"),
+        row(
+            "one at a time p50 (ms)",
+            lambda q: _n(q.baseline.one_at_a_time.p50_ms),
+            _n(mid.result.p50_ms),
+        ),
+        row(
+            "one at a time p99 (ms)",
+            lambda q: _n(q.baseline.one_at_a_time.p99_ms),
+            _n(mid.result.p99_ms),
+        ),
+    ]
+    for index, loop in enumerate(mid.loops):
+        rows += [
+            row(
+                f"{loop.in_flight} in flight calls/s",
+                lambda q: _n(q.baseline.loops[index].calls_per_s, 0),  # noqa: B023 (used at once)
+                _n(loop.calls_per_s, 0),
+            ),
+            row(
+                f"{loop.in_flight} in flight p99 (ms)",
+                lambda q: _n(q.baseline.loops[index].p99_ms),  # noqa: B023 (used at once)
+                _n(loop.p99_ms),
+            ),
+        ]
+    return [
+        *rows,
+        row(f"{mid.burst.calls:,} at once, wall (s)", _burst_wall, _n(mid.burst.wall_s)),
+        row(
+            "CPU ms/call (workers; services)",
+            lambda q: _n(q.cpu_ms_per_call),
+            _n(services.cpu_ms_per_call),
+        ),
+        row("peak RSS MB, summed", lambda q: _n(q.peak_rss_mb, 1), _n(services.peak_rss_mb, 1)),
+        row("calls failed (midcall: lost)", lambda q: str(q.baseline.failed), str(mid.losses.lost)),
+    ]
+
+
+def _burst_wall(queue: QueueFigures) -> str:
+    return _n(queue.baseline.burst.wall_s) if queue.burst_done else "not done"
+
+
+def _target_rows(report: Report) -> list[Row]:
+    rows: list[Row] = [("targets (issue 17, and earlier bounds)", "bound", "measured", "")]
+    for target in hot_path(report):
+        rows.append(
+            (
+                f"  {target.figure}",
+                _bound(target),
+                _n(target.value),
+                "met" if target.met else "MISSED",
+            )
+        )
+    return rows
+
+
+def _bound(target: Target) -> str:
+    return f"{'<=' if target.bound == 'at most' else '>='}{target.limit:.4g}"
+
+
+def _kept(target: Target) -> str:
+    return "met" if target.met else "MISSED"
+
+
 def _title(report: Report) -> list[str]:
     plan, limits = report.plan, report.settings
     return [
@@ -271,6 +349,8 @@ def render(report: Report) -> str:
         _python_rows,
         _sdk_rows,
         _loss_rows,
+        _queue_rows,
+        _target_rows,
     )
     for section in sections:
         rows += section(report)

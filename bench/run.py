@@ -4,11 +4,14 @@ Everything runs co-located: a loopback API in its own process, the baseline
 (httpx straight to the API, in this process), then the real fabric (an
 embedded nats-server and every service process) driven by a runtime in this
 process: HTTP tools, then python tools (the same request made by a function
-in the code-executor's sandbox, against the issue's bounds). The table goes
-to stdout, progress to stderr, the figures to JSON. Exits non-zero if a call
-was lost (no result, or never billed).
+in the code-executor's sandbox, against the issue's bounds). Between the two,
+Celery and taskiq do the same calls (``bench.task_queues``), so every
+comparison is within one run. The table and the targets go to stdout,
+progress to stderr, the figures to JSON. Exits non-zero if a call was lost
+(no result, or never billed).
 
-Options: ``--quick`` (about 40 s), ``--replicas N`` (processes of each of
+Options: ``--quick`` (about 40 s; 3 minutes with the queues), ``--no-queues``,
+``--replicas N`` (processes of each of
 dispatcher, http-executor, code-executor and result-injector), ``--nats-nodes
 N`` (a JetStream cluster of N nodes, every stream RN), ``--json PATH``. The
 services read their usual ``MIDCALL_*`` settings from the environment, e.g.
@@ -24,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import baseline
+from bench import baseline, task_queues
 from bench.api import ApiProcess
 from bench.fabric import running
 from bench.midcall import Driver
@@ -48,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="NATS as a cluster of this many nodes on loopback, every stream in as many copies",
     )
+    parser.add_argument(
+        "--no-queues", action="store_true", help="measure no task queue beside Midcall"
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where the figures go")
     return parser
 
@@ -63,13 +69,18 @@ def _service_limits() -> dict[str, int]:
     }
 
 
-async def run(plan: Plan) -> Report:
+async def run(plan: Plan, queues: bool = True) -> Report:
     started = time.perf_counter()
     api = ApiProcess()
     api.start()
     try:
         log.info("baseline: direct httpx calls to %s", api.url)
         direct = await baseline.measure(plan, api.url)
+        measured = []
+        if queues:
+            log.info("task queues: Celery, then taskiq")
+            with tempfile.TemporaryDirectory(prefix="midcall-queues-") as queues_dir:
+                measured = await task_queues.measure(plan, api.url, Path(queues_dir))
         with tempfile.TemporaryDirectory(prefix="midcall-bench-") as data_dir:
             async with running(Path(data_dir), plan.replicas, plan.nats_nodes) as fabric:
                 await fabric.register(api.url, plan.delay_s)
@@ -86,7 +97,8 @@ async def run(plan: Plan) -> Report:
     finally:
         api.stop()
     elapsed = time.perf_counter() - started
-    return Report(plan, os.cpu_count() or 0, _service_limits(), direct, through, elapsed)
+    cpus = os.cpu_count() or 0
+    return Report(plan, cpus, _service_limits(), direct, through, elapsed, measured)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     raise_fd_limit()
     plan = (QUICK if args.quick else FULL).with_replicas(args.replicas, args.nats_nodes)
-    report = asyncio.run(run(plan))
+    report = asyncio.run(run(plan, queues=not args.no_queues))
     print(render(report), flush=True)
     write_json(report, args.json)
     return 1 if report.midcall.losses.lost else 0

@@ -95,6 +95,9 @@ CELERY_PROCESSES = 2
 CELERY_THREADS = 1000  # each holds Redis connections; Redis takes 10,000 clients by default
 TASKIQ_CHECK_INTERVAL_S = 0.005
 STARTUP_TIMEOUT_S = 30.0
+# The queues' names in the figures.
+CELERY = f"celery prefork x{CELERY_PROCESSES}"
+TASKIQ = "taskiq jetstream x1"
 STOP_TIMEOUT_S = 10.0
 
 Answer = dict[str, Any]
@@ -317,7 +320,7 @@ async def _celery_queue(data_dir: Path, threads: int) -> AsyncIterator[Queue]:
         return await loop.run_in_executor(pool, _celery_call, url, arguments, give_up_at)
 
     try:
-        yield Queue(f"celery prefork x{CELERY_PROCESSES}", worker, log_path, send)
+        yield Queue(CELERY, worker, log_path, send)
     finally:
         await asyncio.to_thread(pool.shutdown, cancel_futures=True)
         await asyncio.to_thread(_stop_worker, worker)
@@ -343,7 +346,7 @@ async def _taskiq_queue(data_dir: Path) -> AsyncIterator[Queue]:
             worker = _start_worker(command, log_path, {NATS_URL_VARIABLE: nats_url})
             try:
                 send = functools.partial(_taskiq_call, nats_url)
-                yield Queue("taskiq jetstream x1", worker, log_path, send)
+                yield Queue(TASKIQ, worker, log_path, send)
             finally:
                 await asyncio.to_thread(_stop_worker, worker)
         finally:

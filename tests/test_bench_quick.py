@@ -21,7 +21,8 @@ RUN_TIMEOUT_S = 120
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, dict[str, Any]]:
     figures = tmp_path_factory.mktemp("bench") / "results.json"
     finished = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--json", str(figures)],
+        # The task queues have their own test (tests/test_task_queues.py).
+        [sys.executable, "-m", "bench.run", "--quick", "--no-queues", "--json", str(figures)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -154,3 +155,20 @@ def test_the_sdks_cost_is_measured_against_a_raw_runtime(
     assert sdk["target"]["figure"] == "SDK over raw, CPU ms/call"
     assert sdk["target"]["value"] == sdk["sdk_ms"] - sdk["raw_ms"]
     assert "SDK over raw (ms/call)" in table
+
+
+def test_the_targets_are_printed_and_kept_in_the_json(
+    quick_run: tuple[int, str, dict[str, Any]],
+) -> None:
+    _, table, figures = quick_run
+    targets = {t["figure"]: t for t in figures["targets"]}
+
+    # Without the queues, nothing is measured against them.
+    assert figures["queues"] == []
+    assert not any("celery" in name.lower() or "taskiq" in name for name in targets)
+    services = targets["services CPU ms/call"]
+    assert services["value"] == figures["midcall"]["services_total"]["cpu_ms_per_call"]
+    assert services["met"] == (services["value"] <= 1.2)
+    assert targets["services peak RSS MB, summed"]["limit"] == 400
+    assert targets["warm: python over http p50 ms"]["limit"] == 3.0
+    assert "targets (issue 17, and earlier bounds)" in table

@@ -1,0 +1,82 @@
+"""The hot path's targets (issue 17 of the tracker), against one run's figures.
+
+Each is a ``Target``: a bound, what the run measured, and whether it was
+kept. Bounds set against the task queues use their figures from the same run,
+and are left out where the queues were not measured (``--no-queues``) or a
+queue did not finish the phase. The bounds earlier work set on python tools
+and on the SDK follow, as those phases report them.
+"""
+
+from typing import TYPE_CHECKING
+
+from bench.figures import Target
+from bench.task_queues import CELERY, TASKIQ, QueueFigures
+
+if TYPE_CHECKING:  # the report renders these
+    from bench.report import Report
+
+# The machine-independent ones: ratios to the direct call or to a queue are below.
+SERVICES_CPU_MS = 1.2
+NATS_CPU_MS = 0.4
+CALLS_PER_S = 1200.0
+LOOP_P99_MS = 400.0
+PENDING_P50_MS, PENDING_P99_MS = 1.5, 4.0
+OVERHEAD_P50_MS, OVERHEAD_P99_MS = 3.0, 8.0
+BURST_OVER_DIRECT = 1.3
+SERVICES_RSS_MB = 400.0
+
+
+def hot_path(report: "Report") -> list[Target]:
+    mid, base, plan = report.midcall, report.baseline, report.plan
+    services = mid.services_total()
+    nats_ms = sum(p.cpu_ms_per_call for p in mid.processes if p.role == "nats")
+    busiest = next(loop for loop in mid.loops if loop.in_flight == plan.measured_in_flight)
+    at = f"at {busiest.in_flight} in flight"
+    targets = [
+        Target.at_most("services CPU ms/call", SERVICES_CPU_MS, services.cpu_ms_per_call),
+        Target.at_most("nats-server CPU ms/call", NATS_CPU_MS, nats_ms),
+        Target.at_least(f"calls/s {at}", CALLS_PER_S, busiest.calls_per_s),
+        Target.at_most(f"p99 ms {at}", LOOP_P99_MS, busiest.p99_ms),
+        Target.at_most("one call: to pending p50 ms", PENDING_P50_MS, mid.pending.p50_ms),
+        Target.at_most("one call: to pending p99 ms", PENDING_P99_MS, mid.pending.p99_ms),
+        Target.at_most("one call: result minus API p50 ms", OVERHEAD_P50_MS, mid.overhead.p50_ms),
+        Target.at_most("one call: result minus API p99 ms", OVERHEAD_P99_MS, mid.overhead.p99_ms),
+        Target.at_most(
+            f"{mid.burst.calls:,} at once: wall s (direct x{BURST_OVER_DIRECT:g})",
+            round(BURST_OVER_DIRECT * base.burst.wall_s, 2),
+            mid.burst.wall_s,
+        ),
+        Target.at_most("services peak RSS MB, summed", SERVICES_RSS_MB, services.peak_rss_mb),
+    ]
+    targets += _against_queues(report, busiest.calls_per_s)
+    if mid.python is not None:
+        targets += mid.python.targets.values()
+    if mid.sdk is not None:
+        targets.append(mid.sdk.target)
+    return targets
+
+
+def _against_queues(report: "Report", calls_per_s: float) -> list[Target]:
+    """More calls/s than taskiq, and one call's result sooner than Celery's."""
+    queues = {queue.name: queue for queue in report.queues}
+    targets = []
+    taskiq = _loop_rate(queues.get(TASKIQ), report.plan.measured_in_flight)
+    if taskiq is not None:
+        targets.append(Target.at_least("calls/s, more than taskiq's", taskiq, calls_per_s))
+    celery = queues.get(CELERY)
+    if celery is not None and celery.baseline.one_at_a_time.p50_ms is not None:
+        targets.append(
+            Target.at_most(
+                "one call: result p50 ms, below Celery's",
+                celery.baseline.one_at_a_time.p50_ms,
+                report.midcall.result.p50_ms,
+            )
+        )
+    return targets
+
+
+def _loop_rate(queue: QueueFigures | None, in_flight: int) -> float | None:
+    if queue is None:
+        return None
+    loops = queue.baseline.loops
+    return next((loop.calls_per_s for loop in loops if loop.in_flight == in_flight), None)
