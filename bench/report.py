@@ -302,7 +302,7 @@ def _burst_wall(queue: QueueFigures) -> str:
 
 
 def _target_rows(report: Report) -> list[Row]:
-    rows: list[Row] = [("targets (issue 17, and earlier bounds)", "bound", "measured", "")]
+    rows: list[Row] = [("targets: the hot path, python tools, the SDK", "bound", "measured", "")]
     for target in hot_path(report):
         rows.append(
             (

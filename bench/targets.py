@@ -1,4 +1,4 @@
-"""The hot path's targets (issue 17 of the tracker), against one run's figures.
+"""The hot path's performance targets, against one run's figures.
 
 Each is a ``Target``: a bound, what the run measured, and whether it was
 kept. Bounds set against the task queues use their figures from the same run,

@@ -171,4 +171,4 @@ def test_the_targets_are_printed_and_kept_in_the_json(
     assert services["met"] == (services["value"] <= 1.2)
     assert targets["services peak RSS MB, summed"]["limit"] == 400
     assert targets["warm: python over http p50 ms"]["limit"] == 3.0
-    assert "targets (issue 17, and earlier bounds)" in table
+    assert "targets: the hot path, python tools, the SDK" in table
