@@ -28,7 +28,7 @@ test: lint
 	$(BIN)/pytest -q --durations=20 -n 2 --dist loadfile
 
 # One table: Midcall against a direct HTTP call and two task queues, and the targets
-# (see bench/run.py); about 6 minutes.
+# (see bench/run.py); about 4 minutes.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
