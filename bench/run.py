@@ -10,7 +10,7 @@ comparison is within one run. The table and the targets go to stdout,
 progress to stderr, the figures to JSON. Exits non-zero if a call was lost
 (no result, or never billed).
 
-Options: ``--quick`` (about 40 s; 3 minutes with the queues), ``--no-queues``,
+Options: ``--quick`` (about 40 s; 2 minutes with the queues), ``--no-queues``,
 ``--replicas N`` (processes of each of
 dispatcher, http-executor, code-executor and result-injector), ``--nats-nodes
 N`` (a JetStream cluster of N nodes, every stream RN), ``--json PATH``. The

@@ -19,7 +19,7 @@ from pydantic import (
 from shared.contract.addressing import Conversation
 from shared.contract.errors import ErrorCode
 from shared.contract.json_depth import nests_deeper, too_deep
-from shared.contract.tools import ReadTools, Tool, read_before
+from shared.contract.tools import ReadTools, Tool, declaring
 
 MAX_DEADLINE_MS = 60_000
 # This process's tools read from work items and outcomes (ExecuteRequest).
@@ -199,7 +199,7 @@ class ExecuteRequest(Event):
         cls, value: Any, parse: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> Tool:
         # Only a tool read from a message, declared before: a declaration is checked whole.
-        return READ_TOOLS.read(value, parse) if read_before(info) else parse(value)
+        return parse(value) if declaring(info) else READ_TOOLS.read(value, parse)
 
     @property
     def attempt(self) -> int:

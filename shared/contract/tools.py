@@ -60,13 +60,9 @@ def _schema_problem(schema_json: str) -> str | None:
 DECLARED_BEFORE = {"tool_declared_before": True}
 
 
-def _declaring(info: ValidationInfo) -> bool:
+def declaring(info: ValidationInfo) -> bool:
+    """Whether a tool is being declared, not read from a message (declared before)."""
     return not (isinstance(info.context, dict) and info.context.get("tool_declared_before"))
-
-
-def read_before(info: ValidationInfo) -> bool:
-    """Whether a tool is being read from a message (declared before), not declared."""
-    return not _declaring(info)
 
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
@@ -233,7 +229,7 @@ class RequestSpec(Strict):
 
     @model_validator(mode="after")
     def _known_roots(self, info: ValidationInfo) -> "RequestSpec":
-        if not _declaring(info):
+        if not declaring(info):
             return self
         for field, value in self.templated().items():
             for reference in references(value):
@@ -244,7 +240,7 @@ class RequestSpec(Strict):
 
     @model_validator(mode="after")
     def _secrets_go_to_known_hosts(self, info: ValidationInfo) -> "RequestSpec":
-        if not _declaring(info):
+        if not declaring(info):
             return self
         # An argument in the host lets a prompt send the tool's secrets (or a request
         # signed as ours) anywhere: only to hosts the tool names, then. The cancel goes
@@ -456,7 +452,7 @@ class Tool(Strict):
     @field_validator("parameters")
     @classmethod
     def _json_schema_object(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        if not _declaring(info):
+        if not declaring(info):
             return value
         # Before anything recurses into it: json.dumps and jsonschema go a level per level.
         if nests_deeper(value):
@@ -481,8 +477,8 @@ class ReadTools:
     """The tools read from work items and outcomes, one object per definition.
 
     Every work item and outcome carries its tool whole, and most carry one of a
-    few definitions: each is parsed once and the object shared (about 27 µs and
-    7 KB per message; 70 MB in an executor holding 10,000 calls). A definition
+    few definitions: each is parsed once and the object shared (a work item
+    parses in half the time and holds 5.3 instead of 12.0 KiB). A definition
     is found by its owner and name, and used only if it is exactly the one
     read, so a tool changed since, or one of the same name in another message,
     is parsed as itself. Shared objects are never changed after reading (code
