@@ -14,7 +14,7 @@ conversation. Tools run through ``llm.execute_function_call`` with a real
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,7 +26,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.agents.voice.tool_executor import UPDATE_TEMPLATE
 
 from midcall.adapters.livekit import CANCELLED_BY_LIVEKIT, MidcallTools
-from midcall.client import Cancelled
+from midcall.client import Call, Cancelled
 from shared.contract import subjects
 from shared.contract.events import ConversationEnded
 from tests.support.running import (
@@ -215,16 +215,36 @@ async def test_a_failed_call_raises_tool_error_with_its_speakable_message(
     assert (out.fnc_call_out.output, out.fnc_call_out.is_error) == (message, True)
 
 
-async def test_a_tool_livekit_cancels_cancels_its_midcall_call(running: Running) -> None:
+def signalling(call: Callable[..., Awaitable[Call]], placing: asyncio.Event) -> Any:
+    """``call``, which sets ``placing`` as it starts placing a call."""
+
+    async def signalled(*args: Any, **kwargs: Any) -> Call:
+        placing.set()
+        return await call(*args, **kwargs)
+
+    return signalled
+
+
+@pytest.mark.parametrize("when", ["placing", "running"])
+async def test_a_tool_livekit_cancels_cancels_its_midcall_call(
+    running: Running, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
     conv, call_id = conversation(), f"call_{secrets.token_hex(6)}"
     async with running.client() as mc:
+        placing = asyncio.Event()
+        monkeypatch.setattr(mc, "call", signalling(mc.call, placing))
         tools = await MidcallTools(mc, AGENT, conv).function_tools()
         async with session_of(Agent(instructions="Help.", tools=list(tools))) as session:
             before = len(running.api.received)
             running_tool = asyncio.create_task(
                 execute(tools, session, "Slow", '{"order": "o-1"}', call_id)
             )
-            await running.api.wait_for(before + 1)
+            # Cancelled before its placing is confirmed (the call may be stored by then),
+            # or while its API is called.
+            if when == "placing":
+                await placing.wait()
+            else:
+                await running.api.wait_for(before + 1)
             running_tool.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await running_tool

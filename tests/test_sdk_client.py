@@ -40,6 +40,7 @@ from shared.contract.events import (
     ToolCallProgress,
     ToolCallResult,
 )
+from shared.fabric.nats_server import MAX_PAYLOAD
 from tests.support.running import BOOKED, Running, conversation, fabric_up, lookup_tool
 from tests.test_runtime_accounts import live
 
@@ -392,6 +393,21 @@ async def test_a_call_placed_while_nats_server_is_down_is_placed_once_it_is_back
             result = await call.result()
 
     assert result.status == "success"
+
+
+async def test_a_call_whose_placing_failed_is_placed_by_the_next_call_of_its_id(
+    running: Running,
+) -> None:
+    conv = conversation()
+    too_large = {"order": "o" * MAX_PAYLOAD}
+    async with MidcallClient(running.fabric.nats_url, running.credentials) as mc:
+        with pytest.raises(nats.errors.MaxPayloadError):
+            await mc.call(AGENT, conv, "Lookup", too_large, call_id="call-again")
+        call = await mc.call(AGENT, conv, "Lookup", {"order": "o-1"}, call_id="call-again")
+        async with asyncio.timeout(WAIT_S):
+            result = await call.result()
+
+    assert (result.call_id, result.status) == ("call-again", "success")
 
 
 async def test_ending_the_conversation_cancels_its_call(running: Running) -> None:

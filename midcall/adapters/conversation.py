@@ -39,18 +39,32 @@ class ConversationCalls:
         self.context = context
         self._ended = False
 
-    async def place(
-        self, tool: str, arguments: dict[str, Any], call_id: str, deadline: float | None = None
-    ) -> Call:
-        return await self.mc.call(
-            self.agent_id,
-            self.conversation_id,
-            tool,
-            arguments,
-            context=self.context,
-            deadline=deadline,
-            call_id=call_id,
-        )
+    @contextlib.asynccontextmanager
+    async def placed(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        call_id: str,
+        cancelled_by: str,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Call]:
+        """The call, placed. Where the framework cancels its tool, from the placing on, the
+        call is cancelled in Midcall too (``cancelled_by`` its reason), even as the
+        cancellation goes on: cancelled while it was being placed, it may have been stored
+        with no handle given back, so it is cancelled by its id."""
+        try:
+            yield await self.mc.call(
+                self.agent_id,
+                self.conversation_id,
+                tool,
+                arguments,
+                context=self.context,
+                deadline=deadline,
+                call_id=call_id,
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(self.mc.cancel(self.conversation_id, call_id, cancelled_by))
+            raise
 
     async def aclose(self) -> None:
         """End the conversation, once: its calls still running are cancelled, billing
@@ -79,14 +93,3 @@ async def answered(call: Call, say: Say, report: Report) -> ToolCallResult:
             await say(update.message)
         await report(update)
     return await call.result()
-
-
-@contextlib.asynccontextmanager
-async def cancelled_with(call: Call, reason: str) -> AsyncIterator[None]:
-    """The framework cancelled its tool: the call is cancelled in Midcall too, even as
-    the cancellation goes on."""
-    try:
-        yield
-    except asyncio.CancelledError:
-        await asyncio.shield(call.cancel(reason))
-        raise

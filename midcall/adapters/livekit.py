@@ -19,7 +19,7 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession, RunContext, llm
 
-from midcall.adapters.conversation import ConversationCalls, answered, cancelled_with
+from midcall.adapters.conversation import ConversationCalls, answered
 from midcall.client import AgentTools, CallFailed, MidcallClient
 from shared.contract.events import ToolCallProgress, ToolCallResult
 from shared.contract.manifest import llm_parameters
@@ -91,8 +91,6 @@ class MidcallTools(ConversationCalls):
         )
 
     async def _run(self, tool: str, arguments: dict[str, Any], context: RunContext[Any]) -> str:
-        call = await self.place(tool, arguments, context.function_call.call_id)
-
         async def say(words: str) -> None:
             context.session.say(words)
 
@@ -104,8 +102,9 @@ class MidcallTools(ConversationCalls):
             # was said verbatim; the LLM has it when the caller asks.
             await context.update(update.message, silent=True)
 
+        call_id = context.function_call.call_id
         try:
-            async with cancelled_with(call, CANCELLED_BY_LIVEKIT):
+            async with self.placed(tool, arguments, call_id, CANCELLED_BY_LIVEKIT) as call:
                 return for_the_llm(await answered(call, say, report))
         except CallFailed as failed:
             raise llm.ToolError(failed.message) from failed

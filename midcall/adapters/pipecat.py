@@ -28,7 +28,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
-from midcall.adapters.conversation import ConversationCalls, answered, cancelled_with
+from midcall.adapters.conversation import ConversationCalls, answered
 from midcall.client import CallFailed, MidcallClient
 from shared.contract.events import ToolCallProgress, ToolCallResult
 from shared.contract.manifest import llm_parameters
@@ -111,11 +111,10 @@ class MidcallFunctions(ConversationCalls):
 
     async def handle(self, params: FunctionCallParams) -> None:
         """Run one function call of the LLM as a Midcall call."""
-        call = await self.place(
-            params.function_name, dict(params.arguments), params.tool_call_id, self.timeout_secs
-        )
+        name, arguments, call_id = params.function_name, dict(params.arguments), params.tool_call_id
+        placed = self.placed(name, arguments, call_id, CANCELLED_BY_PIPECAT, self.timeout_secs)
         try:
-            async with cancelled_with(call, CANCELLED_BY_PIPECAT):
+            async with placed as call:
                 say, report = partial(self._say, params), partial(self._progressed, params)
                 result = await answered(call, say, report)
         except CallFailed as failed:

@@ -173,7 +173,7 @@ class MidcallClient:
         known = self._calls.get(key)
         if known is not None:
             return known
-        cancel = partial(self._cancel, conversation_id, placed.call_id)
+        cancel = partial(self.cancel, conversation_id, placed.call_id)
         handle = self._calls[key] = Call(placed.call_id, conversation_id, tool, cancel)
         self._forget_old()
         # JetStream de-duplicates a whole stream's calls, every account's, and a call id is
@@ -192,7 +192,14 @@ class MidcallClient:
 
         # Through a NATS outage or a cluster's leader election: the same Nats-Msg-Id each
         # time, so a copy JetStream did store is kept once.
-        ack = await patiently(publish, CALL_PATIENCE_S)
+        try:
+            ack = await patiently(publish, CALL_PATIENCE_S)
+        except BaseException:
+            # Not known to be placed: a call() with its id then publishes it again (kept once
+            # if this copy was stored) rather than hand back a handle nothing may answer.
+            if self._calls.get(key) is handle:
+                del self._calls[key]
+            raise
         if ack.duplicate:
             self._start_catching_up(handle)
         return handle
@@ -221,7 +228,11 @@ class MidcallClient:
             subjects.ended(conversation_id), ended.model_dump_json().encode()
         )
 
-    async def _cancel(self, conversation_id: str, call_id: str, reason: str | None) -> None:
+    async def cancel(self, conversation_id: str, call_id: str, reason: str | None = None) -> None:
+        """Cancel a call by its id, as its handle's ``cancel`` does: for a call whose placing
+        was interrupted, which may have been stored with no handle given back. A call
+        already answered keeps its result; one placed with that id in the next two minutes
+        is answered ``cancelled`` without running."""
         asked = CallCancel(call_id=call_id, reason=reason)
         await self.nc.jetstream().publish(
             subjects.cancel(conversation_id), asked.model_dump_json(exclude_none=True).encode()
