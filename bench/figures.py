@@ -1,5 +1,7 @@
 """The figures a run produces: what the table prints and the JSON holds, field for field."""
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.stats import Latency
@@ -61,23 +63,48 @@ class Losses:
         return self.no_result + self.not_billed
 
 
+# A bound's name, as the JSON holds it: its sign in the table, and the test a figure passes.
+BOUNDS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
+    "at most": ("<=", operator.le),
+    "at least": (">=", operator.ge),
+    "below": ("<", operator.lt),
+    "above": (">", operator.gt),
+}
+
+
 @dataclass(frozen=True)
 class Target:
     """A bound the issue sets on a figure, and whether this run kept to it."""
 
     figure: str
-    bound: str  # "at most" or "at least"
-    limit: float
+    bound: str  # a key of BOUNDS
+    # None: the bound is another figure of the run (a task queue's) that was not measured.
+    limit: float | None
     value: float | None  # None: nothing measured, so not met
-    met: bool
+    met: bool | None  # None: no limit to hold the value to, neither met nor missed
 
     @classmethod
-    def at_most(cls, figure: str, limit: float, value: float | None) -> "Target":
-        return cls(figure, "at most", limit, value, value is not None and value <= limit)
+    def of(cls, figure: str, bound: str, limit: float | None, value: float | None) -> "Target":
+        if limit is None:
+            return cls(figure, bound, limit, value, None)
+        passes = BOUNDS[bound][1]
+        return cls(figure, bound, limit, value, value is not None and passes(value, limit))
 
     @classmethod
-    def at_least(cls, figure: str, limit: float, value: float | None) -> "Target":
-        return cls(figure, "at least", limit, value, value is not None and value >= limit)
+    def at_most(cls, figure: str, limit: float | None, value: float | None) -> "Target":
+        return cls.of(figure, "at most", limit, value)
+
+    @classmethod
+    def at_least(cls, figure: str, limit: float | None, value: float | None) -> "Target":
+        return cls.of(figure, "at least", limit, value)
+
+    @classmethod
+    def below(cls, figure: str, limit: float | None, value: float | None) -> "Target":
+        return cls.of(figure, "below", limit, value)
+
+    @classmethod
+    def above(cls, figure: str, limit: float | None, value: float | None) -> "Target":
+        return cls.of(figure, "above", limit, value)
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,21 @@
-"""One table on stdout and the same figures as JSON, with Midcall beside the baseline."""
+"""One table on stdout and the same figures as JSON: Midcall beside the baseline and the task
+queues, then the targets."""
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.figures import Baseline, Midcall, PythonTools, Target
+from bench.figures import BOUNDS, Baseline, Midcall, PythonTools, Target
 from bench.plan import Plan
 from bench.targets import hot_path
-from bench.task_queues import QueueFigures
+from bench.task_queues import CELERY, TASKIQ, QueueFigures
 
-Row = tuple[str, str, str, str]
+Row = tuple[str, ...]  # a label, then a figure per column
 LABEL_WIDTH = 46
 COLUMN_WIDTH = 13
+# The task queues' columns, by their names in the figures.
+QUEUE_COLUMNS = {CELERY: "celery", TASKIQ: "taskiq"}
 
 
 @dataclass(frozen=True)
@@ -249,71 +251,72 @@ def _loss_rows(report: Report) -> list[Row]:
 
 
 def _queue_rows(report: Report) -> list[Row]:
-    """Celery and taskiq beside Midcall, phase for phase, as the baseline is above."""
+    """Celery and taskiq beside the direct call and Midcall, phase for phase."""
     if not report.queues:
         return []
-    celery, taskiq = report.queues  # measure() runs both, in this order
-    mid, services = report.midcall, report.midcall.services_total()
-
-    def row(label: str, figure: Callable[[QueueFigures], str], midcall: str) -> Row:
-        return (f"  {label}", figure(celery), figure(taskiq), midcall)
-
-    rows: list[Row] = [
-        ("task queues doing the same calls, this run", "celery", "taskiq", "midcall"),
-        row(
-            "one at a time p50 (ms)",
-            lambda q: _n(q.baseline.one_at_a_time.p50_ms),
+    base, mid, services = report.baseline, report.midcall, report.midcall.services_total()
+    labels = [
+        "one at a time p50 (ms)",
+        "one at a time p99 (ms)",
+        *(f"{n} in flight {f}" for n in report.plan.in_flight for f in ("calls/s", "p99 (ms)")),
+        f"{mid.burst.calls:,} at once, wall (s)",
+        "CPU ms/call (workers; services)",
+        "peak RSS MB, summed",
+        "calls failed (midcall: lost)",
+    ]
+    columns = [
+        # The direct call is made in the bench's own process: it has no cost of its own.
+        [*_phases(base, burst_done=True), "-", "-", str(base.failed)],
+        *(_queue_column(queue) for queue in report.queues),
+        [
             _n(mid.result.p50_ms),
-        ),
-        row(
-            "one at a time p99 (ms)",
-            lambda q: _n(q.baseline.one_at_a_time.p99_ms),
             _n(mid.result.p99_ms),
-        ),
-    ]
-    for index, loop in enumerate(mid.loops):
-        rows += [
-            row(
-                f"{loop.in_flight} in flight calls/s",
-                lambda q: _n(q.baseline.loops[index].calls_per_s, 0),  # noqa: B023 (used at once)
-                _n(loop.calls_per_s, 0),
-            ),
-            row(
-                f"{loop.in_flight} in flight p99 (ms)",
-                lambda q: _n(q.baseline.loops[index].p99_ms),  # noqa: B023 (used at once)
-                _n(loop.p99_ms),
-            ),
-        ]
-    return [
-        *rows,
-        row(f"{mid.burst.calls:,} at once, wall (s)", _burst_wall, _n(mid.burst.wall_s)),
-        row(
-            "CPU ms/call (workers; services)",
-            lambda q: _n(q.cpu_ms_per_call),
+            *(cell for loop in mid.loops for cell in (_n(loop.calls_per_s, 0), _n(loop.p99_ms))),
+            _n(mid.burst.wall_s),
             _n(services.cpu_ms_per_call),
-        ),
-        row("peak RSS MB, summed", lambda q: _n(q.peak_rss_mb, 1), _n(services.peak_rss_mb, 1)),
-        row("calls failed (midcall: lost)", lambda q: str(q.baseline.failed), str(mid.losses.lost)),
+            _n(services.peak_rss_mb, 1),
+            str(mid.losses.lost),
+        ],
     ]
+    names = (QUEUE_COLUMNS[queue.name] for queue in report.queues)
+    header = ("task queues doing the same calls, this run", "baseline", *names, "midcall")
+    rows = zip(labels, *columns, strict=True)
+    return [header, *((f"  {label}", *cells) for label, *cells in rows)]
 
 
-def _burst_wall(queue: QueueFigures) -> str:
-    return _n(queue.baseline.burst.wall_s) if queue.burst_done else "not done"
+def _queue_column(queue: QueueFigures) -> list[str]:
+    costs = [_n(queue.cpu_ms_per_call), _n(queue.peak_rss_mb, 1), str(queue.baseline.failed)]
+    return [*_phases(queue.baseline, queue.burst_done), *costs]
+
+
+def _phases(figures: Baseline, burst_done: bool) -> list[str]:
+    """The figures the direct call and a queue share, in the queue section's order."""
+    one = figures.one_at_a_time
+    loops = (cell for loop in figures.loops for cell in (_n(loop.calls_per_s, 0), _n(loop.p99_ms)))
+    return [
+        _n(one.p50_ms),
+        _n(one.p99_ms),
+        *loops,
+        _n(figures.burst.wall_s) if burst_done else "not done",
+    ]
 
 
 def _target_rows(report: Report) -> list[Row]:
-    rows: list[Row] = [("targets: the hot path, python tools, the SDK", "bound", "measured", "")]
+    rows: list[Row] = [("targets: the hot path, python tools, the SDK", "bound", "measured", "met")]
     for target in hot_path(report):
         rows.append((f"  {target.figure}", _bound(target), _n(target.value), _kept(target)))
     return rows
 
 
 def _bound(target: Target) -> str:
-    return f"{'<=' if target.bound == 'at most' else '>='}{target.limit:.4g}"
+    if target.limit is None:
+        return "-"
+    return f"{BOUNDS[target.bound][0]}{target.limit:.4g}"
 
 
 def _kept(target: Target) -> str:
-    return "met" if target.met else "MISSED"
+    """Met, MISSED, or "-": no figure of the run to hold it to (a queue not measured)."""
+    return "-" if target.met is None else "met" if target.met else "MISSED"
 
 
 def _title(report: Report) -> list[str]:
