@@ -126,6 +126,20 @@ class SdkCost:
 
 
 @dataclass(frozen=True)
+class PathCost:
+    """One kind of call in a closed loop of its own: the CPU each process spent per call
+    (deadline timers included), and whether each call ended as its kind should."""
+
+    path: str  # "plain", "progress" or "cancel" (see ``bench.progress_cancel``)
+    calls: int
+    in_flight: int
+    cpu_ms_per_call: dict[str, float]  # by process, as ``Midcall.processes`` names them
+    services_ms: float  # the service processes summed
+    nats_ms: float
+    unexpected: int  # ended otherwise than the path's calls should, or not at all
+
+
+@dataclass(frozen=True)
 class ColdStarts:
     """Accounts' first calls of a python tool (see ``bench.cold_starts``)."""
 
@@ -196,6 +210,7 @@ class Midcall:
     losses: Losses = field(default_factory=Losses)
     python: PythonTools | None = None
     sdk: SdkCost | None = None
+    paths: list[PathCost] = field(default_factory=list)  # plain, progress, cancel
 
     def services_total(self) -> Process:
         """The service processes summed: what the fabric costs, without nats-server."""

@@ -2,10 +2,11 @@
 
 Phases run in order on one fabric: warm-up, one call at a time, the closed
 loops (CPU per process read around the busiest), python tools (see
-``bench.python_phase``), then every call at once against the delayed
-endpoint, last because its deadline timers fire a minute later. A loop's
-time ends only when billing has stored every usage record, so its calls/s
-is what the whole fabric sustains.
+``bench.python_phase``), the SDK's cost (``bench.sdk_phase``), progress and
+cancel beside a plain call (``bench.progress_cancel``), then every call at
+once against the delayed endpoint, last because its deadline timers fire a
+minute later. A loop's time ends only when billing has stored every usage
+record, so its calls/s is what the whole fabric sustains.
 """
 
 import asyncio
@@ -19,7 +20,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from bench import load, sdk_phase
+from bench import load, progress_cancel, sdk_phase
 from bench.fabric import BenchFabric, redeliveries, usage_seq, wait_billed, wait_timers_fired
 from bench.figures import Burst, Loop, Losses, Midcall, Process
 from bench.plan import ACCOUNT, DELAYED_TOOL, FAST_TIMEOUT_S, FAST_TOOL, Plan, arguments
@@ -71,12 +72,15 @@ class Driver:
         with_arguments: Arguments = arguments,
         agent_id: str | None = None,
         conversation: str = "bench",
+        cancel: str | None = None,
     ) -> load.Call[Outcome]:
+        """``cancel``: each call is cancelled with this reason as its first progress comes."""
+
         async def call(index: int) -> Outcome:
             conversation_id = f"{conversation}-{index % self.plan.conversations}"
             turn = next(self.turns)  # unique across phases: no call is ever repeated
             return await self.runtime.call(
-                tool, conversation_id, with_arguments(turn), timeout_s, agent_id
+                tool, conversation_id, with_arguments(turn), timeout_s, agent_id, cancel
             )
 
         return call
@@ -95,6 +99,7 @@ class Driver:
                 cpu = before.ms_per_call(CpuSnapshot.take(self.pids), self.plan.loop_calls)
         python = await PythonPhases(self).measure()
         sdk = await sdk_phase.measure(self)
+        paths = await progress_cancel.measure(self)
         burst = await self._burst()
         billed = await self.fabric.billed_calls(self.accounts)
         self.losses.not_billed = max(0, self.runtime.accepted - billed)
@@ -110,6 +115,7 @@ class Driver:
             losses=self.losses,
             python=python,
             sdk=sdk,
+            paths=paths,
         )
 
     async def metered(self, phase: Phase) -> Metered:
@@ -170,13 +176,15 @@ class Driver:
         return Burst(self.plan.at_once, self.plan.delay_s, run.results_s)
 
     def _processes(self, cpu_ms_per_call: dict[str, float]) -> list[Process]:
-        roles = {"api": "api", "runtime": "runtime"}
         return [
-            Process(name, _role(name, roles), cpu_ms_per_call[name], peak_rss_mb(pid))
+            Process(name, self.role(name), cpu_ms_per_call[name], peak_rss_mb(pid))
             for name, pid in self.pids.items()
         ]
 
-
-def _role(process: str, roles: dict[str, str]) -> str:
-    # A cluster's nodes are nats-server-n0, nats-server-n1, ...
-    return "nats" if process.startswith("nats-server") else roles.get(process, "service")
+    @staticmethod
+    def role(process: str) -> str:
+        """A process of ``pids``: "nats", "api", "runtime" or "service"."""
+        # A cluster's nodes are nats-server-n0, nats-server-n1, ...
+        if process.startswith("nats-server"):
+            return "nats"
+        return process if process in ("api", "runtime") else "service"

@@ -45,6 +45,7 @@ class Plan:
     in_flight: tuple[int, ...] = (64, 256)
     python_in_flight: int = 64  # the trivial function's closed loop
     sdk_calls: int = 1000  # per variant and round of the SDK's cost (bench.sdk_phase)
+    path_calls: int = 1000  # per path: plain, progress, cancel (bench.progress_cancel)
     conversations: int = 64  # calls are spread over these, as real traffic would be
     result_timeout_s: float = 60.0  # a call with no result by then is lost
     replicas: int = 1
@@ -77,6 +78,7 @@ QUICK = Plan(
     at_once_timeout_s=60.0,
     cold_starts=10,
     sdk_calls=200,
+    path_calls=200,
 )
 
 

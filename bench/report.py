@@ -145,6 +145,23 @@ def _sdk_rows(report: Report) -> list[Row]:
     ]
 
 
+def _path_rows(report: Report) -> list[Row]:
+    """Per service, a plain call beside one with a progress and one cancelled."""
+    paths = report.midcall.paths
+    if not paths:
+        return []
+    services = [p.name for p in report.midcall.processes if p.role == "service"]
+    first = paths[0]
+    return [
+        (f"progress and cancel, {first.calls} calls each", *(path.path for path in paths)),
+        (f"  ({first.in_flight} in flight) CPU ms/call", *("" for _ in paths)),
+        *((f"  {name}", *(_n(path.cpu_ms_per_call[name]) for path in paths)) for name in services),
+        ("  services, summed", *(_n(path.services_ms) for path in paths)),
+        ("  nats-server", *(_n(path.nats_ms) for path in paths)),
+        ("  calls not ended as they should", *(str(path.unexpected) for path in paths)),
+    ]
+
+
 def _versus(label: str, http: float | None, python: float | None) -> Row:
     return (f"  {label}", _n(http), _n(python), "")
 
@@ -344,6 +361,7 @@ def render(report: Report) -> str:
         _process_rows,
         _python_rows,
         _sdk_rows,
+        _path_rows,
         _loss_rows,
         _queue_rows,
         _target_rows,

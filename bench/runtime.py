@@ -23,7 +23,8 @@ from shared.contract import subjects
 from shared.settings import servers
 
 EVERY_CONVERSATION = f"{subjects.PREFIX}.conv.*.>"
-KINDS = ("pending", "result")  # ``ended`` shares the subject space and is ignored
+# ``ended`` and ``cancel`` share the subject space and are ignored.
+KINDS = ("pending", "progress", "result")
 PUBLISH_TIMEOUT_S = 30.0  # JetStream acks slow down while thousands are published at once
 Arrival = tuple[float, dict[str, Any]]  # when an event came (perf_counter) and its body
 
@@ -36,6 +37,8 @@ class Outcome:
     result_ms: float | None
     status: str | None  # the result's status: "success" or "error"
     api_ms: float | None  # the executor's own HTTP time (the result's duration_ms)
+    code: str | None = None  # an error result's code
+    progress_ms: float | None = None  # the first progress
 
     @property
     def lost(self) -> bool:
@@ -84,14 +87,17 @@ class BenchRuntime:
         arguments: dict[str, Any],
         timeout_s: float,
         agent_id: str | None = None,
+        cancel: str | None = None,
     ) -> Outcome:
         """Publish one ToolCall of ``agent_id`` (default: the runtime's agent); wait up to
-        ``timeout_s`` for its result (None if none came)."""
+        ``timeout_s`` for its result (None if none came). ``cancel``: the reason the call is
+        cancelled with as its first progress comes."""
         call_id = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
         # Waiting before publishing: a pending may overtake the publish's own ack.
         pending = self._waiting[call_id, "pending"] = loop.create_future()
         result = self._waiting[call_id, "result"] = loop.create_future()
+        progress = self._waiting[call_id, "progress"] = loop.create_future()
         sent = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
@@ -100,12 +106,16 @@ class BenchRuntime:
                     await self._publish(
                         call_id, tool, conversation_id, arguments, agent_id or self.agent_id
                     )
+                if cancel is not None:
+                    await progress
+                    await self._cancel(call_id, conversation_id, cancel)
                 await result
         except TimeoutError:
             pass  # reported as lost: no result
         finally:
-            del self._waiting[call_id, "pending"], self._waiting[call_id, "result"]
-        return _outcome(sent, pending, result)
+            for kind in KINDS:
+                del self._waiting[call_id, kind]
+        return _outcome(sent, pending, progress, result)
 
     async def _publish(
         self,
@@ -129,17 +139,37 @@ class BenchRuntime:
             headers={"Nats-Msg-Id": call_id, "traceparent": new_traceparent()[0]},
         )
 
+    async def _cancel(self, call_id: str, conversation_id: str, reason: str) -> None:
+        cancel = {"call_id": call_id, "reason": reason}
+        await self.client.jetstream().publish(
+            subjects.cancel(conversation_id), json.dumps(cancel).encode(), timeout=PUBLISH_TIMEOUT_S
+        )
+
     async def close(self) -> None:
         await self.client.drain()
 
 
 def _outcome(
-    sent: float, pending: asyncio.Future[Arrival], result: asyncio.Future[Arrival]
+    sent: float,
+    pending: asyncio.Future[Arrival],
+    progress: asyncio.Future[Arrival],
+    result: asyncio.Future[Arrival],
 ) -> Outcome:
-    pending_ms = (pending.result()[0] - sent) * 1000 if pending.done() else None
+    pending_ms, progress_ms = _since(sent, pending), _since(sent, progress)
     if not result.done():
-        return Outcome(pending_ms, None, None, None)
+        return Outcome(pending_ms, None, None, None, progress_ms=progress_ms)
     received, event = result.result()
+    code = (event.get("error") or {}).get("code")
     return Outcome(
-        pending_ms, (received - sent) * 1000, event.get("status"), event.get("duration_ms")
+        pending_ms,
+        (received - sent) * 1000,
+        event.get("status"),
+        event.get("duration_ms"),
+        code,
+        progress_ms,
     )
+
+
+def _since(sent: float, event: asyncio.Future[Arrival]) -> float | None:
+    """Milliseconds from ``sent`` to the event; None: it never came."""
+    return (event.result()[0] - sent) * 1000 if event.done() else None

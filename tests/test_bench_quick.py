@@ -157,6 +157,28 @@ def test_the_sdks_cost_is_measured_against_a_raw_runtime(
     assert "SDK over raw (ms/call)" in table
 
 
+def test_progress_and_cancel_are_measured_beside_a_plain_call(
+    quick_run: tuple[int, str, dict[str, Any]],
+) -> None:
+    _, table, figures = quick_run
+    midcall, plan = figures["midcall"], figures["plan"]
+    paths = {path["path"]: path for path in midcall["paths"]}
+    services = {p["name"] for p in midcall["processes"] if p["role"] == "service"}
+
+    assert list(paths) == ["plain", "progress", "cancel"]
+    for path in paths.values():
+        assert (path["calls"], path["in_flight"]) == (plan["path_calls"], 32)
+        assert path["unexpected"] == 0
+        measured = path["cpu_ms_per_call"]
+        assert path["services_ms"] == pytest.approx(sum(measured[name] for name in services))
+        assert path["nats_ms"] == measured["nats-server"]
+        # Every one of these calls went through the executor.
+        assert measured["http-executor"] > 0
+    # Only a progress reaches the registry: its API's callbacks.
+    assert paths["progress"]["cpu_ms_per_call"]["registry"] > 0
+    assert "progress and cancel, 200 calls each" in table
+
+
 def test_the_targets_are_printed_and_kept_in_the_json(
     quick_run: tuple[int, str, dict[str, Any]],
 ) -> None:
