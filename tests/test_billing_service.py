@@ -16,16 +16,17 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, SequenceInfo
 from nats.js.errors import KeyNotFoundError
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.billing.api import build_app
-from services.billing.app import USAGE, BillingHandlers, consumers
+from services.billing.app import ENDED, USAGE, BillingHandlers, consumers
 from services.billing.main import BillingService
 from services.billing.store import StoreUnavailable, UsageStore
 from shared.contract import subjects
-from shared.contract.events import ConversationEnded, UsageRecord
+from shared.contract.events import CallCancel, ConversationEnded, UsageRecord
 from shared.fabric import jetstream
 from shared.fabric.messaging import REASON_HEADER, SUBJECT_HEADER, DeadLetters, Publisher
 from shared.process.storage import build_engine
@@ -324,18 +325,21 @@ async def test_an_empty_account_id_is_a_422(keyed_api: httpx.AsyncClient) -> Non
 # -- the whole service on a real nats-server ------------------------------------------------
 
 
+def settings_of(nats_url: str, database_url: str, data_dir: Path) -> Settings:
+    return Settings(
+        nats_url=nats_url,
+        database_url=database_url,
+        billing_port=0,
+        data_dir=data_dir,
+        admin_key=ADMIN_KEY,
+    )
+
+
 @pytest.fixture
 async def service(
     nats_url: str, database_url: str, tmp_path: Path
 ) -> AsyncIterator[BillingService]:
-    settings = Settings(
-        nats_url=nats_url,
-        database_url=database_url,
-        billing_port=0,
-        data_dir=tmp_path,
-        admin_key=ADMIN_KEY,
-    )
-    billing = BillingService(settings)
+    billing = BillingService(settings_of(nats_url, database_url, tmp_path))
     await billing.start()
     yield billing
     await billing.stop()
@@ -528,6 +532,39 @@ async def test_an_end_billing_cannot_read_is_set_aside(
     assert dead_letter(letter) == (body, subject)
     assert (letter.headers or {})[REASON_HEADER].startswith(reason)
     assert [ended_in(usage_store, "conv-42", a) for a in ("acme", "globex")] == [False, False]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_billing_takes_the_ends_only_even_from_a_durable_that_took_the_whole_stream(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    js = nc.jetstream()
+    # As an older billing made it: every subject of MIDCALL_ENDED, the cancels too.
+    older = ConsumerConfig(
+        durable_name=ENDED.name, filter_subject=subjects.ALL_CONV, ack_policy=AckPolicy.EXPLICIT
+    )
+    await js.add_consumer(subjects.ENDED_STREAM, older)
+    billing = BillingService(settings_of(nats_url, database_url, tmp_path))
+    await billing.start()
+    try:
+        cancel = CallCancel(call_id="call-1", reason="the caller hung up")
+        await js.publish(subjects.cancel("conv-42"), cancel.model_dump_json().encode())
+        ended = ConversationEnded(conversation_id="conv-42", at=T0)
+        end = await js.publish(subjects.ended("conv-42"), ended.model_dump_json().encode())
+
+        async def handled() -> tuple[ConsumerConfig, SequenceInfo] | None:
+            info = await js.consumer_info(subjects.ENDED_STREAM, ENDED.name)
+            delivered = info.delivered
+            if delivered is None or delivered.stream_seq != end.seq or info.num_ack_pending:
+                return None
+            return info.config, delivered
+
+        config, delivered = await eventually(handled)
+    finally:
+        await billing.stop()
+
+    assert config.filter_subjects == [subjects.ALL_ENDED, subjects.ACCOUNT_ENDED]
+    assert delivered.consumer_seq == 1  # the end alone: the cancel was never delivered
 
 
 def ended_in(store: UsageStore, conversation_id: str, account_id: str) -> bool | None:

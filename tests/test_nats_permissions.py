@@ -316,9 +316,11 @@ def test_the_durables_granted_are_the_services_own() -> None:
         Role.REGISTRY: (RUNS, DEAD_LETTERS),
     }
     for role, durables in services.items():
-        granted = {(g.stream, g.name, g.filter_subject, g.exhausted) for g in DURABLES[role]}
+        granted = {
+            (g.stream, g.name, g.filter_subject, g.exhausted, g.also) for g in DURABLES[role]
+        }
         # The max-deliveries backstop runs for every durable with a max_deliver.
-        used = {(d.stream, d.name, d.subject, d.max_deliver > 0) for d in durables}
+        used = {(d.stream, d.name, d.subject, d.max_deliver > 0, d.also) for d in durables}
         assert granted == used, role
 
 

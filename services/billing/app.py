@@ -24,8 +24,14 @@ from shared.fabric.pull_flow import Durable
 from shared.observability.tracing import tracer
 
 USAGE = Durable(subjects.USAGE_STREAM, subjects.ALL_USAGE, "midcall-billing-usage")
-# MIDCALL_ENDED holds ends only: the shared runtime user's and every account's own.
-ENDED = Durable(subjects.ENDED_STREAM, subjects.ALL_CONV, "midcall-billing-ended")
+# MIDCALL_ENDED holds ends and cancels, the shared runtime user's and every account's own:
+# billing takes the ends only.
+ENDED = Durable(
+    subjects.ENDED_STREAM,
+    subjects.ALL_ENDED,
+    "midcall-billing-ended",
+    also=(subjects.ACCOUNT_ENDED,),
+)
 # How long a message waits before it is tried again after a database failure.
 RETRY_DELAY_S = 5.0
 # Usage records written in one transaction, at most.
@@ -72,7 +78,9 @@ class BillingHandlers:
         """Mark a conversation's summary as ended: the account's whose runtime ended it, or
         for the shared runtime user that conversation id's in every account."""
         if message.subject.rpartition(".")[2] == "cancel":
-            return  # a call's cancel, on the same stream: the executors' to act on
+            # A call's cancel: the durable takes ends only, but one made before it did, and
+            # that the server would not update, takes the whole stream.
+            return
         with tracer().start_as_current_span("close_conversation") as span:
             ended = await self._dead_letters.read(ConversationEnded, message)
             if ended is None:

@@ -54,6 +54,8 @@ class Durable:
     # Deliveries before JetStream gives up on a message (shared.fabric.exhausted); -1: never,
     # for writers that must wait out a storage outage however long.
     max_deliver: int = -1
+    # More subjects of the stream it takes, beside ``subject`` (JetStream's filter_subjects).
+    also: tuple[str, ...] = ()
 
 
 # For the call path: with retries backing off to 30 s, 20 deliveries take about
@@ -99,9 +101,12 @@ class PullFlow:
 
     async def _ensure(self, max_ack_pending: int) -> None:
         js = self._client.jetstream()
+        durable = self._durable
         config = ConsumerConfig(
-            durable_name=self._durable.name,
-            filter_subject=self._durable.subject,
+            durable_name=durable.name,
+            # One subject stays a filter_subject, as durables made before ``also`` have it.
+            filter_subject=None if durable.also else durable.subject,
+            filter_subjects=[durable.subject, *durable.also] if durable.also else None,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self._durable.ack_wait_s,
             max_ack_pending=max_ack_pending,

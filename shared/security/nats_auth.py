@@ -136,6 +136,7 @@ class DurableGrant:
     # Whether its service watches the max-deliveries advisory (``shared.fabric.exhausted``):
     # true for the durables built with ``max_deliver`` and a ``give_up``.
     exhausted: bool = False
+    also: tuple[str, ...] = ()  # more subjects it takes (the ``Durable``'s ``also``)
 
 
 # The durables of each service; tests/test_nats_permissions.py checks these against
@@ -157,7 +158,12 @@ DURABLES: Mapping[Role, tuple[DurableGrant, ...]] = {
     ),
     Role.BILLING: (
         DurableGrant(subjects.USAGE_STREAM, "midcall-billing-usage", subjects.ALL_USAGE),
-        DurableGrant(subjects.ENDED_STREAM, "midcall-billing-ended", subjects.ALL_CONV),
+        DurableGrant(
+            subjects.ENDED_STREAM,
+            "midcall-billing-ended",
+            subjects.ALL_ENDED,
+            also=(subjects.ACCOUNT_ENDED,),
+        ),
     ),
     Role.REGISTRY: (
         DurableGrant(subjects.OPS_STREAM, "midcall-registry-runs", subjects.ALL_RUNS),
@@ -486,10 +492,11 @@ def _registry() -> Permissions:
     # A dead letter is replayed on the subject it first came on: any subject some
     # service consumes (the filters of every durable but the dead letters' own).
     originals = [
-        durable.filter_subject
+        subject
         for durables in DURABLES.values()
         for durable in durables
         if durable.stream != subjects.DEAD_STREAM
+        for subject in (durable.filter_subject, *durable.also)
     ]
     return (
         _publishes(subjects.ALL_REPLAYS, *originals)
