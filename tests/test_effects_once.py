@@ -8,6 +8,8 @@ import asyncio
 from typing import Any
 
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from services.http_executor.execute import Executor
 from services.result_injector.app import Injector
@@ -15,7 +17,7 @@ from services.result_injector.main import price_book
 from shared.contract import subjects
 from shared.contract.addressing import conversation_key
 from shared.contract.catalog import DEFAULT_ACCOUNT
-from shared.fabric.call_marks import CallMarks, Mark, run_key
+from shared.fabric.call_marks import CallMarks, Mark, call_key, run_key
 from shared.fabric.conversations import ConversationVariables
 from shared.fabric.deadline_timers import DeadlineTimers
 from shared.fabric.executors import ExecutorApp
@@ -124,3 +126,33 @@ async def test_a_redelivered_outcome_of_an_answered_call_publishes_no_second_res
         if e["call_id"] == call["call_id"]
     ]
     assert kinds == ["pending", "result"]
+
+
+class GoneBeforeRead(KeyValue):
+    """The claims bucket, whose key is deleted between a refused create and the read after
+    it: the answers a deposed leader gives from its stale copy, or a claim's day ending."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        bucket = subjects.CALL_CLAIMS_BUCKET
+        stream, pre = subjects.kv_stream(bucket), f"$KV.{bucket}."
+        super().__init__(name=bucket, stream=stream, pre=pre, js=js, direct=False)
+        self.deleted: list[str] = []
+
+    async def get(self, key: str, revision: int | None = None, validate_keys: bool = True) -> Any:
+        if not self.deleted:
+            self.deleted.append(key)
+            await self.delete(key)
+        return await super().get(key, revision, validate_keys)
+
+
+async def test_a_claim_taken_then_not_found_is_asked_again_not_failed(fabric: Fabric) -> None:
+    claims = await fabric.nc.jetstream().key_value(subjects.CALL_CLAIMS_BUCKET)
+    assert await CallMarks(claims, fabric.nc).claim("conv-1", "call-1", "dispatcher-1")
+    gone = GoneBeforeRead(fabric.nc.jetstream())
+
+    # Asked again, the claim is free: the one asking makes it.
+    made = await CallMarks(gone, fabric.nc).claim("conv-1", "call-1", "dispatcher-2")
+
+    assert gone.deleted == [call_key("conv-1", "call-1")]
+    assert made
+    assert (await claims.get(call_key("conv-1", "call-1"))).value == b"dispatcher-2"

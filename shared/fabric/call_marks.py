@@ -49,7 +49,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from shared.contract import subjects
-from shared.fabric.outages import PATIENCE_S, patiently
+from shared.fabric.outages import PATIENCE_S, Contradicted, patiently
 
 
 class Mark(StrEnum):
@@ -131,7 +131,12 @@ class CallMarks:
             try:
                 await self._kv.create(key, claimant.encode())
             except KeyWrongLastSequenceError:
-                entry = await self._kv.get(key)
+                try:
+                    entry = await self._kv.get(key)
+                except KeyNotFoundError as gone:
+                    # Taken, then not there: a deposed leader's stale answer (or the
+                    # claim's day ran out in between). Made or read again, it holds.
+                    raise Contradicted(f"claim {key} taken, then not found") from gone
                 return entry.value == claimant.encode()
             return True
 

@@ -33,9 +33,18 @@ MAX_DELAY_S = 0.25
 FIRST_TRY_S = 2.0
 RETRY_S = 0.5
 
+
+class Contradicted(Exception):
+    """Two answers about one thing that cannot both hold, such as a key that exists and
+    then is not found: a leader deposed by an election it slept through (a node cut
+    off, then back) answers from its own copy until it hears of the new term. Asked
+    again, the leader answers."""
+
+
 # Failures worth trying again: NATS or JetStream being away or slow. Anything
 # else (a bug, an input the code cannot take) would fail the same way forever.
 TRANSIENT: tuple[type[Exception], ...] = (
+    Contradicted,
     TimeoutError,
     ConnectionError,
     nats.errors.TimeoutError,
