@@ -311,11 +311,11 @@ def _repeated_after(
     blamed: Counter[str] = Counter()
     for reached in executions.values():
         for moment, _ in sorted(reached)[1:]:
-            blamed[_fault_before(moment, faults)] += 1
+            blamed[fault_before(moment, faults)] += 1
     return dict(blamed)
 
 
-def _fault_before(moment: float, faults: list[str]) -> str:
+def fault_before(moment: float, faults: list[str]) -> str:
     """The last of ``faults`` (each "<unix time> <what>") begun by ``moment``."""
     times = sorted((float(fault.split(" ", 1)[0]), fault.split(" ", 1)[1]) for fault in faults)
     before = [name for at, name in times if at <= moment]
@@ -365,7 +365,7 @@ def _count_events(counts: Counts, listener: Listener, sent: dict[str, float]) ->
             counts.slowest = {"call_id": call_id, "heard": heard}
         counts.max_wait_beyond_api_s = max(counts.max_wait_beyond_api_s, beyond)
         counts.waits_over_10_s += beyond > 10
-        after = _fault_before(time.time() - (time.monotonic() - sent_at), counts.faults)
+        after = fault_before(time.time() - (time.monotonic() - sent_at), counts.faults)
         counts.longest_wait_after[after] = max(counts.longest_wait_after.get(after, 0.0), beyond)
 
 

@@ -27,6 +27,7 @@ runs a smaller one (tests/test_fault_cluster.py).
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import shutil
 import sys
@@ -34,12 +35,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from bench.api import ApiProcess
 from bench.fabric import running
-from bench.fault import Counts, report, under_fire
+from bench.fault import Counts, fault_before, report, under_fire
 from bench.postgres import fresh_schema
 from services.http_executor.main import DURABLE as EXECUTOR_WORK
 from services.supervisor import Fabric
@@ -60,6 +62,8 @@ FROZEN = "http-executor-2"
 # Past the executors' ack wait: their work items go to the other replica meanwhile.
 FROZEN_S = EXECUTOR_WORK.ack_wait_s + 3.0
 LEADER_TIMEOUT_S = 30.0
+# How often every node is asked what it leads.
+ELECTIONS_POLL_S = 0.2
 CATCH_UP_TIMEOUT_S = 60.0
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -73,6 +77,11 @@ class ClusterCounts(Counts):
     healing_s: list[float] = field(default_factory=list)
     # Client connections on each node at the end (services, the test's own).
     connections: dict[str, int] = field(default_factory=dict)
+    # After each fault: seconds until every replicated stream and consumer it left without
+    # a leader had one again (nats-server's elections), beside ``longest_wait_after``; and
+    # the group elected last.
+    led_again_after: dict[str, float] = field(default_factory=dict)
+    led_last: dict[str, str] = field(default_factory=dict)
 
     def broken(self) -> bool:
         return super().broken() or bool(self.nodes_differ)
@@ -92,6 +101,79 @@ async def leaders(cluster: Cluster) -> dict[str, str]:
         }
         return {**led, "": report.get("meta_cluster", {}).get("leader", "")}
     return {}
+
+
+class Elections:
+    """Which streams and consumers have a leader, polled from every node while the faults
+    last: a group is led while a node says it leads it (a killed or cut-off leader leads
+    nothing), and each fault's elections end when every group it left leaderless is led
+    again. A node that is up but too busy to answer in time says nothing either way."""
+
+    def __init__(self, cluster: Cluster, faults: "Faults") -> None:
+        self.cluster = cluster
+        self.faults = faults
+        # Since when each group has had no leader (unix time), and each such gap once
+        # it ended: (found leaderless, led again, group).
+        self.leaderless: dict[str, float] = {}
+        self.gaps: list[tuple[float, float, str]] = []
+
+    async def follow(self) -> None:
+        """Until cancelled."""
+        known: set[str] = set()
+        while True:
+            claims = await asyncio.gather(*(self._claimed(n) for n in self.cluster.nodes))
+            at = time.time()
+            led = set().union(*(claimed for claimed in claims if claimed is not None))
+            # A group no node claims is leaderless only if every node said what it leads.
+            if None not in claims:
+                for group in known - led:
+                    self.leaderless.setdefault(group, at)
+            for group in led & self.leaderless.keys():
+                self.gaps.append((self.leaderless.pop(group), at, group))
+            known |= led
+            await asyncio.sleep(ELECTIONS_POLL_S)
+
+    def after(self, faults: list[str]) -> dict[str, tuple[float, str]]:
+        """Per fault: seconds from it until the last group it left leaderless was led,
+        and that group."""
+        began = {what: float(at) for at, what in (fault.split(" ", 1) for fault in faults)}
+        last: dict[str, tuple[float, str]] = {}
+        for lost, found, group in self.gaps:
+            fault = fault_before(lost, faults)
+            took = round(found - began.get(fault, found), 2)
+            if fault in began and took > last.get(fault, (0.0, ""))[0]:
+                last[fault] = (took, group)
+        return last
+
+    async def _claimed(self, node: NatsServer) -> set[str] | None:
+        """The replicated streams and consumers (``stream/consumer``) this node says it
+        leads; None: it is up but did not answer in time."""
+        if node is self.faults.cut_off:
+            return set()
+        try:
+            report = await monitoring(
+                node, "jsz", accounts="true", streams="true", consumers="true"
+            )
+        except httpx.TimeoutException:
+            return None
+        except httpx.HTTPError:
+            return set()  # down: it leads nothing
+        name = _name(node)
+
+        def leads(group: dict[str, Any]) -> bool:
+            # A single copy (a runtime's ordered consumer) has no election: it waits for
+            # its node.
+            cluster = group.get("cluster", {})
+            return cluster.get("leader") == name and bool(cluster.get("replicas"))
+
+        led = set()
+        for account in report.get("account_details", []):
+            for stream in account.get("stream_detail", []):
+                if leads(stream):
+                    led.add(stream["name"])
+                consumers = stream.get("consumer_detail") or []
+                led |= {f"{stream['name']}/{c['name']}" for c in consumers if leads(c)}
+        return led
 
 
 async def leader_of(cluster: Cluster, stream: str) -> NatsServer:
@@ -166,6 +248,7 @@ class Faults:
         self.cut_off_s = cut_off_s
         self.done: list[str] = []
         self.wiped: NatsServer | None = None
+        self.cut_off: NatsServer | None = None  # the node stopped now, if one is
         # How long each fault waited, past ``every_s``, for the cluster to heal.
         self.healing_s: list[float] = []
 
@@ -181,9 +264,11 @@ class Faults:
         await self._next()
         node = await leader_of(self.cluster, CUT_OFF)
         self._note(f"SIGSTOP {_name(node)} (leading {CUT_OFF}) for {self.cut_off_s:g} s")
+        self.cut_off = node
         node.pause(True)
         await asyncio.sleep(self.cut_off_s)
         node.pause(False)
+        self.cut_off = None
         await asyncio.sleep(self.every_s)
         self._note(f"SIGSTOP {FROZEN} for {FROZEN_S:g} s")
         self.fabric.pause(FROZEN, True)
@@ -232,9 +317,17 @@ async def run(args: argparse.Namespace) -> ClusterCounts:
             async with running(
                 Path(data_dir), replicas=2, nats_nodes=NODES, database_url=database_url
             ) as bench:
-                faults = Faults(bench.fabric, args.every, args.down, args.cut_off)
-                counts = await under_fire(bench, api_url, args.calls, args.rate, faults.inject)
                 assert bench.fabric.cluster is not None
+                faults = Faults(bench.fabric, args.every, args.down, args.cut_off)
+                elections = Elections(bench.fabric.cluster, faults)
+                following = asyncio.create_task(elections.follow())
+                try:
+                    counts = await under_fire(bench, api_url, args.calls, args.rate, faults.inject)
+                finally:
+                    following.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await following
+                elected = elections.after(counts.faults)
                 differ, took = await converged(bench.fabric.cluster, CATCH_UP_TIMEOUT_S)
                 return ClusterCounts(
                     **asdict(counts),
@@ -242,6 +335,8 @@ async def run(args: argparse.Namespace) -> ClusterCounts:
                     wiped_caught_up_s=took,
                     healing_s=faults.healing_s,
                     connections=await connections(bench.fabric.cluster),
+                    led_again_after={f: took for f, (took, _) in elected.items()},
+                    led_last={f: group for f, (_, group) in elected.items()},
                 )
     finally:
         api.stop()

@@ -66,5 +66,15 @@ def test_every_call_ends_once_while_the_clusters_nodes_fail(
     assert counts["accepted"] == counts["billed"] == counts["calls"]
     assert counts["nodes_differ"] == []
     assert counts["max_wait_beyond_api_s"] < LONGEST_WAIT_S, counts["slowest"]
+    # Each fault that took a stream's leader away (killed, cut off, wiped) left it without
+    # one until the others elected another: how long is measured.
+    led_again = counts["led_again_after"]
+    took_leaders = [
+        fault.split(" ", 1)[1]
+        for fault in counts["faults"]
+        if "leader of MIDCALL" in fault or "leader of KV" in fault or "leading" in fault
+    ]
+    assert len(took_leaders) == 5, counts["faults"]
+    assert all(led_again.get(fault, 0) > 0 for fault in took_leaders), led_again
     assert "no fault" not in counts["repeated_after"]
     assert finished.returncode == 0, finished.stderr[-2000:]
