@@ -58,7 +58,7 @@ from shared.fabric.call_marks import CallMarks, Mark, run_key
 from shared.fabric.consumer import BatchConsumer, Retry, WorkConsumer
 from shared.fabric.conversations import ConversationVariables
 from shared.fabric.deadline_timers import DeadlineTimers
-from shared.fabric.messaging import DeadLetters, Publisher, msg_id, raw_body
+from shared.fabric.messaging import DeadLetters, Publisher, msg_id
 from shared.fabric.nats_server import NatsServer
 from shared.fabric.pull_flow import Durable
 from shared.security.nats_auth import (
@@ -820,7 +820,8 @@ async def test_the_code_executor_does_its_work(secured: Secured) -> None:
 
 
 async def test_the_executor_hears_ends_through_its_broker(secured: Secured) -> None:
-    """FastStream on the role's user and inbox: the core subscription, the readiness."""
+    """FastStream's connection on the role's user and inbox: the readiness, and the core
+    subscription the executors take on it."""
     role = Role.HTTP_EXECUTOR
     broker = NatsBroker(
         secured.url,
@@ -829,15 +830,11 @@ async def test_the_executor_hears_ends_through_its_broker(secured: Secured) -> N
         max_reconnect_attempts=0,
     )
     ends = Inbox()
-
-    @broker.subscriber(subjects.ALL_ENDED, decoder=raw_body)
-    async def on_ended(message: bytes) -> None:
-        await ends.handle(Msg(broker.connection, subject=subjects.ended(CONV), data=message))
-
     setup = await secured.connect(Role.SETUP)
     ready = await setup.nc.subscribe(subjects.ready("*"))
     await broker.start()
     try:
+        await broker.connection.subscribe(subjects.ALL_ENDED, cb=ends.handle)
         await broker.publish(role.value, subjects.ready(role.value))
         assert (await ready.next_msg(timeout=SETTLE_S)).data == role.value.encode()
         await Runtime((await secured.connect(Role.RUNTIME)).nc).end(CONV)

@@ -18,7 +18,7 @@ from shared.fabric.broker import build_broker, connect
 from shared.fabric.call_marks import CallMarks
 from shared.fabric.consumer import WorkConsumer
 from shared.fabric.conversations import ConversationVariables
-from shared.fabric.executors import ExecutorApp, durable, register, work_consumer
+from shared.fabric.executors import ExecutorApp, durable, listen, work_consumer
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
 from shared.process.readiness import Readiness
@@ -58,7 +58,7 @@ class CodeExecutorService:
         runner = CodeRunner(self.pool, Egress(self.sender, policy), secrets, variables)
         marks = await CallMarks.of(client)
         app = ExecutorApp(Publisher(js), runner, marks, "code")
-        register(self.broker, app)
+        await listen(client, app)
         await client.subscribe(subjects.SANDBOX_STATUS, cb=self._status)
         await self.broker.start()
         self.consumer = work_consumer(client, DURABLE, app, self.settings, PULL_BATCH)

@@ -9,7 +9,7 @@ from shared.contract import subjects
 from shared.fabric.broker import build_broker, connect
 from shared.fabric.call_marks import CallMarks
 from shared.fabric.consumer import WorkConsumer
-from shared.fabric.executors import ExecutorApp, durable, register, work_consumer
+from shared.fabric.executors import ExecutorApp, durable, listen, work_consumer
 from shared.fabric.messaging import Publisher
 from shared.observability import metrics
 from shared.process.readiness import Readiness
@@ -52,7 +52,7 @@ class HttpExecutorService:
         callbacks = CallbackHeaders(signing_key(master), self.settings.callback_url())
         executor = Executor(self.sender, policy, secrets, None, callbacks, self.completions)
         app = ExecutorApp(Publisher(js), executor, marks)
-        register(self.broker, app)
+        await listen(client, app)
         await self.broker.start()
         self.consumer = work_consumer(client, DURABLE, app, self.settings, PULL_BATCH)
         await self.consumer.start()

@@ -1,8 +1,9 @@
 """The NATS connection every service shares: a FastStream broker owns its life cycle.
 
-The hot path (``shared.fabric.consumer``, ``shared.fabric.messaging.Publisher``) runs on the
-nats-py client this broker holds; FastStream's per-message pipeline is kept
-for the few subscribers off that path.
+Every subscriber (``shared.fabric.consumer``, the executors' ends and cancels) and
+``shared.fabric.messaging.Publisher`` run on the nats-py client this broker holds:
+FastStream's per-message pipeline costs a worker thread's round trip for each
+message whose handler takes the message.
 """
 
 import logging

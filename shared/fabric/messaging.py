@@ -9,7 +9,6 @@ import json
 import logging
 from typing import Any, TypeVar
 
-from faststream.message import StreamMessage
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import propagate
@@ -160,15 +159,6 @@ class Publisher:
             subjects.OPS_STREAM,
             msg_id(key, result.call_id, "run", result.replay_attempt or 1),
         )
-
-
-async def raw_body(message: StreamMessage[Any]) -> bytes:
-    """FastStream decoder that keeps the bytes, for the subscribers still on FastStream.
-
-    Left to FastStream, a broken JSON body fails before the handler runs.
-    Async on purpose: FastStream runs a sync decoder in a worker thread.
-    """
-    return message.body
 
 
 class DeadLetters:
