@@ -65,7 +65,7 @@ class Callbacks:
     async def later(self, request: web.Request) -> web.Response:
         """202 at once; then one progress, and the completion with the slots."""
         answer = {"slots": SLOTS}
-        task = asyncio.create_task(self._report(request, progress=True, complete=answer))
+        task = asyncio.create_task(self._report(request, complete=answer))
         self.reporting.add(task)
         task.add_done_callback(self.reporting.discard)
         return web.json_response({"accepted": True}, status=202)
@@ -73,7 +73,7 @@ class Callbacks:
     async def held(self, request: web.Request) -> web.Response:
         """One progress, then the request is held until its cancel is told."""
         told = self.holding[request.headers["Idempotency-Key"]] = asyncio.Event()
-        await self._report(request, progress=True)
+        await self._report(request)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(told.wait(), HELD_S)
         return await _slots(request)
@@ -92,15 +92,13 @@ class Callbacks:
         if self.session is not None:
             await self.session.close()
 
-    async def _report(
-        self, request: web.Request, progress: bool, complete: object | None = None
-    ) -> None:
+    async def _report(self, request: web.Request, complete: object | None = None) -> None:
+        """One progress; then, where given, the completion."""
         if self.session is None:
             self.session = ClientSession()
         url, token = request.headers[URL_HEADER], {TOKEN_HEADER: request.headers[TOKEN_HEADER]}
-        if progress:
-            async with self.session.post(f"{url}/progress", json=PROGRESS, headers=token) as sent:
-                sent.raise_for_status()
+        async with self.session.post(f"{url}/progress", json=PROGRESS, headers=token) as sent:
+            sent.raise_for_status()
         if complete is not None:
             async with self.session.post(f"{url}/complete", json=complete, headers=token) as sent:
                 sent.raise_for_status()

@@ -335,8 +335,8 @@ async def run(args: argparse.Namespace) -> ClusterCounts:
                     wiped_caught_up_s=took,
                     healing_s=faults.healing_s,
                     connections=await connections(bench.fabric.cluster),
-                    led_again_after={f: took for f, (took, _) in elected.items()},
-                    led_last={f: group for f, (_, group) in elected.items()},
+                    led_again_after={fault: s for fault, (s, _) in elected.items()},
+                    led_last={fault: group for fault, (_, group) in elected.items()},
                 )
     finally:
         api.stop()

@@ -96,8 +96,9 @@ async def _loop(driver: "Driver", path: str, call: load.Call[Outcome]) -> PathCo
     await wait_timers_fired(driver.js, FAST_TIMEOUT_S + driver.plan.result_timeout_s)
     cpu = before.ms_per_call(CpuSnapshot.take(driver.pids), calls)
     unexpected = sum(not ended_well(path, outcome) for outcome in run.outcomes)
-    driver.losses.no_result += sum(outcome.lost for outcome in run.outcomes)
-    driver.losses.not_success += unexpected - sum(outcome.lost for outcome in run.outcomes)
+    lost = sum(outcome.lost for outcome in run.outcomes)
+    driver.losses.no_result += lost
+    driver.losses.not_success += unexpected - lost
     return PathCost(
         path,
         calls,

@@ -66,10 +66,8 @@ def hot_path(report: "Report") -> list[Target]:
     return targets
 
 
-# A queue's figure a target is set against; None where the queue was not measured.
-
-
 def _loop_rate(queue: QueueFigures | None, in_flight: int) -> float | None:
+    """The queue's calls/s at ``in_flight``; None where it was not measured."""
     if queue is None:
         return None
     loops = queue.baseline.loops
@@ -77,4 +75,5 @@ def _loop_rate(queue: QueueFigures | None, in_flight: int) -> float | None:
 
 
 def _one_call_p50(queue: QueueFigures | None) -> float | None:
+    """The queue's one-call p50; None where it was not measured."""
     return None if queue is None else queue.baseline.one_at_a_time.p50_ms
