@@ -23,6 +23,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ CONVERSATIONS = 50
 SETTLE_S = 60.0
 # Long past any fault's effect: no result heard for this long, the rest were missed.
 QUIET_S = 20.0
+# Calls placed this soon after a fault are the ones it caught in flight.
+CAUGHT_S = 1.0
 
 
 @dataclass
@@ -85,12 +88,18 @@ class Counts:
     # and of the first whose result was not a success.
     different_example: list[dict[str, Any]] = field(default_factory=list)
     failure_example: list[dict[str, Any]] = field(default_factory=list)
-    # The call that waited longest: when it heard each event, in seconds after it was sent.
+    # The call that waited longest, and the slowest placed after each fault: when it was
+    # stored, heard each event, reached the API and was answered, in seconds after it was
+    # sent (``timeline``).
     slowest: dict[str, Any] = field(default_factory=dict)
+    slowest_after: dict[str, dict[str, Any]] = field(default_factory=dict)
     # For each API execution beyond one: the fault just before it.
     repeated_after: dict[str, int] = field(default_factory=dict)
     # The longest wait beyond the API's time of the calls placed after each fault.
     longest_wait_after: dict[str, float] = field(default_factory=dict)
+    # Seconds from each fault until the last of the calls placed in its first second was
+    # heard answered: what it held up, drained.
+    answered_after: dict[str, float] = field(default_factory=dict)
 
     def broken(self) -> bool:
         """Any of the figures the contract makes zero is not."""
@@ -272,11 +281,10 @@ async def under_fire(
     counts.api_executions_beyond_one = sum(max(0, len(n) - 1) for n in executions.values())
     counts.keys_changed = sum(len({key for _, key in n}) > 1 for n in executions.values())
     counts.repeated_after = _repeated_after(executions, counts.faults)
-    if counts.slowest:
-        call_id = counts.slowest["call_id"]
-        sent_at = time.time() - (time.monotonic() - sent[call_id])
-        turn = call_id.split("-")[1]  # f-<turn>-<hex>, as place_calls names them
-        counts.slowest["api"] = [round(at - sent_at, 2) for at, _ in executions.get(turn, [])]
+    for timeline in (counts.slowest, *counts.slowest_after.values()):
+        sent_at = _unix(sent[timeline["call_id"]])
+        turn = timeline["call_id"].split("-")[1]  # f-<turn>-<hex>, as place_calls names them
+        timeline["api"] = [round(at - sent_at, 2) for at, _ in executions.get(turn, [])]
     answered = [call for call in sent if "result" in stored.get(call, [])]
     billed = await _billed(bench, {_conversation(index) for index in range(len(sent))}, answered)
     counts.billed = sum(billed.values())
@@ -341,6 +349,7 @@ async def _settle(listener: Listener, sent: dict[str, float]) -> None:
 
 
 def _count_events(counts: Counts, listener: Listener, sent: dict[str, float]) -> None:
+    began = {what: float(at) for at, what in (fault.split(" ", 1) for fault in counts.faults)}
     for call_id, sent_at in sent.items():
         events = listener.events.get(call_id, [])
         kinds = [kind for kind, *_ in events]
@@ -360,13 +369,42 @@ def _count_events(counts: Counts, listener: Listener, sent: dict[str, float]) ->
         if result["status"] != "success" and not counts.failure_example:
             counts.failure_example = [event for *_, event in events]
         beyond = round((at - sent_at) - result.get("duration_ms", 0) / 1000, 2)
+        after = fault_before(_unix(sent_at), counts.faults)
         if beyond > counts.max_wait_beyond_api_s:
-            heard = [(kind, round(moment - sent_at, 2)) for kind, moment, _ in events]
-            counts.slowest = {"call_id": call_id, "heard": heard}
+            counts.slowest = timeline(call_id, beyond, sent_at, events)
+        if beyond > counts.longest_wait_after.get(after, 0.0):
+            counts.slowest_after[after] = timeline(call_id, beyond, sent_at, events)
         counts.max_wait_beyond_api_s = max(counts.max_wait_beyond_api_s, beyond)
         counts.waits_over_10_s += beyond > 10
-        after = fault_before(time.time() - (time.monotonic() - sent_at), counts.faults)
         counts.longest_wait_after[after] = max(counts.longest_wait_after.get(after, 0.0), beyond)
+        if after in began and _unix(sent_at) - began[after] < CAUGHT_S:
+            answered = round(_unix(at) - began[after], 2)
+            counts.answered_after[after] = max(counts.answered_after.get(after, 0.0), answered)
+
+
+def timeline(
+    call_id: str, beyond: float, sent_at: float, events: list[tuple[str, float, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Where a call's wait went, in seconds after it was sent: stored (its pending's
+    ``at``), each event heard, answered (its result's ``at``); the API's are added later."""
+    sent_unix = _unix(sent_at)
+
+    def since_sent(event: dict[str, Any]) -> float:
+        return round(datetime.fromisoformat(event["at"]).timestamp() - sent_unix, 2)
+
+    return {
+        "call_id": call_id,
+        "beyond_api_s": beyond,
+        "sent": round(sent_unix, 3),
+        "stored": [since_sent(event) for kind, _, event in events if kind == "pending"][:1],
+        "heard": [(kind, round(moment - sent_at, 2)) for kind, moment, _ in events],
+        "answered": [since_sent(event) for kind, _, event in events if kind == "result"][:1],
+    }
+
+
+def _unix(moment: float) -> float:
+    """A ``time.monotonic()`` moment as unix time."""
+    return time.time() - (time.monotonic() - moment)
 
 
 def _pending_after_result(kinds: list[str]) -> bool:

@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ from bench.api import ApiProcess
 from bench.fabric import running
 from bench.fault import Counts, fault_before, report, under_fire
 from bench.postgres import fresh_schema
+from services.dispatcher.app import DURABLE as DISPATCHER
 from services.http_executor.main import DURABLE as EXECUTOR_WORK
+from services.result_injector.app import DURABLE as INJECTOR
 from services.supervisor import Fabric
 from shared.contract import subjects
 from shared.fabric.nats_cluster import Cluster, monitoring
@@ -58,9 +61,22 @@ LED = (
     subjects.kv_stream(subjects.CALL_CLAIMS_BUCKET),
 )
 CUT_OFF = subjects.CONV_STREAM  # the node leading it is cut off
+# The streams a call goes through (and their consumers): the elections it waits for.
+CALL_PATH = {
+    subjects.CALLS_STREAM,
+    subjects.CONV_STREAM,
+    subjects.TIMERS_STREAM,
+    subjects.WORK_STREAM,
+    subjects.kv_stream(subjects.CALL_CLAIMS_BUCKET),
+}
 FROZEN = "http-executor-2"
 # Past the executors' ack wait: their work items go to the other replica meanwhile.
 FROZEN_S = EXECUTOR_WORK.ack_wait_s + 3.0
+# The durables a call goes through: the calls a fault held up went through once none has
+# messages left to deliver.
+CALL_DURABLES = {
+    (durable.stream, durable.name) for durable in (DISPATCHER, EXECUTOR_WORK, INJECTOR)
+}
 LEADER_TIMEOUT_S = 30.0
 # How often every node is asked what it leads.
 ELECTIONS_POLL_S = 0.2
@@ -73,7 +89,8 @@ class ClusterCounts(Counts):
     # Streams whose state differs between nodes once everything settled.
     nodes_differ: list[str] = field(default_factory=list)
     wiped_caught_up_s: float = 0.0
-    # Each fault's wait, past its time, for the cluster to heal from the one before.
+    # Each fault's wait, past its time, for the cluster to heal from the one before and the
+    # calls that one held up to go through.
     healing_s: list[float] = field(default_factory=list)
     # Client connections on each node at the end (services, the test's own).
     connections: dict[str, int] = field(default_factory=dict)
@@ -82,6 +99,14 @@ class ClusterCounts(Counts):
     # the group elected last.
     led_again_after: dict[str, float] = field(default_factory=dict)
     led_last: dict[str, str] = field(default_factory=dict)
+    # Every group each fault left leaderless: (group, seen leaderless, led again), seconds
+    # from the fault.
+    leaderless_after: dict[str, list[tuple[str, float, float]]] = field(default_factory=dict)
+    # After each fault: seconds until every group on a call's path (``CALL_PATH``) was led
+    # again, and from then until the calls it caught were answered (``answered_after``):
+    # what nats-server's elections took, and what Midcall took after them.
+    path_led_again_after: dict[str, float] = field(default_factory=dict)
+    drained_after_elections: dict[str, float] = field(default_factory=dict)
 
     def broken(self) -> bool:
         return super().broken() or bool(self.nodes_differ)
@@ -133,17 +158,17 @@ class Elections:
             known |= led
             await asyncio.sleep(ELECTIONS_POLL_S)
 
-    def after(self, faults: list[str]) -> dict[str, tuple[float, str]]:
-        """Per fault: seconds from it until the last group it left leaderless was led,
-        and that group."""
+    def after(self, faults: list[str]) -> dict[str, list[tuple[str, float, float]]]:
+        """Per fault, each group it left leaderless: seen leaderless and led again, in
+        seconds from the fault, the last led again last."""
         began = {what: float(at) for at, what in (fault.split(" ", 1) for fault in faults)}
-        last: dict[str, tuple[float, str]] = {}
+        gaps: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
         for lost, found, group in self.gaps:
             fault = fault_before(lost, faults)
-            took = round(found - began.get(fault, found), 2)
-            if fault in began and took > last.get(fault, (0.0, ""))[0]:
-                last[fault] = (took, group)
-        return last
+            if fault in began:
+                since = (round(lost - began[fault], 2), round(found - began[fault], 2))
+                gaps[fault].append((group, *since))
+        return {fault: sorted(groups, key=lambda gap: gap[2]) for fault, groups in gaps.items()}
 
     async def _claimed(self, node: NatsServer) -> set[str] | None:
         """The replicated streams and consumers (``stream/consumer``) this node says it
@@ -218,16 +243,45 @@ async def converged(cluster: Cluster, timeout_s: float) -> tuple[list[str], floa
         await asyncio.sleep(0.5)
 
 
-async def healed(cluster: Cluster, timeout_s: float) -> float:
+async def healed(cluster: Cluster, timeout_s: float) -> None:
     """Once every node says it is healthy (``/healthz``: JetStream up, its copy of every
-    stream and consumer current); how long that took."""
-    started = time.monotonic()
+    stream and consumer current)."""
     async with asyncio.timeout(timeout_s):
         while True:
             if all(await asyncio.gather(*(_healthy(node) for node in cluster.nodes))):
-                break
+                return
             await asyncio.sleep(0.1)  # asked of nats-server: there is nothing to wait on
-    return time.monotonic() - started
+
+
+async def caught_up(cluster: Cluster, timeout_s: float) -> None:
+    """Once no durable on a call's path has messages left to deliver, as its leader says."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if await _undelivered(cluster) == 0:
+                return
+            await asyncio.sleep(0.1)  # asked of nats-server: there is nothing to wait on
+
+
+async def _undelivered(cluster: Cluster) -> int | None:
+    """Messages the call path's durables have yet to deliver; None: not every one has a
+    leader that answered (only a leader's count is current)."""
+    undelivered, counted = 0, set()
+    for node in cluster.nodes:
+        try:
+            report = await monitoring(
+                node, "jsz", accounts="true", streams="true", consumers="true"
+            )
+        except httpx.HTTPError:
+            continue
+        for account in report.get("account_details", []):
+            for stream in account.get("stream_detail", []):
+                for consumer in stream.get("consumer_detail") or []:
+                    durable = (stream["name"], consumer["name"])
+                    led = consumer.get("cluster", {}).get("leader") == _name(node)
+                    if durable in CALL_DURABLES and led:
+                        undelivered += consumer["num_pending"]
+                        counted.add(durable)
+    return undelivered if counted == CALL_DURABLES else None
 
 
 async def _healthy(node: NatsServer) -> bool:
@@ -269,7 +323,7 @@ class Faults:
         await asyncio.sleep(self.cut_off_s)
         node.pause(False)
         self.cut_off = None
-        await asyncio.sleep(self.every_s)
+        await self._next()
         self._note(f"SIGSTOP {FROZEN} for {FROZEN_S:g} s")
         self.fabric.pause(FROZEN, True)
         await asyncio.sleep(FROZEN_S)
@@ -280,11 +334,15 @@ class Faults:
         return self.done
 
     async def _next(self) -> None:
-        """``every_s`` after the last fault, and not before the cluster healed from it: R3
-        outlives one node's loss at a time, not a second one while a node that came back
-        is still catching up (its streams would have no quorum)."""
+        """``every_s`` after the last fault, and not before the cluster healed from it and
+        the calls it held up went through: R3 outlives one node's loss at a time, not a
+        second one while a node that came back is still catching up (its streams would
+        have no quorum), and a call caught by two faults waits for both."""
         await asyncio.sleep(self.every_s)
-        self.healing_s.append(round(await healed(self.cluster, LEADER_TIMEOUT_S), 1))
+        started = time.monotonic()
+        await healed(self.cluster, LEADER_TIMEOUT_S)
+        await caught_up(self.cluster, LEADER_TIMEOUT_S)
+        self.healing_s.append(round(time.monotonic() - started, 1))
 
     async def _kill(self, node: NatsServer, what: str, wipe: bool = False) -> None:
         self._note(f"SIGKILL {_name(node)}: {what} back in {self.down_s:g} s")
@@ -328,6 +386,9 @@ async def run(args: argparse.Namespace) -> ClusterCounts:
                     with contextlib.suppress(asyncio.CancelledError):
                         await following
                 elected = elections.after(counts.faults)
+                path_led, drained = after_elections(counts.answered_after, elected)
+                if args.logs is not None:
+                    keep_logs(bench.fabric.cluster, args.logs)
                 differ, took = await converged(bench.fabric.cluster, CATCH_UP_TIMEOUT_S)
                 return ClusterCounts(
                     **asdict(counts),
@@ -335,11 +396,38 @@ async def run(args: argparse.Namespace) -> ClusterCounts:
                     wiped_caught_up_s=took,
                     healing_s=faults.healing_s,
                     connections=await connections(bench.fabric.cluster),
-                    led_again_after={fault: s for fault, (s, _) in elected.items()},
-                    led_last={fault: group for fault, (_, group) in elected.items()},
+                    led_again_after={fault: gaps[-1][2] for fault, gaps in elected.items()},
+                    led_last={fault: gaps[-1][0] for fault, gaps in elected.items()},
+                    leaderless_after=elected,
+                    path_led_again_after=path_led,
+                    drained_after_elections=drained,
                 )
     finally:
         api.stop()
+
+
+def after_elections(
+    answered: dict[str, float], elected: dict[str, list[tuple[str, float, float]]]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``path_led_again_after`` and ``drained_after_elections`` of each fault that left a
+    group on the call path without a leader."""
+    led: dict[str, float] = {}
+    for fault, gaps in elected.items():
+        on_path = [found for group, _, found in gaps if group.split("/")[0] in CALL_PATH]
+        if on_path:
+            led[fault] = max(on_path)
+    drained = {
+        fault: round(answered[fault] - took, 2) for fault, took in led.items() if fault in answered
+    }
+    return led, drained
+
+
+def keep_logs(cluster: Cluster, to: Path) -> None:
+    """Each node's nats-server log (its elections, when it stepped down and why), copied
+    out of the run's temporary directory."""
+    to.mkdir(parents=True, exist_ok=True)
+    for node in cluster.nodes:
+        shutil.copyfile(node.data_dir / "nats-server.log", to / f"{_name(node)}.log")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cut-off", type=float, default=10.0, help="seconds a node is cut off")
     parser.add_argument("--postgres", default=POSTGRES_URL, help="PostgreSQL to run on")
     parser.add_argument("--json", type=Path, default=Path("bench/fault_cluster.json"))
+    parser.add_argument("--logs", type=Path, help="keep each node's nats-server log here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     return report(asyncio.run(run(args)), args.json)
