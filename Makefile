@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo up test lint bench bench-quick bench-replication fault fault-cluster
+.PHONY: demo up test lint bench bench-quick bench-replication bench-elections fault fault-cluster
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench-quick: $(STAMP)
 # A confirmed JetStream publish at R1 and R3 (one server, a 3-node cluster); about a minute.
 bench-replication: $(STAMP)
 	$(BIN)/python -m bench.replication
+
+# How soon a publish waiting on a stream's election goes on, following JetStream's
+# election advisories (as the services do) and not: a 3-node cluster, leaders killed.
+bench-elections: $(STAMP)
+	$(BIN)/python -m bench.elections
 
 # The fault test at full size: 2,000 calls at 50/s while every process is killed in turn.
 fault: $(STAMP)

@@ -1,16 +1,26 @@
-"""Midcall on a 3-node JetStream cluster: a server list, and every stream and bucket in
-as many replicas as MIDCALL_STREAM_REPLICAS says, moved there by setup."""
+"""Midcall on a 3-node JetStream cluster: a server list, every stream and bucket in as
+many replicas as MIDCALL_STREAM_REPLICAS says, moved there by setup, and work that waits
+on a leader going on as soon as JetStream announces one."""
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
+from nats.js.api import PubAck
 
+from shared.contract.subjects import USAGE_STREAM as USAGE
+from shared.fabric import pull_flow
 from shared.fabric.broker import build_broker, connect, create_streams
 from shared.fabric.jetstream import BUCKETS, STREAMS
 from shared.fabric.nats_cluster import Cluster, start_cluster
+from shared.fabric.outages import patiently
+from shared.fabric.pull_flow import Durable, PullFlow
 from shared.settings import Settings
 
 NAMES = [str(stream.name) for stream in STREAMS] + [f"KV_{bucket.bucket}" for bucket in BUCKETS]
@@ -87,3 +97,70 @@ async def test_a_service_connects_through_a_server_list(cluster: Cluster, tmp_pa
     assert f"{connected.hostname}:{connected.port}" in cluster.url
     assert stored.seq == 1
     assert info.config.num_replicas == 3
+
+
+async def test_a_try_waiting_on_a_stream_goes_on_as_soon_as_it_elects_a_leader(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    settings = Settings(nats_url=cluster.url, stream_replicas=3, data_dir=tmp_path)
+    broker = build_broker(settings, "dispatcher")
+    tries = 0
+    try:
+        client, js = await connect(broker, settings)  # a service: it hears elections
+        stepped_down = asyncio.Event()
+
+        async def attempt() -> PubAck:
+            nonlocal tries
+            tries += 1
+            if tries == 1:
+                raise nats.errors.NoRespondersError  # the stream's leader is gone
+            if tries == 2:
+                # As sent to a stream with no leader: never answered. JetStream elects
+                # one (a step-down here, at once) and announces it.
+                await client.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{USAGE}", b"", timeout=5)
+                stepped_down.set()
+                await asyncio.Event().wait()
+            return await js.publish("midcall.usage.acme", b"{}", stream=USAGE)
+
+        # Each try after a failed one could wait 30 s for its answer: the election ends it.
+        async with asyncio.timeout(10):
+            stored = await patiently(attempt, 60, retry_s=30)
+    finally:
+        await broker.stop()
+
+    assert stepped_down.is_set()
+    assert tries == 3
+    assert stored.stream == USAGE
+
+
+async def test_a_pull_flow_asks_its_consumers_new_leader_at_once(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the election heard, a refused request is asked again in 30 s, and the flow's
+    # own tick and heartbeats are as far apart.
+    monkeypatch.setattr(pull_flow, "REFUSED_RETRY_S", 30.0)
+    monkeypatch.setattr(pull_flow, "HEARTBEAT_S", 30.0)
+    monkeypatch.setattr(pull_flow, "PULL_EXPIRES_S", 120.0)
+    await create_streams(Settings(nats_url=cluster.url, stream_replicas=3))
+    client = await nats.connect(cluster.url.split(","))
+    received: asyncio.Queue[Msg] = asyncio.Queue()
+    durable = Durable(USAGE, "midcall.usage.>", "elections-heard")
+    flow = PullFlow(client, durable, received.put_nowait, lambda: 10, 10)
+    try:
+        await flow.start(max_ack_pending=10)
+        js = client.jetstream()
+        await js.publish("midcall.usage.acme", b"before", stream=USAGE)
+        async with asyncio.timeout(10):
+            await (await received.get()).ack()
+
+        stepdown = f"$JS.API.CONSUMER.LEADER.STEPDOWN.{USAGE}.{durable.name}"
+        answer = json.loads((await client.request(stepdown, b"", timeout=5)).data)
+        await js.publish("midcall.usage.acme", b"after", stream=USAGE)
+        async with asyncio.timeout(10):
+            after = await received.get()
+    finally:
+        await flow.stop()
+        await client.close()
+
+    assert answer.get("success"), answer
+    assert after.data == b"after"

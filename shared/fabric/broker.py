@@ -16,7 +16,7 @@ from faststream.nats.security import NatsCredentials, NatsSecurity, NatsUserPass
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from shared.fabric import jetstream
+from shared.fabric import elections, jetstream
 from shared.fabric.liveness import MAX_OUTSTANDING_PINGS, PING_INTERVAL_S
 from shared.security.nats_auth import Role, inbox_prefix
 from shared.settings import Settings
@@ -84,11 +84,13 @@ def _inbox(role: str) -> str:
 
 async def connect(broker: NatsBroker, settings: Settings) -> tuple[Client, JetStreamContext]:
     """Connect (idempotent), return the raw clients; on an open server, first make sure
-    streams and buckets exist (signed in, a service may not create them: setup does)."""
+    streams and buckets exist (signed in, a service may not create them: setup does).
+    The process hears leader elections from then on (shared.fabric.elections)."""
     client: Client = await broker.connect()
     js = client.jetstream()
     if not signed_in(settings):
         await jetstream.ensure(js, settings.stream_replicas)
+    await elections.follow(client)
     return client, js
 
 

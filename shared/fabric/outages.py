@@ -7,6 +7,7 @@ attempts, than failed and redelivered.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,18 +16,21 @@ from typing import TypeVar
 import nats.errors
 import nats.js.errors
 
+from shared.fabric.elections import ELECTIONS
+
 log = logging.getLogger("midcall.outages")
 T = TypeVar("T")
 
 # How long work in hand waits out an outage: a clustered fail-over takes about 6 s.
 PATIENCE_S = 30.0
-# The longest pause between tries: a stream's new leader (elected 4-9 s after the old
-# one died, which leaves a call about a second of the 10 s it may wait) is asked within
-# a quarter of a second of taking over.
+# The longest pause between tries. A stream's new leader (elected 4-9 s after the old
+# one died, which leaves a call about a second of the 10 s it may wait) is asked at once
+# where the process hears JetStream's election advisories (shared.fabric.elections, every
+# service), and otherwise within this and ``RETRY_S`` of taking over.
 MAX_DELAY_S = 0.25
 # How long one try may take: the first, as long as a loaded server may need; once one
 # failed (a stream or bucket with no leader until nats-server elects one drops requests
-# unanswered), tries are short, so the new leader is asked within this of taking over.
+# unanswered), tries are short, and an election heard ends the one under way.
 # Trying again is safe: a publish carries the same Nats-Msg-Id (JetStream answers one
 # still in process at once, DUPLICATE_IN_PROCESS), a claim recognises its own, and the
 # rest are reads or puts of the same value.
@@ -41,10 +45,15 @@ class Contradicted(Exception):
     again, the leader answers."""
 
 
+class Elected(Exception):
+    """A leader was elected while a try waited for an answer that may never come."""
+
+
 # Failures worth trying again: NATS or JetStream being away or slow. Anything
 # else (a bug, an input the code cannot take) would fail the same way forever.
 TRANSIENT: tuple[type[Exception], ...] = (
     Contradicted,
+    Elected,
     TimeoutError,
     ConnectionError,
     nats.errors.TimeoutError,
@@ -89,14 +98,38 @@ async def patiently(
     give_up = time.monotonic() + patience_s
     delay = 0.1
     try_s = FIRST_TRY_S
+    failed = False
     while True:
         try:
             async with asyncio.timeout(try_s):
-                return await attempt()
+                # Once a try failed, a stream may be without a leader: its election (as
+                # JetStream announces it) ends the try that waits for none.
+                return await (_until_elected(attempt) if failed else attempt())
         except Exception as failure:
+            failed = True
             try_s = RETRY_S if retry_s is None else retry_s
             if not transient(failure) or time.monotonic() + delay > give_up:
                 raise
+            if isinstance(failure, Elected):
+                continue  # asked again at once: the new leader may answer
             log.warning("NATS unavailable; trying again in %.1f s", delay)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await ELECTIONS.next()
             delay = min(2 * delay, MAX_DELAY_S)
+
+
+async def _until_elected(attempt: Callable[[], Awaitable[T]]) -> T:
+    trying = asyncio.ensure_future(attempt())
+    elected = ELECTIONS.next()
+    try:
+        await asyncio.wait((trying, elected), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the try's time is up, or we are being stopped
+        trying.cancel()
+        raise
+    finally:
+        elected.cancel()
+    if trying.done():
+        return trying.result()
+    trying.cancel()
+    raise Elected

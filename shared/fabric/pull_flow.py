@@ -3,7 +3,8 @@
 Messages are pushed to the inbox as soon as they exist, up to the batch each
 request asked for; a new request goes out once half a batch is used, and
 never for more than the owner can take. A pull request dies with its
-connection: ``repull`` (called on reconnect) and the server's idle heartbeats
+connection or its consumer's leader: ``repull`` (called on reconnect, and when
+JetStream announces the consumer's new leader) and the server's idle heartbeats
 bring the flow back within a heartbeat or two.
 """
 
@@ -21,6 +22,8 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import BadRequestError
+
+from shared.fabric.elections import consumer_elected
 
 log = logging.getLogger("midcall.consumer")
 
@@ -91,11 +94,17 @@ class PullFlow:
         self._task: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None  # a refused request's, one at a time
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{durable.stream}.{durable.name}"
+        self._elections: Subscription | None = None
 
     async def start(self, max_ack_pending: int) -> None:
         await self._ensure(max_ack_pending)
         inbox = self._client.new_inbox()
         self._sub = await self._client.subscribe(inbox, cb=self._received)
+        # A new leader of the consumer starts with no pull requests waiting (the old
+        # leader's died with it): ask it at once, not after two silent heartbeats.
+        self._elections = await self._client.subscribe(
+            consumer_elected(self._durable.stream, self._durable.name), cb=self._elected
+        )
         self._wake.set()  # the first pull goes out now, not a heartbeat later
         self._task = asyncio.create_task(self._keep_pulling(inbox))
 
@@ -125,15 +134,22 @@ class PullFlow:
         self._wake.set()
 
     def repull(self) -> None:
-        """Forget pull requests that may have died (a reconnect) and ask again."""
+        """Forget pull requests that may have died (a reconnect, a new consumer leader) and
+        ask again."""
         self._requested = 0
         self._wake.set()
+
+    async def _elected(self, _: Msg) -> None:
+        self.repull()
 
     async def stop(self) -> None:
         """Ask for nothing more, and hand over what already arrived (drained, not dropped)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._elections is not None:
+            with contextlib.suppress(ConnectionClosedError):
+                await self._elections.unsubscribe()
         if self._sub is not None:
             # Nothing to hand over once the connection is gone: the ack wait returns them.
             with contextlib.suppress(ConnectionClosedError):

@@ -69,6 +69,7 @@ from nats.js.api import RetentionPolicy
 
 from shared.contract import subjects
 from shared.fabric import jetstream
+from shared.fabric.elections import STREAM_ELECTED, consumer_elected
 from shared.security.data_dir import private_file, write_private
 
 CREDENTIALS_FILE = "nats-credentials.json"
@@ -198,8 +199,9 @@ def permissions(role: Role) -> Permissions:
     """The allow lists of ``role``: what its code publishes and subscribes, nothing else."""
     grants = _own_inbox(role) + _ROLE_GRANTS[role]()
     if role in SERVICES:
-        # shared.process.service announces the service on core NATS once it serves.
-        grants += Permissions(publish=(subjects.ready(role.value),))
+        # shared.process.service announces the service on core NATS once it serves; its
+        # waits on a stream without a leader end at the election (shared.fabric.elections).
+        grants += Permissions(publish=(subjects.ready(role.value),), subscribe=(STREAM_ELECTED,))
     for durable in DURABLES.get(role, ()):
         grants += _durable(durable)
     return grants
@@ -249,7 +251,9 @@ def _durable(durable: DurableGrant) -> Permissions:
             f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{name}",
             # Acks, naks and in-progress beats go to each message's reply subject.
             f"$JS.ACK.{stream}.{name}.>",
-        )
+        ),
+        # Its pull flow asks a new leader of the durable at once.
+        subscribe=(consumer_elected(stream, name),),
     )
     if durable.exhausted:
         grants += _exhausted(durable)
