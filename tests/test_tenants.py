@@ -422,6 +422,10 @@ async def test_a_revoked_credential_stops_working_within_seconds_even_connected(
             user=first["user"],
             password=first["password"],
             allow_reconnect=False,
+            # The reload that revoked it checks every connected client's password again
+            # (a bcrypt compare each; a valid connect takes 0.17 s here): a connection made
+            # meanwhile waits, 2 s with this module's runtimes connected on two cores.
+            connect_timeout=10,
         )
     # Rotation: the account's other credential goes on working.
     conv = conversation()
