@@ -77,3 +77,20 @@ async def test_an_outage_longer_than_the_patience_is_raised() -> None:
 
     with pytest.raises(nats.errors.NoRespondersError):
         await patiently(attempt, 0.3)
+
+
+async def test_an_attempt_given_its_own_try_length_has_it_from_the_first_try(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A watch's first try on a loaded server: not cut at FIRST_TRY_S, meant for one request.
+    monkeypatch.setattr(outages, "FIRST_TRY_S", 0.01)
+    tries = 0
+
+    async def attempt() -> str:
+        nonlocal tries
+        tries += 1
+        await asyncio.sleep(0.1)
+        return "watching"
+
+    assert await patiently(attempt, 2, retry_s=0.5) == "watching"
+    assert tries == 1

@@ -18,9 +18,11 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from shared.contract import subjects
-from shared.fabric.outages import FIRST_TRY_S, patiently
+from shared.fabric.outages import patiently
 
 DELETIONS = ("DEL", "PURGE")
+# How long each try of a (re-)watch may take: it is several requests.
+WATCH_TRY_S = 2.0
 
 Apply = Callable[[str, bytes | None], None]
 """One change: a key and its value, or None once it was deleted."""
@@ -59,10 +61,10 @@ class BucketFollower:
             return
         if self._rewatch is not None:
             self._rewatch.cancel()  # a reconnect again: this one starts afresh
-        # Each try as long as the first: a watch is several requests, and one cut short
-        # on a loaded server every time would never get through.
+        # Each try long: a watch is several requests, and one cut short on a loaded
+        # server every time would never get through.
         self._rewatch = asyncio.create_task(
-            patiently(partial(self._watch, asyncio.Event(), 0), math.inf, FIRST_TRY_S)
+            patiently(partial(self._watch, asyncio.Event(), 0), math.inf, WATCH_TRY_S)
         )
 
     async def _watch(self, loaded: asyncio.Event, loaded_at: int) -> None:

@@ -28,13 +28,15 @@ PATIENCE_S = 30.0
 # where the process hears JetStream's election advisories (shared.fabric.elections, every
 # service), and otherwise within this and ``RETRY_S`` of taking over.
 MAX_DELAY_S = 0.25
-# How long one try may take: the first, as long as a loaded server may need; once one
-# failed (a stream or bucket with no leader until nats-server elects one drops requests
-# unanswered), tries are short, and an election heard ends the one under way.
-# Trying again is safe: a publish carries the same Nats-Msg-Id (JetStream answers one
-# still in process at once, DUPLICATE_IN_PROCESS), a claim recognises its own, and the
-# rest are reads or puts of the same value.
-FIRST_TRY_S = 2.0
+# How long one try may take: the first, far longer than a loaded server needs (its p99 is
+# milliseconds), and no longer: one sent to a stream just before it elects a leader goes
+# unanswered and is waited out (2 s made a call wait 2.8 s past an election in the cluster
+# fault test). Once one failed (a stream or bucket with no leader until nats-server
+# elects one drops requests unanswered), tries are short, and an election heard ends the
+# one under way. Trying again is safe: a publish carries the same Nats-Msg-Id (JetStream
+# answers one still in process at once, DUPLICATE_IN_PROCESS), a claim recognises its
+# own, and the rest are reads or puts of the same value.
+FIRST_TRY_S = 1.0
 RETRY_S = 0.5
 
 
@@ -87,7 +89,8 @@ async def patiently(
 ) -> T:
     """Run ``attempt`` until it succeeds, through NATS outages of up to ``patience_s``;
     its result. Each try after a failed one may take ``retry_s`` (``RETRY_S``: short,
-    for one request; an attempt that is several, a watch, passes what they may need).
+    for one request; an attempt that is several, a watch, passes what they may need,
+    which its first try may take too).
 
     For effects already paid for (an API answered): retrying the publish here
     beats failing the message, whose redelivery would pay for them again. Also
@@ -97,7 +100,7 @@ async def patiently(
     """
     give_up = time.monotonic() + patience_s
     delay = 0.1
-    try_s = FIRST_TRY_S
+    try_s = FIRST_TRY_S if retry_s is None else max(FIRST_TRY_S, retry_s)
     failed = False
     while True:
         try:
