@@ -323,6 +323,11 @@ def _repeated_after(
     return dict(blamed)
 
 
+def began_at(faults: list[str]) -> dict[str, float]:
+    """When each of ``faults`` (each "<unix time> <what>") began, by what it was."""
+    return {what: float(at) for at, what in (fault.split(" ", 1) for fault in faults)}
+
+
 def fault_before(moment: float, faults: list[str]) -> str:
     """The last of ``faults`` (each "<unix time> <what>") begun by ``moment``."""
     times = sorted((float(fault.split(" ", 1)[0]), fault.split(" ", 1)[1]) for fault in faults)
@@ -349,7 +354,7 @@ async def _settle(listener: Listener, sent: dict[str, float]) -> None:
 
 
 def _count_events(counts: Counts, listener: Listener, sent: dict[str, float]) -> None:
-    began = {what: float(at) for at, what in (fault.split(" ", 1) for fault in counts.faults)}
+    began = began_at(counts.faults)
     for call_id, sent_at in sent.items():
         events = listener.events.get(call_id, [])
         kinds = [kind for kind, *_ in events]
@@ -369,7 +374,8 @@ def _count_events(counts: Counts, listener: Listener, sent: dict[str, float]) ->
         if result["status"] != "success" and not counts.failure_example:
             counts.failure_example = [event for *_, event in events]
         beyond = round((at - sent_at) - result.get("duration_ms", 0) / 1000, 2)
-        after = fault_before(_unix(sent_at), counts.faults)
+        placed = _unix(sent_at)
+        after = fault_before(placed, counts.faults)
         if beyond > counts.max_wait_beyond_api_s:
             counts.slowest = timeline(call_id, beyond, sent_at, events)
         if beyond > counts.longest_wait_after.get(after, 0.0):
@@ -377,7 +383,7 @@ def _count_events(counts: Counts, listener: Listener, sent: dict[str, float]) ->
         counts.max_wait_beyond_api_s = max(counts.max_wait_beyond_api_s, beyond)
         counts.waits_over_10_s += beyond > 10
         counts.longest_wait_after[after] = max(counts.longest_wait_after.get(after, 0.0), beyond)
-        if after in began and _unix(sent_at) - began[after] < CAUGHT_S:
+        if after in began and placed - began[after] < CAUGHT_S:
             answered = round(_unix(at) - began[after], 2)
             counts.answered_after[after] = max(counts.answered_after.get(after, 0.0), answered)
 

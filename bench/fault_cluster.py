@@ -42,7 +42,7 @@ import httpx
 
 from bench.api import ApiProcess
 from bench.fabric import running
-from bench.fault import Counts, fault_before, report, under_fire
+from bench.fault import Counts, began_at, fault_before, report, under_fire
 from bench.postgres import fresh_schema
 from services.dispatcher.app import DURABLE as DISPATCHER
 from services.http_executor.main import DURABLE as EXECUTOR_WORK
@@ -161,7 +161,7 @@ class Elections:
     def after(self, faults: list[str]) -> dict[str, list[tuple[str, float, float]]]:
         """Per fault, each group it left leaderless: seen leaderless and led again, in
         seconds from the fault, the last led again last."""
-        began = {what: float(at) for at, what in (fault.split(" ", 1) for fault in faults)}
+        began = began_at(faults)
         gaps: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
         for lost, found, group in self.gaps:
             fault = fault_before(lost, faults)
