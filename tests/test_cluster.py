@@ -4,7 +4,9 @@ on a leader going on as soon as JetStream announces one."""
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import nats
@@ -12,13 +14,15 @@ import nats.errors
 import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
-from nats.js.api import PubAck
+from nats.js.api import PubAck, StreamConfig
+from nats.js.errors import BadRequestError
 
+from shared.contract import subjects
 from shared.contract.subjects import USAGE_STREAM as USAGE
 from shared.fabric import pull_flow
 from shared.fabric.broker import build_broker, connect, create_streams
-from shared.fabric.jetstream import BUCKETS, STREAMS
-from shared.fabric.nats_cluster import Cluster, start_cluster
+from shared.fabric.jetstream import BUCKETS, NO_SUITABLE_PEERS, STREAMS, ensure
+from shared.fabric.nats_cluster import Cluster, cluster_nodes, start_cluster
 from shared.fabric.outages import patiently
 from shared.fabric.pull_flow import Durable, PullFlow
 from shared.settings import Settings
@@ -79,6 +83,51 @@ async def test_setup_moves_a_deployment_to_the_new_count_of_replicas(cluster: Cl
 
     assert before == {name: (1, 1) for name in NAMES}
     assert await replicas(cluster) == {name: (3, 3) for name in NAMES}
+
+
+class Heard(logging.Handler):
+    """Set once a record saying ``words`` is logged."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__()
+        self.words = words
+        self.heard = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.heard.set()
+
+
+async def test_setup_waits_for_a_node_the_cluster_cannot_place_copies_on_yet(
+    tmp_path: Path,
+) -> None:
+    # Two of three nodes: JetStream has a meta leader, and no third node for a third copy.
+    nodes = cluster_nodes(tmp_path)
+    refused_again = Heard("cannot place every copy")
+    logging.getLogger("midcall.jetstream").addHandler(refused_again)
+    try:
+        await asyncio.gather(*(asyncio.to_thread(node.start) for node in nodes[:2]))
+        client = await nats.connect(nodes[0].url)
+        js = client.jetstream()
+        probe = StreamConfig(name="PROBE", subjects=["probe"], num_replicas=3)
+        with pytest.raises(BadRequestError) as refused:
+            await patiently(partial(js.add_stream, probe), 30)
+        assert refused.value.err_code == NO_SUITABLE_PEERS
+
+        setup = asyncio.create_task(ensure(js, replicas=3))
+        async with asyncio.timeout(10):
+            await refused_again.heard.wait()
+        assert not setup.done()
+        nodes[2].start()  # the node setup waits for
+        async with asyncio.timeout(30):
+            await setup
+        info = await js.stream_info(subjects.CALLS_STREAM)
+        await client.close()
+    finally:
+        logging.getLogger("midcall.jetstream").removeHandler(refused_again)
+        await asyncio.gather(*(node.astop() for node in nodes))
+
+    assert info.config.num_replicas == 3
 
 
 async def test_a_service_connects_through_a_server_list(cluster: Cluster, tmp_path: Path) -> None:

@@ -6,7 +6,11 @@ settings.
 """
 
 import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -17,13 +21,21 @@ from nats.js.api import (
     StreamConfig,
     StreamConsumerLimits,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from shared.contract import subjects
 
+log = logging.getLogger("midcall.jetstream")
 DAY = 24 * 3600.0
 # How long setup waits for a stream moved to another number of replicas to have them all.
 MOVE_TIMEOUT_S = 120.0
+# JetStream's "no suitable peers for placement": a stream with more copies than the nodes
+# its meta leader can place them on. Just after a cluster forms (or a node restarts), the
+# leader counts a node only once it has had the node's first statistics (nats-server's
+# nodeInfo.selectable), which can come after the node is in the meta group: setup waits
+# for it, as for a node still starting, and fails with JetStream's reason after this.
+NO_SUITABLE_PEERS = 10005
+PLACEMENT_PATIENCE_S = 30.0
 MAX_CONV_CONSUMERS = 10_000
 CONV_CONSUMER_LIMITS = StreamConsumerLimits(inactive_threshold=60.0)
 # What the fabric tells the shared runtime user's runtimes, and each account's own.
@@ -186,12 +198,12 @@ async def ensure(js: JetStreamContext, replicas: int = 1, move: bool = False) ->
         try:
             existing.append((await js.stream_info(stream.name)).config)
         except NotFoundError:
-            await js.add_stream(replace(stream, num_replicas=replicas))
+            await _placed(partial(js.add_stream, replace(stream, num_replicas=replicas)))
     for bucket in BUCKETS:
         try:
             existing.append((await js.stream_info(subjects.kv_stream(bucket.bucket))).config)
         except NotFoundError:
-            await js.create_key_value(replace(bucket, replicas=replicas))
+            await _placed(partial(js.create_key_value, replace(bucket, replicas=replicas)))
     if move:  # all at once: each waits for its new copies to catch up
         await asyncio.gather(*(_move(js, config, replicas) for config in existing))
 
@@ -202,7 +214,7 @@ async def _move(js: JetStreamContext, config: StreamConfig, replicas: int) -> No
     if config.num_replicas == replicas:
         return
     config.num_replicas = replicas
-    await js.update_stream(config)
+    await _placed(partial(js.update_stream, config))
     assert config.name is not None
     async with asyncio.timeout(MOVE_TIMEOUT_S):
         while True:
@@ -211,6 +223,21 @@ async def _move(js: JetStreamContext, config: StreamConfig, replicas: int) -> No
             if 1 + len(peers) == replicas and all(peer.current for peer in peers):
                 return
             await asyncio.sleep(0.1)  # the new copies catch up from the leader
+
+
+async def _placed(create: Callable[[], Awaitable[object]]) -> None:
+    """Create or resize a stream, waiting up to ``PLACEMENT_PATIENCE_S`` for the nodes its
+    copies need to be placeable."""
+    give_up = time.monotonic() + PLACEMENT_PATIENCE_S
+    while True:
+        try:
+            await create()
+            return
+        except BadRequestError as refused:
+            if refused.err_code != NO_SUITABLE_PEERS or time.monotonic() > give_up:
+                raise
+            log.warning("JetStream cannot place every copy yet (%s); trying again", refused)
+        await asyncio.sleep(0.25)
 
 
 async def _upgrade_conv(js: JetStreamContext) -> None:

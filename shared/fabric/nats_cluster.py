@@ -34,8 +34,20 @@ async def start_cluster(root: Path, size: int = 3, authorization: str = "") -> C
     """``size`` nodes routed to one another, once JetStream has its meta leader; each
     node's files in ``root/n<index>``. ``authorization`` as ``NatsServer`` takes it: the
     same users and accounts on every node."""
+    cluster = Cluster(cluster_nodes(root, size, authorization))
+    try:
+        await asyncio.gather(*(asyncio.to_thread(node.start) for node in cluster.nodes))
+        await _jetstream_ready(cluster)
+    except BaseException:
+        await cluster.stop()
+        raise
+    return cluster
+
+
+def cluster_nodes(root: Path, size: int = 3, authorization: str = "") -> list[NatsServer]:
+    """The nodes of a cluster, not started, as ``start_cluster`` describes them."""
     routes = [free_port() for _ in range(size)]
-    nodes = [
+    return [
         NatsServer(
             root / f"n{index}",
             authorization=authorization,
@@ -44,14 +56,6 @@ async def start_cluster(root: Path, size: int = 3, authorization: str = "") -> C
         )
         for index, port in enumerate(routes)
     ]
-    cluster = Cluster(nodes)
-    try:
-        await asyncio.gather(*(asyncio.to_thread(node.start) for node in nodes))
-        await _jetstream_ready(cluster)
-    except BaseException:
-        await cluster.stop()
-        raise
-    return cluster
 
 
 async def monitoring(node: NatsServer, endpoint: str, **query: str) -> dict[str, Any]:
