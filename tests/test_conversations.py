@@ -11,6 +11,7 @@ from shared.contract import subjects
 from shared.contract.addressing import Conversation, conversation_key
 from shared.fabric import jetstream
 from shared.fabric.conversations import ConversationVariables, render_prompt
+from tests.support.stale_buckets import PurgedBeforeOwnRead
 
 
 def test_set_variables_fill_in_and_unset_ones_render_empty_and_are_listed() -> None:
@@ -62,3 +63,16 @@ async def test_variables_stored_before_accounts_keyed_them_stay_their_accounts(
     }
     assert await variables.get("acme", "conv-1") == {"order_total": 43, "name": "Ana"}
     assert await variables.get("globex", "conv-1") == {"order_total": 7}
+
+
+async def test_a_first_write_refused_then_not_found_is_merged_again(bucket: KeyValue) -> None:
+    key = conversation_key("acme", "conv-2")
+    await ConversationVariables(bucket).merge(Conversation("acme", "conv-2"), {"name": "Ana"})
+    stale = PurgedBeforeOwnRead(bucket._js, subjects.CONVERSATIONS_BUCKET, key)
+
+    # A replica that knows nothing of the key creates it: refused, then nothing there.
+    await ConversationVariables(stale).merge(Conversation("acme", "conv-2"), {"total": 3})
+
+    assert stale.purged == [key]
+    stored = await bucket.get(key)
+    assert json.loads(stored.value or b"") == {"account_id": "acme", "variables": {"total": 3}}

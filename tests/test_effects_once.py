@@ -25,6 +25,7 @@ from shared.fabric.messaging import Publisher
 from shared.security.destinations import DestinationPolicy
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS, Fabric
+from tests.support.stale_buckets import PurgedBeforeOwnRead
 from tests.test_execute import ScriptedApi
 from tests.test_spine import AGENT, booking_tool, new_call, place
 
@@ -143,6 +144,22 @@ class GoneBeforeRead(KeyValue):
             self.deleted.append(key)
             await self.delete(key)
         return await super().get(key, revision, validate_keys)
+
+
+async def test_a_claim_refused_then_not_found_by_nats_py_itself_is_asked_again(
+    fabric: Fabric,
+) -> None:
+    claims = await fabric.nc.jetstream().key_value(subjects.CALL_CLAIMS_BUCKET)
+    assert await CallMarks(claims, fabric.nc).claim("conv-2", "call-2", "dispatcher-1")
+    purged = PurgedBeforeOwnRead(
+        fabric.nc.jetstream(), subjects.CALL_CLAIMS_BUCKET, call_key("conv-2", "call-2")
+    )
+
+    made = await CallMarks(purged, fabric.nc).claim("conv-2", "call-2", "dispatcher-2")
+
+    assert purged.purged == [call_key("conv-2", "call-2")]
+    assert made
+    assert (await claims.get(call_key("conv-2", "call-2"))).value == b"dispatcher-2"
 
 
 async def test_a_claim_taken_then_not_found_is_asked_again_not_failed(fabric: Fabric) -> None:

@@ -130,6 +130,10 @@ class CallMarks:
         async def create() -> bool:
             try:
                 await self._kv.create(key, claimant.encode())
+            except KeyNotFoundError as gone:
+                # nats-py's create reads a refused key itself (a deleted one may be made
+                # again), and this is that read finding nothing: the same contradiction.
+                raise Contradicted(f"claim {key} refused, then not found") from gone
             except KeyWrongLastSequenceError:
                 try:
                     entry = await self._kv.get(key)

@@ -68,7 +68,9 @@ class ConversationVariables:
                     written = await self._kv.create(key, value)
                 else:
                     written = await self._kv.update(key, value, last=revision)
-            except KeyWrongLastSequenceError:
+            # Not found: nats-py's create reads a refused key itself, and a deposed leader
+            # (a cluster's election) can refuse a key and then not have it. Read again.
+            except (KeyWrongLastSequenceError, KeyNotFoundError):
                 if attempt:  # a second refusal is a race: back off, jittered
                     await asyncio.sleep(random.uniform(0, 0.005 * attempt))
                 current, revision = await self._read(account_id, conversation_id)
