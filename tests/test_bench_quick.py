@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT_S = 120
+# A guard, not a target (those are the bench's own figures): 87 s alone on a slower 2-core
+# machine, past 120 s beside the cluster fault test on the suite's other worker.
+RUN_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
