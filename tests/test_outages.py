@@ -1,6 +1,8 @@
 """Riding out NATS being away (shared.fabric.outages): tries that go unanswered are cut short."""
 
 import asyncio
+import gc
+from typing import Any
 
 import nats.errors
 import pytest
@@ -94,3 +96,37 @@ async def test_an_attempt_given_its_own_try_length_has_it_from_the_first_try(
 
     assert await patiently(attempt, 2, retry_s=0.5) == "watching"
     assert tries == 1
+
+
+async def test_a_try_failing_as_its_time_runs_out_is_not_reported_as_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outages, "RETRY_S", 0.05)
+    monkeypatch.setattr(outages, "MAX_DELAY_S", 0.01)
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    tries = 0
+
+    async def attempt() -> str:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise nats.errors.NoRespondersError  # the outage: the next tries race elections
+        if tries == 2:
+            try:
+                await asyncio.Event().wait()  # unanswered until its time is up
+            except asyncio.CancelledError:
+                # It failed in the same pass (nats-py's own timeout, say).
+                raise nats.errors.TimeoutError from None
+        return "stored"
+
+    try:
+        assert await patiently(attempt, 10) == "stored"
+        gc.collect()  # a task whose failure nobody read is reported when collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+
+    assert tries == 3
+    assert reported == []

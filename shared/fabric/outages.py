@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -124,6 +124,9 @@ async def patiently(
 
 async def _until_elected(attempt: Callable[[], Awaitable[T]]) -> T:
     trying = asyncio.ensure_future(attempt())
+    # A try that fails as its time runs out (under load both come due in one pass) is
+    # given up on with its failure unread, which asyncio would log as an error.
+    trying.add_done_callback(_read_failure)
     elected = ELECTIONS.next()
     try:
         await asyncio.wait((trying, elected), return_when=asyncio.FIRST_COMPLETED)
@@ -136,3 +139,8 @@ async def _until_elected(attempt: Callable[[], Awaitable[T]]) -> T:
         return trying.result()
     trying.cancel()
     raise Elected
+
+
+def _read_failure(trying: "asyncio.Future[Any]") -> None:
+    if not trying.cancelled():
+        trying.exception()
