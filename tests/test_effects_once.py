@@ -8,8 +8,6 @@ import asyncio
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from services.http_executor.execute import Executor
 from services.result_injector.app import Injector
@@ -25,7 +23,7 @@ from shared.fabric.messaging import Publisher
 from shared.security.destinations import DestinationPolicy
 from tests.support.api import RecordingApi
 from tests.support.fabric import SECRETS, Fabric
-from tests.support.stale_buckets import PurgedBeforeOwnRead
+from tests.support.stale_buckets import GoneBeforeRead, PurgedBeforeOwnRead
 from tests.test_execute import ScriptedApi
 from tests.test_spine import AGENT, booking_tool, new_call, place
 
@@ -127,23 +125,6 @@ async def test_a_redelivered_outcome_of_an_answered_call_publishes_no_second_res
         if e["call_id"] == call["call_id"]
     ]
     assert kinds == ["pending", "result"]
-
-
-class GoneBeforeRead(KeyValue):
-    """The claims bucket, whose key is deleted between a refused create and the read after
-    it: the answers a deposed leader gives from its stale copy, or a claim's day ending."""
-
-    def __init__(self, js: JetStreamContext) -> None:
-        bucket = subjects.CALL_CLAIMS_BUCKET
-        stream, pre = subjects.kv_stream(bucket), f"$KV.{bucket}."
-        super().__init__(name=bucket, stream=stream, pre=pre, js=js, direct=False)
-        self.deleted: list[str] = []
-
-    async def get(self, key: str, revision: int | None = None, validate_keys: bool = True) -> Any:
-        if not self.deleted:
-            self.deleted.append(key)
-            await self.delete(key)
-        return await super().get(key, revision, validate_keys)
 
 
 async def test_a_claim_refused_then_not_found_by_nats_py_itself_is_asked_again(
