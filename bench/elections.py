@@ -89,7 +89,7 @@ async def one_round(
                 timeout=FIRST_TRY_S,
                 headers={"Nats-Msg-Id": str(n)},
             )
-            await patiently(send, 60)
+            await patiently(send, 60, target=stream)
             confirmed.append(time.monotonic())
 
         await asyncio.gather(*(publish(n) for n in range(waiters)))

@@ -138,6 +138,7 @@ async def publish_until_stored(client: Client, call: dict[str, Any]) -> None:
     await patiently(
         partial(client.jetstream().publish, subject, body, timeout=FIRST_TRY_S, headers=headers),
         SETTLE_S,
+        target=subjects.CALLS_STREAM,
     )
 
 

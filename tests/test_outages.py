@@ -130,3 +130,125 @@ async def test_a_try_failing_as_its_time_runs_out_is_not_reported_as_lost(
 
     assert tries == 3
     assert reported == []
+
+
+class SilentStream:
+    """A stream without a leader: it drops every request unanswered until it answers.
+    Keeps what reached it: the tries left unanswered, the most in flight at once since
+    ``watch_from`` of them, and the order it answered the attempts in."""
+
+    def __init__(self, watch_from: int) -> None:
+        self.answering = False
+        self.unanswered = 0
+        self.in_flight = 0
+        self.peak = 0
+        self.watch_from = watch_from
+        self.answered: list[int] = []
+        self.reached = asyncio.Condition()
+
+    def attempt(self, n: int, answer: Any = None) -> Any:
+        async def attempt() -> int:
+            if not self.answering:
+                self.unanswered += 1
+                self.in_flight += 1
+                if self.unanswered > self.watch_from:
+                    self.peak = max(self.peak, self.in_flight)
+                async with self.reached:
+                    self.reached.notify_all()
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    self.in_flight -= 1
+            if answer is not None:
+                raise answer
+            self.answered.append(n)
+            return n
+
+        return attempt
+
+    async def until_unanswered(self, tries: int) -> None:
+        async with self.reached:
+            await self.reached.wait_for(lambda: self.unanswered >= tries)
+
+
+@pytest.fixture
+def short_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outages, "FIRST_TRY_S", 0.2)
+    monkeypatch.setattr(outages, "RETRY_S", 0.05)
+    monkeypatch.setattr(outages, "MAX_DELAY_S", 0.01)
+
+
+@pytest.mark.usefixtures("short_tries")
+async def test_a_silent_stream_is_asked_one_try_at_a_time_and_the_rest_go_oldest_first() -> None:
+    stream = SilentStream(watch_from=20)
+    calls = []
+    for n in range(20):  # a stream's election holds twenty calls in flight
+        calls.append(asyncio.create_task(patiently(stream.attempt(n), 10, target="CALLS")))
+        await stream.until_unanswered(n + 1)
+    await stream.until_unanswered(20 + 3)  # their tries went unanswered; three probes since
+    # One arriving now waits its turn without asking.
+    calls.append(asyncio.create_task(patiently(stream.attempt(20), 10, target="CALLS")))
+    await stream.until_unanswered(20 + 5)
+    probes = stream.unanswered - 20
+    stream.answering = True
+
+    assert await asyncio.gather(*calls) == list(range(21))
+    assert stream.peak == 1  # each of them trying on its own: twenty at a time
+    assert stream.unanswered == 20 + probes  # nothing sent meanwhile but the probe
+    assert stream.answered == list(range(21))  # the probe, then in the order they came
+
+
+@pytest.mark.usefixtures("short_tries")
+async def test_a_stream_is_silent_for_its_own_attempts_only() -> None:
+    silent = SilentStream(watch_from=0)
+    waiting = asyncio.create_task(patiently(silent.attempt(0), 10, target="CALLS"))
+    await silent.until_unanswered(2)  # its first try, and a probe
+
+    answering = SilentStream(watch_from=0)
+    answering.answering = True
+    assert await patiently(answering.attempt(1), 10, target="WORK") == 1
+
+    silent.answering = True
+    assert await waiting == 0
+
+
+@pytest.mark.parametrize("ends", ["patience spent", "cancelled"])
+@pytest.mark.usefixtures("short_tries")
+async def test_a_probe_that_gives_up_unanswered_hands_the_probing_to_the_next(ends: str) -> None:
+    stream = SilentStream(watch_from=0)
+    probe = asyncio.create_task(
+        patiently(stream.attempt(0), 0.6 if ends == "patience spent" else 10, target="CALLS")
+    )
+    await stream.until_unanswered(2)  # it probes
+    waiting = asyncio.create_task(patiently(stream.attempt(1), 10, target="CALLS"))
+    await stream.until_unanswered(3)  # (the waiting one does not ask)
+    if ends == "cancelled":
+        probe.cancel()
+    with pytest.raises(asyncio.CancelledError if ends == "cancelled" else TimeoutError):
+        await probe
+    tried = stream.unanswered
+    await stream.until_unanswered(tried + 2)  # asked by the next, in its turn
+    stream.answering = True
+
+    async with asyncio.timeout(5):  # not left waiting for an answer nobody asks for
+        assert await waiting == 1
+
+
+@pytest.mark.usefixtures("short_tries")
+async def test_a_stream_answering_the_probe_at_all_lets_the_others_go() -> None:
+    stream = SilentStream(watch_from=0)
+    # The probe's answer contradicts itself (a deposed leader): the stream has a
+    # leader again, and the probe tries again on its own.
+    probe = asyncio.create_task(
+        patiently(
+            stream.attempt(0, outages.Contradicted("taken, then not found")), 0.5, target="KV"
+        )
+    )
+    await stream.until_unanswered(2)
+    waiting = asyncio.create_task(patiently(stream.attempt(1), 10, target="KV"))
+    await stream.until_unanswered(3)
+    stream.answering = True
+
+    assert await waiting == 1
+    with pytest.raises(outages.Contradicted):
+        await probe

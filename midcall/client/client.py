@@ -193,7 +193,7 @@ class MidcallClient:
         # Through a NATS outage or a cluster's leader election: the same Nats-Msg-Id each
         # time, so a copy JetStream did store is kept once.
         try:
-            ack = await patiently(publish, CALL_PATIENCE_S)
+            ack = await patiently(publish, CALL_PATIENCE_S, target=subjects.CALLS_STREAM)
         except BaseException:
             # Not known to be placed: a call() with its id then publishes it again (kept once
             # if this copy was stored) rather than hand back a handle nothing may answer.

@@ -100,7 +100,7 @@ class CallMarks:
         async def put() -> None:
             await self._kv.put(key, b"")
 
-        await patiently(put, PATIENCE_S)
+        await patiently(put, PATIENCE_S, target=subjects.CALL_CLAIMS_BUCKET)
 
     async def claim_answer(
         self, conversation: str, call_id: str, attempt: int, claimant: str
@@ -122,7 +122,7 @@ class CallMarks:
                 return False
             return True
 
-        return await patiently(get, PATIENCE_S)
+        return await patiently(get, PATIENCE_S, target=subjects.CALL_CLAIMS_BUCKET)
 
     async def _claim(self, key: str, claimant: str) -> bool:
         # Through a stream's leader election: the message in hand waits (heartbeated)
@@ -144,7 +144,7 @@ class CallMarks:
                 return entry.value == claimant.encode()
             return True
 
-        return await patiently(create, PATIENCE_S)
+        return await patiently(create, PATIENCE_S, target=subjects.CALL_CLAIMS_BUCKET)
 
 
 def run_key(conversation: str, call_id: str, attempt: int) -> str:

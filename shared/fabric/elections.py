@@ -6,8 +6,9 @@ not settings), and drops the requests sent to the stream meanwhile unanswered. A
 that only tried again would hear of the new leader when its try timed out and the next
 was answered: up to ``outages.RETRY_S`` plus a pause later, for every stream on a call's
 path in turn. JetStream publishes an advisory for each election in the account; one
-subscription per service process hears them all (``follow``), and each waiter's try
-(``outages.patiently``) is cut short by the next one (``ELECTIONS.next``). A pull
+subscription per service process hears them all (``follow``), and the try of the one
+waiter that probes a silent stream or bucket (``outages.patiently``) is cut short by the
+next one (``ELECTIONS.next``); the others go once it is answered. A pull
 consumer's own elections are heard by its pull flow (``consumer_elected``).
 """
 

@@ -119,7 +119,7 @@ class Publisher:
             )
 
         # Sent again with the same Nats-Msg-Id, so a copy JetStream did store is kept once.
-        await patiently(attempt, PATIENCE_S)
+        await patiently(attempt, PATIENCE_S, target=stream)
 
     async def pending(self, pending: ToolCallPending, conversation: Conversation) -> None:
         await self.event(

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -85,12 +87,17 @@ def transient(failure: Exception) -> bool:
 
 
 async def patiently(
-    attempt: Callable[[], Awaitable[T]], patience_s: float, retry_s: float | None = None
+    attempt: Callable[[], Awaitable[T]],
+    patience_s: float,
+    retry_s: float | None = None,
+    target: str | None = None,
 ) -> T:
     """Run ``attempt`` until it succeeds, through NATS outages of up to ``patience_s``;
     its result. Each try after a failed one may take ``retry_s`` (``RETRY_S``: short,
     for one request; an attempt that is several, a watch, passes what they may need,
-    which its first try may take too).
+    which its first try may take too). ``target`` names the stream or bucket the
+    attempt asks: while it gives no answer, this process's attempts on it take turns
+    (``_Silences``).
 
     For effects already paid for (an API answered): retrying the publish here
     beats failing the message, whose redelivery would pay for them again. Also
@@ -99,27 +106,130 @@ async def patiently(
     accounts, which runtime credentials make it do).
     """
     give_up = time.monotonic() + patience_s
-    delay = 0.1
-    try_s = FIRST_TRY_S if retry_s is None else max(FIRST_TRY_S, retry_s)
-    failed = False
-    while True:
+    first_s = FIRST_TRY_S if retry_s is None else max(FIRST_TRY_S, retry_s)
+    retry_s = RETRY_S if retry_s is None else retry_s
+    silences = _silences()
+    probing = await silences.turn(target, give_up)
+    answered = False  # whether the target answered this attempt's last try
+    try:
+        while True:
+            delay = 0.1
+            # A probe's tries follow a failed one: short, and ended by an election.
+            failed = probing
+            try_s = retry_s if probing else first_s
+            while True:
+                try:
+                    async with asyncio.timeout(try_s):
+                        # Once a try failed, a stream may be without a leader: its
+                        # election (as JetStream announces it) ends the try that waits for
+                        # none.
+                        result = await (_until_elected(attempt) if failed else attempt())
+                    answered = True
+                    return result
+                except Exception as failure:
+                    answered = not silent(failure)
+                    if not transient(failure) or time.monotonic() + delay > give_up:
+                        raise
+                    if probing and answered:
+                        silences.answered(target)  # the others go; this one goes on alone
+                        probing = False
+                    elif not probing and not answered and target is not None:
+                        probing = await silences.turn(target, give_up, silenced=True)
+                        if not probing:
+                            break  # it answered another's probe meanwhile: a first try
+                    failed = True
+                    try_s = retry_s
+                    if isinstance(failure, Elected):
+                        continue  # asked again at once: the new leader may answer
+                    log.warning("NATS unavailable; trying again in %.1f s", delay)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await ELECTIONS.next()
+                    delay = min(2 * delay, MAX_DELAY_S)
+    finally:
+        if probing:
+            # Answered: the others go. Given up on unanswered (patience spent, stopped):
+            # the oldest of them probes next.
+            if answered:
+                silences.answered(target)
+            else:
+                silences.hand_on(target)
+
+
+def silent(failure: Exception) -> bool:
+    """Whether ``failure`` is a stream or bucket giving no answer (no leader, NATS away),
+    rather than an answer that asks for another try."""
+    return (
+        transient(failure)
+        and not isinstance(failure, Contradicted)
+        and (getattr(failure, "err_code", None) != DUPLICATE_IN_PROCESS)
+    )
+
+
+class _Silences:
+    """The streams and buckets that gave an event loop's attempts no answer (no leader while
+    nats-server elects one, NATS away). One attempt at a time probes each, in short tries
+    ended by each election heard; every other attempt on it waits its turn, oldest first,
+    and all go once it answers. Each trying on its own, the hundreds of calls a stream's
+    election held kept as many tries a second going at a cluster electing leaders on two
+    shared cores, and after the election their short tries timed out behind the backlog
+    and were sent again, adding to it (the cluster fault test, docs/scaling.md).
+    """
+
+    def __init__(self) -> None:
+        # A silent target's attempts waiting their turn: True to probe it, False to go.
+        self._waiting: dict[str, deque[asyncio.Future[bool]]] = {}
+
+    async def turn(self, target: str | None, give_up: float, *, silenced: bool = False) -> bool:
+        """Wait while ``target`` is silent; whether this attempt is to probe it. An attempt
+        that found it ``silenced`` probes it unless another already does."""
+        if target is None:
+            return False
+        waiting = self._waiting.get(target)
+        if waiting is None:
+            if silenced:
+                self._waiting[target] = deque()
+            return silenced
+        turn = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
         try:
-            async with asyncio.timeout(try_s):
-                # Once a try failed, a stream may be without a leader: its election (as
-                # JetStream announces it) ends the try that waits for none.
-                return await (_until_elected(attempt) if failed else attempt())
-        except Exception as failure:
-            failed = True
-            try_s = RETRY_S if retry_s is None else retry_s
-            if not transient(failure) or time.monotonic() + delay > give_up:
-                raise
-            if isinstance(failure, Elected):
-                continue  # asked again at once: the new leader may answer
-            log.warning("NATS unavailable; trying again in %.1f s", delay)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await ELECTIONS.next()
-            delay = min(2 * delay, MAX_DELAY_S)
+            async with asyncio.timeout(give_up - time.monotonic()):
+                return await asyncio.shield(turn)
+        except BaseException as stopped:
+            if turn.done() and turn.result():
+                self.hand_on(target)  # handed the probe as it gave up: passed on
+            turn.cancel()
+            if isinstance(stopped, TimeoutError):
+                raise TimeoutError(f"{target} gave no answer") from None
+            raise
+
+    def answered(self, target: str | None) -> None:
+        """``target`` answered its probe: every attempt waiting on it goes, in order."""
+        for turn in self._waiting.pop(target, ()) if target is not None else ():
+            if not turn.done():
+                turn.set_result(False)
+
+    def hand_on(self, target: str | None) -> None:
+        """The probe of ``target`` gave up unanswered: the oldest attempt waiting probes
+        next."""
+        waiting = self._waiting.get(target) if target is not None else None
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(True)
+                return
+        if target is not None:
+            self._waiting.pop(target, None)  # nobody left to probe it
+
+
+# Per event loop: a future belongs to the loop that made it (a test runs several).
+_SILENCES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Silences]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _silences() -> _Silences:
+    return _SILENCES.setdefault(asyncio.get_running_loop(), _Silences())
 
 
 async def _until_elected(attempt: Callable[[], Awaitable[T]]) -> T:

@@ -29,6 +29,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from shared.contract import subjects
 from shared.contract.events import utcnow
 from shared.fabric.outages import patiently
 from shared.process.http_api import ApiError, install_error_handlers
@@ -121,7 +122,9 @@ class KeyRing:
         if cached is not None and time.monotonic() - cached[1] < CACHE_S:
             return cached[0]
         try:
-            entry = await patiently(lambda: self._keys.get(key_id), LOOKUP_PATIENCE_S)
+            entry = await patiently(
+                lambda: self._keys.get(key_id), LOOKUP_PATIENCE_S, target=subjects.API_KEYS_BUCKET
+            )
         except KeyNotFoundError:  # never made, or revoked (deleted)
             self._found.pop(key_id, None)
             return None
