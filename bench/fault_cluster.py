@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ FROZEN = "http-executor-2"
 # Past the executors' ack wait: their work items go to the other replica meanwhile.
 FROZEN_S = EXECUTOR_WORK.ack_wait_s + 3.0
 # The durables a call goes through: the calls a fault held up went through once none has
-# messages left to deliver.
+# messages left to deliver or in hand (``caught_up``).
 CALL_DURABLES = {
     (durable.stream, durable.name) for durable in (DISPATCHER, EXECUTOR_WORK, INJECTOR)
 }
@@ -254,18 +255,38 @@ async def healed(cluster: Cluster, timeout_s: float) -> None:
 
 
 async def caught_up(cluster: Cluster, timeout_s: float) -> None:
-    """Once no durable on a call's path has messages left to deliver, as its leader says."""
+    """Once no durable on a call's path has messages left to deliver, and every message
+    each had delivered by then is acked, as its leader says: the calls a fault held up
+    went through. Delivered is not enough: a work item in an executor's hand when the
+    next fault froze that executor waited for both (a call placed as a cut-off node woke
+    was stored 7 s later, in hand 0.8 s after that when its executor froze, and answered
+    13.2 s after it was placed)."""
     async with asyncio.timeout(timeout_s):
-        while True:
-            if await _undelivered(cluster) == 0:
-                return
-            await asyncio.sleep(0.1)  # asked of nats-server: there is nothing to wait on
+        progress = await _until(cluster, lambda now: not any(left for left, _, _ in now.values()))
+        delivered = {durable: last for durable, (_, last, _) in progress.items()}
+        await _until(
+            cluster,
+            lambda now: all(acked >= delivered[durable] for durable, (_, _, acked) in now.items()),
+        )
 
 
-async def _undelivered(cluster: Cluster) -> int | None:
-    """Messages the call path's durables have yet to deliver; None: not every one has a
-    leader that answered (only a leader's count is current)."""
-    undelivered, counted = 0, set()
+# Per durable on the call path: messages it has yet to deliver, the stream sequence of the
+# last it delivered, and of the last below which every one is acked.
+Progress = dict[tuple[str, str], tuple[int, int, int]]
+
+
+async def _until(cluster: Cluster, done: Callable[[Progress], bool]) -> Progress:
+    while True:
+        progress = await _progress(cluster)
+        if progress is not None and done(progress):
+            return progress
+        await asyncio.sleep(0.1)  # asked of nats-server: there is nothing to wait on
+
+
+async def _progress(cluster: Cluster) -> Progress | None:
+    """The call path's durables' ``Progress``; None: not every one has a leader that
+    answered (only a leader's figures are current)."""
+    progress = {}
     for node in cluster.nodes:
         try:
             report = await monitoring(
@@ -279,9 +300,12 @@ async def _undelivered(cluster: Cluster) -> int | None:
                     durable = (stream["name"], consumer["name"])
                     led = consumer.get("cluster", {}).get("leader") == _name(node)
                     if durable in CALL_DURABLES and led:
-                        undelivered += consumer["num_pending"]
-                        counted.add(durable)
-    return undelivered if counted == CALL_DURABLES else None
+                        progress[durable] = (
+                            consumer["num_pending"],
+                            consumer["delivered"]["stream_seq"],
+                            consumer["ack_floor"]["stream_seq"],
+                        )
+    return progress if progress.keys() == CALL_DURABLES else None
 
 
 async def _healthy(node: NatsServer) -> bool:
