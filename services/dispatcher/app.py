@@ -44,6 +44,9 @@ log = logging.getLogger("midcall.dispatcher")
 DURABLE = Durable(
     subjects.CALLS_STREAM, subjects.ALL_CALLS, "midcall-dispatcher", max_deliver=CALL_MAX_DELIVER
 )
+# Who claims a call's answer when the dispatcher gives up on it (shared.fabric.call_marks;
+# the injector's claimants are the outcome and the deadline).
+GAVE_UP = "dispatcher-gave-up"
 REPLAYS = Durable(
     subjects.OPS_STREAM,
     subjects.ALL_REPLAYS,
@@ -235,6 +238,10 @@ class Dispatcher:
             )
             return
         conversation = self._conversation(call, runtime_account)
+        # An earlier delivery may have sent its work item, and the API's answer or the
+        # deadline then answers it: claimed first, one of them is the call's only result.
+        if not await self.claims.claim_answer(conversation.key, call.call_id, 1, GAVE_UP):
+            return
         await self._reject(
             _owned(call, conversation), conversation, internal_failure(call.tool, failure)
         )
@@ -242,10 +249,13 @@ class Dispatcher:
     async def give_up_replay(self, message: Msg, failure: Exception) -> None:
         """A replay that broke the dispatcher ends as an error result of that replay."""
         replay = await self.replays_set_aside.read(ReplayRequest, message, DECLARED_BEFORE)
-        if replay is not None:
+        if replay is None:
+            return
+        conversation = self._replayed(replay)
+        call_id, attempt = replay.call.call_id, replay.attempt
+        if await self.claims.claim_answer(conversation.key, call_id, attempt, GAVE_UP):
             rejected = internal_failure(replay.call.tool, failure)
-            conversation = self._replayed(replay)
-            await self._reject(replay.call, conversation, rejected, replay.tool, replay.attempt)
+            await self._reject(replay.call, conversation, rejected, replay.tool, attempt)
 
     async def _reject_undecodable(
         self, message: Msg, rejected: CallRejected, reason: str | None = None
