@@ -9,7 +9,7 @@ from shared.fabric.deadline_timers import DeadlineTimers
 from shared.fabric.messaging import Publisher
 from tests.support.api import RecordingApi
 from tests.support.fabric import Fabric
-from tests.test_spine import AGENT, booking_tool, events_of, new_call
+from tests.test_spine import AGENT, booking_tool, events_of, new_call, place
 
 
 async def test_a_call_claimed_by_a_dead_dispatcher_is_finished_by_the_next_one(
@@ -51,10 +51,7 @@ async def test_a_call_given_up_on_after_it_was_answered_gets_no_second_result(
     await fabric.register(AGENT, booking_tool(api.url))
     call = new_call()
     conversation_id = call["conversation_id"]
-    await fabric.runtime.listen(conversation_id)
-    await fabric.runtime.call(call)
-    result = await fabric.runtime.wait_for(conversation_id, "result", call["call_id"])
-    assert result["status"] == "success"
+    assert (await place(fabric, call))["status"] == "success"
     await fabric.drained()
 
     js = fabric.nc.jetstream()

@@ -238,24 +238,29 @@ class Dispatcher:
             )
             return
         conversation = self._conversation(call, runtime_account)
-        # An earlier delivery may have sent its work item, and the API's answer or the
-        # deadline then answers it: claimed first, one of them is the call's only result.
-        if not await self.claims.claim_answer(conversation.key, call.call_id, 1, GAVE_UP):
-            return
-        await self._reject(
-            _owned(call, conversation), conversation, internal_failure(call.tool, failure)
-        )
+        await self._gave_up(_owned(call, conversation), conversation, failure)
 
     async def give_up_replay(self, message: Msg, failure: Exception) -> None:
         """A replay that broke the dispatcher ends as an error result of that replay."""
         replay = await self.replays_set_aside.read(ReplayRequest, message, DECLARED_BEFORE)
-        if replay is None:
-            return
-        conversation = self._replayed(replay)
-        call_id, attempt = replay.call.call_id, replay.attempt
-        if await self.claims.claim_answer(conversation.key, call_id, attempt, GAVE_UP):
-            rejected = internal_failure(replay.call.tool, failure)
-            await self._reject(replay.call, conversation, rejected, replay.tool, attempt)
+        if replay is not None:
+            conversation = self._replayed(replay)
+            await self._gave_up(replay.call, conversation, failure, replay.tool, replay.attempt)
+
+    async def _gave_up(
+        self,
+        call: ToolCall,
+        conversation: Conversation,
+        failure: Exception,
+        tool: Tool | None = None,
+        attempt: int = 1,
+    ) -> None:
+        """End a run given up on with an error result, unless it was answered. An earlier
+        delivery may have sent its work item, and the API's answer or the deadline then
+        answers it: the answer is claimed first, so one of them is the run's only result."""
+        if await self.claims.claim_answer(conversation.key, call.call_id, attempt, GAVE_UP):
+            rejected = internal_failure(call.tool, failure)
+            await self._reject(call, conversation, rejected, tool, attempt)
 
     async def _reject_undecodable(
         self, message: Msg, rejected: CallRejected, reason: str | None = None

@@ -229,7 +229,12 @@ _SILENCES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Silences]" = (
 
 
 def _silences() -> _Silences:
-    return _SILENCES.setdefault(asyncio.get_running_loop(), _Silences())
+    # Looked up on every attempt: made only once per loop, not as a default each time.
+    loop = asyncio.get_running_loop()
+    silences = _SILENCES.get(loop)
+    if silences is None:
+        silences = _SILENCES[loop] = _Silences()
+    return silences
 
 
 async def _until_elected(attempt: Callable[[], Awaitable[T]]) -> T:
